@@ -1,0 +1,140 @@
+"""The ``bfx-recorder`` command line.
+
+Every command takes ``--config FILE`` after its name and validates the configuration first. A
+:class:`~recorder.config.ConfigError` becomes one line on stderr and exit code 2, never a
+traceback (and never a secret: the error texts are built from key names only).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from recorder import config as config_mod
+from recorder.config import Config, ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _fail_config(exc: ConfigError) -> None:
+    click.echo(f"bfx-recorder: {exc}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def with_config(func: F) -> F:
+    """Add ``--config FILE`` and pass the validated :class:`Config` as ``cfg``."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML configuration file (default: $BFX_RECORDER_CONFIG, then config/recorder.toml).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, **kwargs: Any) -> Any:
+        try:
+            cfg = config_mod.load(config_path)
+        except ConfigError as exc:
+            _fail_config(exc)
+        try:
+            return func(*args, cfg=cfg, **kwargs)
+        except ConfigError as exc:
+            _fail_config(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="bfx-account-recorder")
+def main() -> None:
+    """Record a Bitfinex account's WebSocket history into SQL, project it, replay it."""
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("check")
+@with_config
+def config_check(cfg: Config) -> None:
+    """Validate the configuration and print the effective settings (secrets as set/unset)."""
+    click.echo(json.dumps(config_mod.describe(cfg), indent=2))
+
+
+# --- db --------------------------------------------------------------------------------------
+
+
+@main.group("db")
+def db_group() -> None:
+    """Schema migrations (Alembic) against the configured database."""
+
+
+def _engine(cfg: Config) -> Any:
+    from recorder.store.engine import create_engine
+
+    return create_engine(cfg.database)
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_config
+def db_upgrade(cfg: Config, revision: str) -> None:
+    """Upgrade the schema to REVISION (default: head)."""
+    from recorder.store import migrate
+
+    engine = _engine(cfg)
+    try:
+        migrate.upgrade(engine, revision)
+        click.echo(
+            f"database {config_mod.redact_url(cfg.database.url)} at {migrate.current(engine)}"
+        )
+    finally:
+        engine.dispose()
+
+
+@db_group.command("current")
+@with_config
+def db_current(cfg: Config) -> None:
+    """Print the schema revision of the configured database."""
+    from recorder.store import migrate
+
+    engine = _engine(cfg)
+    try:
+        rev = migrate.current(engine)
+        head = migrate.head()
+        state = "up to date" if rev == head else f"head is {head}"
+        click.echo(f"{rev or 'empty (no revision)'} ({state})")
+    finally:
+        engine.dispose()
+
+
+@db_group.command("downgrade")
+@click.argument("revision")
+@with_config
+def db_downgrade(cfg: Config, revision: str) -> None:
+    """Downgrade the schema to REVISION ('base' removes every table)."""
+    from recorder.store import migrate
+
+    engine = _engine(cfg)
+    try:
+        migrate.downgrade(engine, revision)
+        click.echo(f"database at {migrate.current(engine) or 'base'}")
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

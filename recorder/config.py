@@ -1,0 +1,435 @@
+"""Configuration: TOML file resolution, environment overrides, validation.
+
+Every problem becomes a :class:`ConfigError` that names the offending key and the fix, so the
+CLI can print one line and exit 2 instead of a traceback. Secrets are wrapped in
+:class:`Secret`, whose ``repr``/``str`` never show the value, so a secret cannot leak through a
+log line or an exception message by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG_PATH = Path("config/recorder.toml")
+CONFIG_ENV = "BFX_RECORDER_CONFIG"
+ENV_PREFIX = "BFX_RECORDER_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased as ``key: problem; fix: what to do``."""
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"configuration error at '{key}': {problem}; fix: {fix}")
+
+
+class Secret:
+    """A credential that refuses to be printed."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "sqlite:///recorder.db"
+    auto_migrate: bool = True
+    sqlite_synchronous: str = "NORMAL"
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    batch_max_frames: int = 2000
+    batch_max_ms: float = 50.0
+    queue_size: int = 20000
+    unavailable_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    format: str = "text"
+    level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class StatusConfig:
+    max_frame_age_s: float = 60.0
+    max_projector_lag: int = 10000
+
+
+@dataclass(frozen=True)
+class Credentials:
+    api_key: Secret
+    api_secret: Secret
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    name: str
+    url: str = "wss://api.bitfinex.com/ws/2"
+    api_key_env: str = "BFX_API_KEY"
+    api_secret_env: str = "BFX_API_SECRET"
+    api_secret_file: str | None = None
+    filter: tuple[str, ...] = ()
+    dms: bool = False
+    backoff_cap_s: float = 60.0
+    heartbeat_period_s: float = 15.0
+
+    def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials:
+        """Read the API key and secret from the environment (or the secret file)."""
+        env = os.environ if environ is None else environ
+        where = f"accounts.{self.name}"
+        key = env.get(self.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"{where}.api_key_env",
+                f"environment variable {self.api_key_env} is not set",
+                f"export {self.api_key_env} with the account's API key",
+            )
+        if self.api_secret_file:
+            secret = Path(self.api_secret_file).read_text(encoding="utf-8").strip()
+        else:
+            secret = env.get(self.api_secret_env, "")
+        if not secret:
+            raise ConfigError(
+                f"{where}.api_secret_env",
+                f"environment variable {self.api_secret_env} is not set",
+                f"export {self.api_secret_env} with the API secret, or set api_secret_file",
+            )
+        return Credentials(Secret(key), Secret(secret))
+
+    def has_credentials(self, environ: Mapping[str, str] | None = None) -> tuple[bool, bool]:
+        env = os.environ if environ is None else environ
+        return bool(env.get(self.api_key_env)), bool(
+            self.api_secret_file or env.get(self.api_secret_env)
+        )
+
+
+@dataclass(frozen=True)
+class Config:
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    accounts: tuple[AccountConfig, ...] = ()
+    source: str = "built-in defaults"
+
+    def account(self, name: str) -> AccountConfig:
+        for acc in self.accounts:
+            if acc.name == name:
+                return acc
+        raise ConfigError("accounts", f"no account named {name!r}", "use one of the [[accounts]]")
+
+
+# --- validation -------------------------------------------------------------------------------
+
+Check = Callable[[str, Any], Any]
+
+
+def _type(expected: type | tuple[type, ...], label: str) -> Check:
+    def check(key: str, value: Any) -> Any:
+        # bool is an int subclass: refuse it where a number is wanted.
+        if isinstance(value, bool) and bool not in (
+            expected if isinstance(expected, tuple) else (expected,)
+        ):
+            raise ConfigError(key, f"expected {label}, got a boolean", f"write {key} as {label}")
+        if not isinstance(value, expected):
+            raise ConfigError(
+                key, f"expected {label}, got {type(value).__name__}", f"write {key} as {label}"
+            )
+        return value
+
+    return check
+
+
+def _positive(expected: type | tuple[type, ...], label: str) -> Check:
+    base = _type(expected, label)
+
+    def check(key: str, value: Any) -> Any:
+        value = base(key, value)
+        if value <= 0:
+            raise ConfigError(key, f"must be positive, got {value}", f"set {key} above 0")
+        return value
+
+    return check
+
+
+def _choice(*choices: str) -> Check:
+    def check(key: str, value: Any) -> Any:
+        if not isinstance(value, str) or value.upper() not in {c.upper() for c in choices}:
+            raise ConfigError(
+                key, f"{value!r} is not one of {', '.join(choices)}", f"set {key} to one of them"
+            )
+        return value if value in choices else next(c for c in choices if c.upper() == value.upper())
+
+    return check
+
+
+def _str_list(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(key, "expected a list of strings", f'write {key} = ["trading", ...]')
+    return tuple(value)
+
+
+def _database_url(key: str, value: Any) -> str:
+    _type(str, "a string")(key, value)
+    scheme = value.split("://", 1)[0]
+    if "://" not in value or not (scheme.startswith("sqlite") or scheme.startswith("postgresql")):
+        raise ConfigError(
+            key,
+            f"unsupported database URL scheme {scheme!r}",
+            "use sqlite:///path.db or postgresql+psycopg://user@host/dbname",
+        )
+    if scheme in ("postgresql", "postgresql+psycopg2"):
+        value = "postgresql+psycopg://" + value.split("://", 1)[1]
+    return value
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _ws_url(key: str, value: Any) -> str:
+    _type(str, "a string")(key, value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(key, f"{value!r} is not a WebSocket URL", "use wss://host/ws/2")
+    if parts.scheme == "ws" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            key,
+            f"plain ws:// to non-loopback host {parts.hostname!r} sends credentials unencrypted",
+            "use wss://, or ws:// only with 127.0.0.1 / localhost",
+        )
+    return value
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _env_name(key: str, value: Any) -> str:
+    _type(str, "a string")(key, value)
+    if not _ENV_NAME.match(value):
+        raise ConfigError(
+            key,
+            "is not an environment variable name (its value is not shown: it may be a secret)",
+            "give the NAME of the variable that holds the credential, not the credential",
+        )
+    return value
+
+
+def _secret_file(key: str, value: Any) -> str:
+    _type(str, "a string")(key, value)
+    path = Path(value).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(
+            key, f"cannot read {path}: {exc.strerror}", "point it at an existing file"
+        ) from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            key,
+            f"{path} is readable by other users (mode {stat.S_IMODE(mode):o})",
+            f"chmod 600 {path}",
+        )
+    return str(path)
+
+
+def _account_name(key: str, value: Any) -> str:
+    _type(str, "a string")(key, value)
+    if not value.strip():
+        raise ConfigError(key, "must not be empty", "give the account a name")
+    return value
+
+
+SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
+    "database": (
+        DatabaseConfig,
+        {
+            "url": _database_url,
+            "auto_migrate": _type(bool, "true or false"),
+            "sqlite_synchronous": _choice("NORMAL", "FULL"),
+        },
+    ),
+    "writer": (
+        WriterConfig,
+        {
+            "batch_max_frames": _positive(int, "a whole number"),
+            "batch_max_ms": _positive((int, float), "a number of milliseconds"),
+            "queue_size": _positive(int, "a whole number"),
+            "unavailable_timeout_s": _positive((int, float), "a number of seconds"),
+        },
+    ),
+    "logging": (
+        LoggingConfig,
+        {
+            "format": _choice("text", "json"),
+            "level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+        },
+    ),
+    "status": (
+        StatusConfig,
+        {
+            "max_frame_age_s": _positive((int, float), "a number of seconds"),
+            "max_projector_lag": _positive(int, "a whole number of events"),
+        },
+    ),
+}
+
+ACCOUNT_KEYS: dict[str, Check] = {
+    "name": _account_name,
+    "url": _ws_url,
+    "api_key_env": _env_name,
+    "api_secret_env": _env_name,
+    "api_secret_file": _secret_file,
+    "filter": _str_list,
+    "dms": _type(bool, "true or false"),
+    "backoff_cap_s": _positive((int, float), "a number of seconds"),
+    "heartbeat_period_s": _positive((int, float), "a number of seconds"),
+}
+
+
+def _unknown(key: str, allowed: list[str]) -> ConfigError:
+    return ConfigError(key, "unknown key", f"remove it or use one of: {', '.join(sorted(allowed))}")
+
+
+def _env_value(raw: str) -> Any:
+    """Parse an environment override as a TOML value, falling back to a plain string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Config:
+    """Validate a parsed TOML document plus environment overrides into a :class:`Config`."""
+    for top in raw:
+        if top not in SECTIONS and top != "accounts":
+            raise _unknown(top, [*SECTIONS, "accounts"])
+    built: dict[str, Any] = {}
+    for section, (cls, checks) in SECTIONS.items():
+        table = raw.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(section, "expected a table", f"write it as [{section}]")
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            if key not in checks:
+                raise _unknown(f"{section}.{key}", list(checks))
+            values[key] = value
+        for key in checks:
+            env_key = f"{ENV_PREFIX}{section}_{key}".upper()
+            if env_key in environ:
+                values[key] = _env_value(environ[env_key])
+        built[section] = cls(**{k: checks[k](f"{section}.{k}", v) for k, v in values.items()})
+
+    accounts_raw = raw.get("accounts", [])
+    if not isinstance(accounts_raw, list):
+        raise ConfigError("accounts", "expected an array of tables", "write [[accounts]] entries")
+    accounts: list[AccountConfig] = []
+    for i, table in enumerate(accounts_raw):
+        where = f"accounts[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(where, "expected a table", "write it as [[accounts]]")
+        if "name" not in table:
+            raise ConfigError(f"{where}.name", "missing", 'add name = "main" (any unique name)')
+        values = {}
+        for key, value in table.items():
+            if key not in ACCOUNT_KEYS:
+                raise _unknown(f"{where}.{key}", list(ACCOUNT_KEYS))
+            values[key] = ACCOUNT_KEYS[key](f"{where}.{key}", value)
+        if any(a.name == values["name"] for a in accounts):
+            raise ConfigError(
+                f"{where}.name", f"duplicate account name {values['name']!r}", "make names unique"
+            )
+        accounts.append(AccountConfig(**values))
+    return Config(accounts=tuple(accounts), source=source, **built)
+
+
+def resolve_path(
+    explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]
+) -> Path | None:
+    """``--config FILE``, else ``$BFX_RECORDER_CONFIG``, else ``config/recorder.toml``."""
+    if explicit:
+        return Path(explicit)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    if DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def load(
+    explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    env = os.environ if environ is None else environ
+    path = resolve_path(explicit, env)
+    if path is None:
+        return parse({}, env, "built-in defaults")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            "--config", f"cannot read {path}: {exc.strerror}", "give an existing TOML file"
+        ) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), f"TOML syntax error: {exc}", "correct the syntax") from None
+    return parse(raw, env, str(path))
+
+
+def describe(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The effective configuration as plain data, with credentials only as set/unset."""
+    from dataclasses import asdict
+
+    out: dict[str, Any] = {"source": config.source}
+    for section in SECTIONS:
+        out[section] = asdict(getattr(config, section))
+    out["database"]["url"] = redact_url(config.database.url)
+    accounts = []
+    for acc in config.accounts:
+        item = asdict(acc)
+        item["filter"] = list(acc.filter)
+        key_set, secret_set = acc.has_credentials(environ)
+        item["api_key"] = "set" if key_set else "unset"
+        item["api_secret"] = "set" if secret_set else "unset"
+        accounts.append(item)
+    out["accounts"] = accounts
+    return out
+
+
+def redact_url(url: str) -> str:
+    """Hide a password embedded in a database URL."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)

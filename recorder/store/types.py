@@ -1,0 +1,72 @@
+"""Column types that behave the same on SQLite and PostgreSQL.
+
+* :class:`ExactDecimal` is ``NUMERIC`` on both. PostgreSQL stores the frame's decimal text
+  exactly. SQLite has no decimal type: values are bound as their decimal *text*, so SQLite's
+  NUMERIC affinity keeps every digit it cannot round-trip through a double as text; reads come
+  back as :class:`decimal.Decimal` either way.
+* :class:`UTCDateTime` is ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and ISO text on SQLite,
+  and always returns aware UTC datetimes.
+* :data:`JSONDoc` is ``JSONB`` on PostgreSQL (queryable) and JSON text on SQLite.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+
+class ExactDecimal(sa.types.TypeDecorator[Decimal]):
+    impl = sa.Numeric
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            # Declared NUMERIC for affinity, but no SQLAlchemy float conversion on the way in.
+            return dialect.type_descriptor(sa.types.NUMERIC(asdecimal=False))
+        return dialect.type_descriptor(sa.Numeric(asdecimal=True))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "sqlite":
+            text = str(value)
+            # Integral text is stored by SQLite as INTEGER; that is exact too.
+            return text
+        return value if isinstance(value, Decimal) else Decimal(str(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, Decimal):
+            return value
+        return Decimal(str(value))
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where UTC is required")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JSONDoc = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
