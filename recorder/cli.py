@@ -136,5 +136,48 @@ def db_downgrade(cfg: Config, revision: str) -> None:
         engine.dispose()
 
 
+# --- simulate --------------------------------------------------------------------------------
+
+
+@main.command("simulate")
+@click.option("--port", type=int, required=True, help="TCP port (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--api-key", default=None, help="API key the simulator accepts.")
+@click.option(
+    "--api-secret",
+    default=None,
+    envvar="BFX_SIM_API_SECRET",
+    help="Its secret (or $BFX_SIM_API_SECRET, which keeps it out of the process list).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rate", type=float, default=20.0, show_default=True, help="Frames per second.")
+@click.option("--faults", default="", help="Fault schedule, e.g. 'drop@30,stall:60@90/300'.")
+@click.option("--truth", "truth_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the true account state here on exit and on SIGUSR1.")  # fmt: skip
+@click.option("--heartbeat", type=float, default=15.0, show_default=True)
+@click.option("--no-rate-limit", is_flag=True, help="Accept more than 5 connections per 15 s.")
+@with_config
+def simulate(
+    cfg: Config,
+    port: int,
+    host: str,
+    api_key: str | None,
+    api_secret: str | None,
+    seed: int,
+    rate: float,
+    faults: str,
+    truth_path: str | None,
+    heartbeat: float,
+    no_rate_limit: bool,
+) -> None:
+    """Run the simulated Bitfinex exchange until SIGINT/SIGTERM."""
+    from recorder.simulator.cli import run_simulator
+
+    run_simulator(
+        cfg, port=port, host=host, api_key=api_key, api_secret=api_secret, seed=seed, rate=rate,
+        faults=faults, truth_path=truth_path, heartbeat=heartbeat, rate_limit=not no_rate_limit,
+    )  # fmt: skip
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
