@@ -175,6 +175,10 @@ class Simulator:
                 for abbr, payload in messages:
                     await self._send_account(conn, abbr, payload)
 
+    def pause(self, seconds: float = float("inf")) -> None:
+        """Stop account activity for ``seconds`` (for tests that compare with the truth)."""
+        self._paused_until = trio.current_time() + seconds
+
     def truth(self) -> dict[str, Any]:
         return self.model.truth()
 

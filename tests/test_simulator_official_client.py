@@ -1,0 +1,145 @@
+"""The simulator's frames, read by the official Bitfinex Python client (bitfinex-api-py 4.x).
+
+The client runs on asyncio in this thread; the simulator runs on trio in another. The client
+must authenticate and its handlers must receive every account message kind; folding what it
+received must give the simulator's true state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from typing import Any
+
+import pytest
+import trio
+from bfxapi import Client
+
+from recorder.simulator.server import Simulator
+
+API_KEY, API_SECRET = "official-client-key", "official-client-secret"
+
+EVENTS = [
+    "order_snapshot", "order_new", "order_update", "order_cancel",
+    "position_snapshot", "position_new", "position_update", "position_close",
+    "trade_execution", "trade_execution_update",
+    "funding_offer_snapshot", "funding_offer_new", "funding_offer_update", "funding_offer_cancel",
+    "funding_credit_snapshot", "funding_credit_new", "funding_credit_update",
+    "funding_credit_close",
+    "funding_loan_snapshot", "funding_loan_new", "funding_loan_update", "funding_loan_close",
+    "wallet_snapshot", "wallet_update", "balance_update", "base_margin_info",
+    "symbol_margin_info", "funding_info_update",
+    "on-req-notification", "oc-req-notification", "fon-req-notification",
+    "foc-req-notification",
+]  # fmt: skip
+
+
+class SimThread:
+    def __init__(self, **kwargs: Any) -> None:
+        self.sim = Simulator(**kwargs)
+        self.ports: queue.Queue[int] = queue.Queue()
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.cancel: trio.CancelScope | None = None
+        self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self.token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as scope:
+            self.cancel = scope
+            async with trio.open_nursery() as nursery:
+                self.ports.put(await nursery.start(self.sim.serve))
+
+    def __enter__(self) -> SimThread:
+        self.thread.start()
+        self.port = self.ports.get(timeout=10)
+        return self
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.cancel is not None
+        self.call(self.cancel.cancel)
+        self.thread.join(10)
+
+
+def _fold(received: list[tuple[str, Any]]) -> dict[str, dict[Any, Any]]:
+    """What a client knows after applying the snapshots and updates it received, in order."""
+    orders: dict[int, Any] = {}
+    positions: dict[str, Any] = {}
+    wallets: dict[tuple[str, str], Any] = {}
+    trades: dict[int, Any] = {}
+    for name, data in received:
+        if name == "order_snapshot":
+            orders = {o.id: o for o in data}
+        elif name in ("order_new", "order_update"):
+            orders[data.id] = data
+        elif name == "order_cancel":
+            orders.pop(data.id, None)
+        elif name == "position_snapshot":
+            positions = {p.symbol: p for p in data}
+        elif name in ("position_new", "position_update"):
+            positions[data.symbol] = data
+        elif name == "position_close":
+            positions.pop(data.symbol, None)
+        elif name == "wallet_snapshot":
+            wallets = {(w.wallet_type, w.currency): w for w in data}
+        elif name == "wallet_update":
+            wallets[(data.wallet_type, data.currency)] = data
+        elif name == "trade_execution_update":
+            trades[data.id] = data
+    return {"orders": orders, "positions": positions, "wallets": wallets, "trades": trades}
+
+
+@pytest.mark.slow
+def test_official_client_sees_the_simulated_account() -> None:
+    received: list[tuple[str, Any]] = []
+    authenticated: list[dict[str, Any]] = []
+
+    with SimThread(seed=7, rate=300.0, api_keys={API_KEY: API_SECRET}) as st:
+        client = Client(API_KEY, API_SECRET, wss_host=f"ws://127.0.0.1:{st.port}/ws/2")
+        for name in EVENTS:
+            client.wss.on(name, lambda data, _n=name: received.append((_n, data)))
+        client.wss.on("authenticated", lambda msg: authenticated.append(msg))
+
+        async def drive() -> None:
+            task = asyncio.create_task(client.wss.start())
+            for _ in range(200):
+                await asyncio.sleep(0.05)
+                if {n for n, _ in received} >= set(EVENTS):
+                    break
+            st.call(st.sim.pause)
+            await asyncio.sleep(0.5)  # let frames already sent arrive
+            await client.wss.close()
+            await asyncio.wait_for(task, 10)
+
+        asyncio.run(drive())
+        truth = st.sim.truth()
+
+    assert authenticated and authenticated[0]["userId"] == truth["user_id"]
+    missing = set(EVENTS) - {n for n, _ in received}
+    assert not missing, f"handlers never called: {sorted(missing)}"
+
+    state = _fold(received)
+    assert {o["id"]: o["amount"] for o in truth["orders"]} == {
+        i: o.amount for i, o in state["orders"].items()
+    }
+    for o in truth["orders"]:
+        got = state["orders"][o["id"]]
+        assert (got.symbol, got.price, got.order_status) == (
+            o["symbol"], o["price"], o["order_status"]
+        )  # fmt: skip
+    assert {p["symbol"]: (p["position_id"], p["amount"]) for p in truth["positions"]} == {
+        s: (p.position_id, p.amount) for s, p in state["positions"].items()
+    }
+    assert {(w["wallet_type"], w["currency"]): w["balance"] for w in truth["wallets"]} == {
+        k: w.balance for k, w in state["wallets"].items()
+    }
+    truth_trades = {t["id"]: t for t in truth["trades"]}
+    assert state["trades"]
+    for trade_id, trade in state["trades"].items():
+        t = truth_trades[trade_id]
+        assert (trade.exec_amount, trade.exec_price, trade.fee, trade.fee_currency) == (
+            t["exec_amount"], t["exec_price"], t["fee"], t["fee_currency"]
+        )  # fmt: skip
