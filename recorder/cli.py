@@ -136,6 +136,36 @@ def db_downgrade(cfg: Config, revision: str) -> None:
         engine.dispose()
 
 
+# --- run and demo ----------------------------------------------------------------------------
+
+
+@main.command("run")
+@with_config
+def run_cmd(cfg: Config) -> None:
+    """Record every configured account until SIGINT/SIGTERM."""
+    from recorder.runner import run
+
+    sys.exit(run(cfg))
+
+
+@main.command("demo")
+@click.option("--seconds", type=float, default=20.0, show_default=True, help="How long to record.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Frames per second.")
+@click.option(
+    "--faults",
+    default="malformed@4/10,drop@7/20,info-20051@13/20",
+    show_default=True,
+    help="Simulator fault schedule ('' for none); see `simulate --help`.",
+)
+@with_config
+def demo_cmd(cfg: Config, seconds: float, seed: int, rate: float, faults: str) -> None:
+    """Record a simulated account (no Bitfinex account needed) into the configured database."""
+    from recorder.demo import run_demo
+
+    sys.exit(run_demo(cfg, seconds=seconds, seed=seed, rate=rate, faults=faults))
+
+
 # --- simulate --------------------------------------------------------------------------------
 
 

@@ -1,0 +1,22 @@
+"""The store's exception boundary: callers above never import SQLAlchemy to catch its errors."""
+
+from __future__ import annotations
+
+import sqlalchemy.exc
+
+
+class StoreError(Exception):
+    """A database operation failed in a way retrying will not fix."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or is refusing work right now; retrying later may work."""
+
+
+RETRYABLE = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+
+def translate(exc: BaseException) -> StoreError:
+    if isinstance(exc, RETRYABLE):
+        return StoreUnavailable(f"database unavailable: {type(exc.orig).__name__}")
+    return StoreError(f"database error: {type(exc).__name__}")

@@ -1,0 +1,91 @@
+"""The connection boundary: trio-websocket errors become :class:`ConnectionLost` or
+:class:`HandshakeFailed`, so the session and supervisor never import trio-websocket to catch.
+
+:class:`Connector` is what a session uses to open a WebSocket. The real one dials the URL;
+tests substitute one that wires a session to an in-memory simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
+
+import trio
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    ConnectionTimeout,
+    DisconnectionTimeout,
+    HandshakeError,
+    open_websocket_url,
+)
+
+
+class ConnectionLost(Exception):
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"connection closed (code {code}{', ' + reason if reason else ''})")
+
+
+class HandshakeFailed(Exception):
+    def __init__(self, status: int | None, detail: str) -> None:
+        self.status = status
+        super().__init__(detail)
+
+
+class WebSocket(Protocol):
+    async def get_message(self) -> str | bytes: ...
+    async def send_message(self, message: str | bytes) -> None: ...
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+Connector = Callable[[str], AbstractAsyncContextManager[Any]]
+"""Opens a WebSocket to a URL; the real one is :func:`connect`."""
+
+
+def _lost(exc: ConnectionClosed) -> ConnectionLost:
+    reason = exc.reason
+    return ConnectionLost(reason.code if reason else None, reason.reason if reason else None)
+
+
+class Socket:
+    """Wraps a trio-websocket connection and maps its errors."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws = ws
+
+    async def get_message(self) -> str | bytes:
+        try:
+            return await self._ws.get_message()
+        except ConnectionClosed as exc:
+            raise _lost(exc) from exc
+
+    async def send_message(self, message: str) -> None:
+        try:
+            await self._ws.send_message(message)
+        except ConnectionClosed as exc:
+            raise _lost(exc) from exc
+
+    async def aclose(self, code: int = 1000, reason: str | None = None) -> None:
+        with trio.move_on_after(2):
+            await self._ws.aclose(code, reason)
+
+
+@asynccontextmanager
+async def connect(url: str) -> AsyncIterator[Socket]:
+    """Open ``url``; handshake problems (HTTP 429, refused, timeouts) become HandshakeFailed."""
+    try:
+        async with open_websocket_url(url, message_queue_size=2048) as ws:
+            yield Socket(ws)
+    except ConnectionRejected as exc:
+        raise HandshakeFailed(
+            exc.status_code, f"handshake rejected: HTTP {exc.status_code}"
+        ) from exc
+    except (HandshakeError, ConnectionTimeout, DisconnectionTimeout) as exc:
+        raise HandshakeFailed(None, f"handshake failed: {type(exc).__name__}") from exc
+    except OSError as exc:
+        raise HandshakeFailed(
+            None, f"cannot connect: {exc.strerror or type(exc).__name__}"
+        ) from exc

@@ -1,0 +1,115 @@
+"""The writer task: the one owner of appends to the event log.
+
+Sessions send :class:`NewEvent` and :class:`SessionChange` items through a bounded trio
+channel. The writer takes whatever has arrived (up to ``batch_max_frames`` items, waiting at
+most ``batch_max_ms`` for more) and appends it in one transaction in a worker thread, so the
+receive loops never wait on the database unless the channel is full (backpressure).
+
+A failed batch is never dropped: the writer keeps it and retries with capped back-off until
+the database takes it. While it retries, the channel fills and the sessions notice (they end
+with ``database-unavailable`` after their bound, see upstream.session), but every frame already
+read stays queued and is committed once the database returns.
+
+After each commit the writer publishes the new high-water event id per account
+(:meth:`wait_beyond`), which is what projectors wait on instead of polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import trio
+
+from recorder.config import WriterConfig
+from recorder.logs import event
+from recorder.store.database import Database
+from recorder.store.errors import StoreError, StoreUnavailable
+from recorder.store.eventlog import NewEvent, SessionChange, append_batch
+
+log = logging.getLogger(__name__)
+
+Item = NewEvent | SessionChange
+
+
+@dataclass
+class WriterStats:
+    committed_events: int = 0
+    batches: int = 0
+    retries: int = 0
+
+
+class Writer:
+    def __init__(self, db: Database, cfg: WriterConfig) -> None:
+        self.db = db
+        self.cfg = cfg
+        self.send_channel, self._receive = trio.open_memory_channel[Item](cfg.queue_size)
+        self.stats = WriterStats()
+        self.high_water: dict[str, int] = {}
+        self._hashes: dict[str, str] = {}
+        self._committed = trio.Event()
+        # One thread at a time: appends are serialized anyway, and order must be kept.
+        self._limiter = trio.CapacityLimiter(1)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Append until every clone of :attr:`send_channel` is closed and the queue drained."""
+        task_status.started()
+        async with self._receive:
+            while True:
+                try:
+                    first = await self._receive.receive()
+                except trio.EndOfChannel:
+                    return
+                batch = [first]
+                await self._gather(batch)
+                await self._commit(batch)
+
+    async def _gather(self, batch: list[Item]) -> None:
+        deadline = trio.current_time() + self.cfg.batch_max_ms / 1000
+        with trio.move_on_at(deadline):
+            while len(batch) < self.cfg.batch_max_frames:
+                try:
+                    batch.append(self._receive.receive_nowait())
+                    continue
+                except trio.WouldBlock:
+                    pass
+                except trio.EndOfChannel:
+                    return
+                try:
+                    batch.append(await self._receive.receive())
+                except trio.EndOfChannel:
+                    return
+
+    async def _commit(self, batch: list[Item]) -> None:
+        delay = 0.05
+        while True:
+            try:
+                result = await self.db.run(
+                    append_batch, self.db.engine, batch, dict(self._hashes), limiter=self._limiter
+                )
+                break
+            except StoreUnavailable as exc:
+                self.stats.retries += 1
+                event(log, "database unavailable, batch kept for retry", logging.WARNING,
+                      error=str(exc), frames=len(batch), retry_in=round(delay, 2))  # fmt: skip
+                # Shielded: a shutdown must not discard frames already read.
+                with trio.CancelScope(shield=True):
+                    await trio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except StoreError:
+                raise
+        self._hashes.update(result.last_hashes)
+        for acc, last in result.last_ids.items():
+            self.high_water[acc] = last
+        self.stats.committed_events += result.count
+        self.stats.batches += 1
+        self._committed.set()
+        self._committed = trio.Event()
+
+    async def wait_beyond(self, account: str, event_id: int, timeout: float = math.inf) -> int:
+        """Wait until ``account`` has committed events past ``event_id`` (or the timeout)."""
+        with trio.move_on_after(timeout):
+            while self.high_water.get(account, 0) <= event_id:
+                await self._committed.wait()
+        return self.high_water.get(account, 0)
