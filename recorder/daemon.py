@@ -14,6 +14,8 @@ When every clone is closed the writer commits what is queued and returns.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -53,12 +55,14 @@ class Recorder:
         *,
         connector: Connector = connect,
         connection_limit: tuple[int, float] = (5, 15.0),
+        nonce_clock: Callable[[], float] = time.time,
     ) -> None:
         self.cfg = cfg
         self.accounts = accounts
         self.db = db
         self.connector = connector
         self.connection_limit = connection_limit
+        self.nonce_clock = nonce_clock
         self.writer = Writer(db, cfg.writer)
         self.status = {acc.name: AccountStatus(acc.name) for acc, _ in accounts}
         self._nonces: dict[str, PersistentNonces] = {}
@@ -98,7 +102,7 @@ class Recorder:
         async with sink:
             key = creds.api_key.reveal()
             if key not in self._nonces:
-                self._nonces[key] = PersistentNonces(self.db, key)
+                self._nonces[key] = PersistentNonces(self.db, key, self.nonce_clock)
             nonces = self._nonces[key]
             host = urlsplit(acc.url).netloc
             if host not in self._limits:
@@ -111,6 +115,7 @@ class Recorder:
                 filter=acc.filter,
                 dms=acc.dms,
                 heartbeat_period=acc.heartbeat_period_s,
+                pong_timeout=min(10.0, acc.heartbeat_period_s),
                 db_unavailable_timeout=self.cfg.writer.unavailable_timeout_s,
             )
 

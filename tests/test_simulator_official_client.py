@@ -8,15 +8,12 @@ received must give the simulator's true state.
 from __future__ import annotations
 
 import asyncio
-import queue
-import threading
 from typing import Any
 
 import pytest
-import trio
 from bfxapi import Client
 
-from recorder.simulator.server import Simulator
+from tests.helpers import SimThread
 
 API_KEY, API_SECRET = "official-client-key", "official-client-secret"
 
@@ -33,35 +30,6 @@ EVENTS = [
     "on-req-notification", "oc-req-notification", "fon-req-notification",
     "foc-req-notification",
 ]  # fmt: skip
-
-
-class SimThread:
-    def __init__(self, **kwargs: Any) -> None:
-        self.sim = Simulator(**kwargs)
-        self.ports: queue.Queue[int] = queue.Queue()
-        self.token: trio.lowlevel.TrioToken | None = None
-        self.cancel: trio.CancelScope | None = None
-        self.thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        self.token = trio.lowlevel.current_trio_token()
-        with trio.CancelScope() as scope:
-            self.cancel = scope
-            async with trio.open_nursery() as nursery:
-                self.ports.put(await nursery.start(self.sim.serve))
-
-    def __enter__(self) -> SimThread:
-        self.thread.start()
-        self.port = self.ports.get(timeout=10)
-        return self
-
-    def call(self, fn: Any, *args: Any) -> Any:
-        return trio.from_thread.run_sync(fn, *args, trio_token=self.token)
-
-    def __exit__(self, *exc: object) -> None:
-        assert self.cancel is not None
-        self.call(self.cancel.cancel)
-        self.thread.join(10)
 
 
 def _fold(received: list[tuple[str, Any]]) -> dict[str, dict[Any, Any]]:

@@ -113,6 +113,7 @@ class Simulator:
         self._ids = _SeededIds(seed)
         self._activity_wakeup = trio.Event()
         self.auth_events = trio.Event()  # set on every successful auth, then replaced
+        self.auth_requests: list[dict[str, Any]] = []  # every auth message received
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -348,6 +349,7 @@ class Simulator:
         return None
 
     async def _auth(self, conn: _Connection, msg: dict[str, Any]) -> None:
+        self.auth_requests.append(msg)
         if conn.authenticated:
             await self._send_event(
                 conn,
