@@ -27,6 +27,7 @@ class SimThread:
         with trio.CancelScope() as scope:
             self.cancel = scope
             async with trio.open_nursery() as nursery:
+                self.nursery = nursery
                 self.ports.put(await nursery.start(self.sim.serve))
 
     def __enter__(self) -> SimThread:
@@ -39,6 +40,10 @@ class SimThread:
 
     def run(self, afn: Any, *args: Any) -> Any:
         return trio.from_thread.run(afn, *args, trio_token=self.token)
+
+    def spawn(self, afn: Any, *args: Any) -> None:
+        """Start ``afn(*args)`` as a task on the simulator's loop, without waiting for it."""
+        self.call(self.nursery.start_soon, afn, *args)
 
     def __exit__(self, *exc: object) -> None:
         assert self.cancel is not None

@@ -16,7 +16,6 @@ from recorder.daemon import Recorder
 from recorder.protocol import classify, sign
 from recorder.simulator.server import Simulator
 from recorder.store.database import Database
-from recorder.store.engine import create_engine
 from recorder.store.hashchain import GENESIS, chain_hash
 from recorder.store.schema import events, sessions
 from tests.helpers import dump_database
@@ -26,11 +25,16 @@ SECRET = "daemon-test-secret-3f9a0c1e5b7d"
 
 
 def make_recorder(
-    engine: sa.Engine, port: int, *, accounts: list[tuple[str, str, str]] | None = None, **kw: Any
+    engine: sa.Engine,
+    port: int,
+    *,
+    accounts: list[tuple[str, str, str]] | None = None,
+    writer: WriterConfig | None = None,
+    **kw: Any,
 ) -> Recorder:
     cfg = Config(
         database=DatabaseConfig(url=str(engine.url)),
-        writer=WriterConfig(batch_max_ms=5, unavailable_timeout_s=5),
+        writer=writer or WriterConfig(batch_max_ms=5, unavailable_timeout_s=5),
     )
     accounts = accounts or [("main", KEY, SECRET)]
     accs = [
@@ -42,7 +46,7 @@ def make_recorder(
                 backoff_cap_s=0.2,
             ),
             Credentials(Secret(key), Secret(secret)),
-        )  # fmt: skip
+        )
         for name, key, secret in accounts
     ]
     return Recorder(cfg, accs, Database(engine), connection_limit=(100, 1.0), **kw)
@@ -253,3 +257,53 @@ async def test_secret_and_signature_never_logged_or_stored(engine: sa.Engine) ->
         for sig in signatures:
             assert sig not in text, where
     assert '"msg":"session start"' in haystacks["logs"]
+
+
+async def test_database_unavailable_ends_session_and_loses_nothing(engine: sa.Engine) -> None:
+    """The writer cannot commit for a while: the session ends with 'database-unavailable'
+    after the bound, every frame read is committed once the database is back, and the
+    recorder reconnects."""
+    sim = Simulator(seed=26, rate=500, api_keys={KEY: SECRET}, connection_limit=None)
+    blocker = engine.connect()
+    cfg_writer = WriterConfig(batch_max_ms=5, queue_size=50, unavailable_timeout_s=0.5)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve)
+        recorder = make_recorder(engine, port, writer=cfg_writer)
+        first_auth = sim.auth_events
+        await nursery.start(recorder.run)
+        with trio.fail_after(10):
+            await first_auth.wait()
+        await trio.sleep(0.3)
+        # Take the events table away from the writer for two seconds.
+        trans = blocker.begin()
+        if engine.dialect.name == "postgresql":
+            blocker.exec_driver_sql("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        else:
+            blocker.exec_driver_sql(
+                "INSERT INTO sessions (account, started_at) VALUES ('blocker', '2020-01-01')"
+            )
+        await trio.sleep(2.0)
+        trans.rollback()
+        blocker.close()
+        with trio.fail_after(20):
+            while recorder.status["main"].sessions < 2 or not recorder.status["main"].connected:
+                await trio.sleep(0.05)
+        await trio.sleep(0.5)
+        sim.pause()
+        sim.heartbeat_period = 1e9
+        await trio.sleep(0.3)
+        recorder.stop()
+        with trio.fail_after(20):
+            await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    sess = session_rows(engine)
+    assert sess[0].end_reason == "database-unavailable"
+    assert sess[-1].end_reason == "shutdown"
+    rows = event_rows(engine)
+    for n, s in enumerate(sess, start=1):
+        recorded = [
+            r.frame for r in rows if r.session_id == s.id and not r.kind.startswith("recorder.")
+        ]
+        sent = sim.frames_for(n)
+        assert recorded and recorded == sent[: len(recorded)]
+    assert recorder.writer.stats.committed_events == len(rows)

@@ -1,0 +1,106 @@
+"""`bfx-recorder run` as a process: signals, exit codes, configuration errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from recorder.config import DatabaseConfig
+from recorder.store.engine import create_engine
+from recorder.store.schema import events, sessions
+from tests.helpers import SimThread
+
+KEY = "run-command-key"
+SECRET = "run-command-secret-e2b1c9d04f"
+
+
+def write_config(tmp_path: Path, port: int, db: Path) -> Path:
+    cfg = tmp_path / "recorder.toml"
+    cfg.write_text(
+        f'[database]\nurl = "sqlite:///{db}"\n'
+        f'[[accounts]]\nname = "main"\nurl = "ws://127.0.0.1:{port}/ws/2"\n'
+        'api_key_env = "TEST_BFX_KEY"\napi_secret_env = "TEST_BFX_SECRET"\n'
+    )
+    return cfg
+
+
+@pytest.mark.slow
+def test_sigterm_during_burst_commits_everything_read(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with SimThread(seed=30, rate=50, api_keys={KEY: SECRET}, connection_limit=None) as st:
+        cfg = write_config(tmp_path, st.port, db)
+        env = {**os.environ, "TEST_BFX_KEY": KEY, "TEST_BFX_SECRET": SECRET}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            while not st.sim.auth_requests and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert st.sim.auth_requests, "the recorder never authenticated"
+            time.sleep(0.3)
+            st.spawn(st.sim.inject, "burst", 200_000)
+            while len(st.sim.sent_log) < 5000 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
+            out, err = proc.communicate(timeout=30)
+            stopped_in = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        st.call(st.sim.pause)
+        sent = st.sim.frames_for(1)
+    assert proc.returncode == 0, err
+    assert stopped_in < 10
+    assert "session end" in err and "reason=shutdown" in err
+    assert SECRET not in out + err
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{db}"))
+    with engine.connect() as conn:
+        rows = list(conn.execute(events.select().order_by(events.c.id)))
+        sess = list(conn.execute(sessions.select()))
+    engine.dispose()
+    assert [s.end_reason for s in sess] == ["shutdown"]
+    recorded = [r.frame for r in rows if not r.kind.startswith("recorder.")]
+    assert len(recorded) > 1000  # the signal came in the middle of the burst
+    assert recorded == sent[: len(recorded)]  # verbatim, in order, no hole
+    assert rows[-1].kind == "recorder.disconnected"
+    assert orjson.loads(rows[-1].frame)["reason"] == "shutdown"
+
+
+def test_run_without_credentials_names_the_variable(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, 1, tmp_path / "x.db")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_BFX_")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "TEST_BFX_KEY" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_run_with_bad_credentials_exits_1(tmp_path: Path) -> None:
+    db = tmp_path / "r.db"
+    with SimThread(seed=31, rate=0, api_keys={KEY: SECRET}, connection_limit=None) as st:
+        cfg = write_config(tmp_path, st.port, db)
+        env = {**os.environ, "TEST_BFX_KEY": KEY, "TEST_BFX_SECRET": "not-the-secret"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1
+    assert "account main stopped: authentication failed with code 10100" in proc.stderr
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{db}"))
+    with engine.connect() as conn:
+        status = conn.execute(sa.select(sessions.c.auth_status, sessions.c.end_reason)).all()
+    engine.dispose()
+    assert status == [("FAILED", "auth-failed")]
