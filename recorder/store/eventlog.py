@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -22,9 +22,9 @@ from recorder.store.schema import events
 from recorder.store.sessions import update_session
 
 
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """One row to append: a frame as read from the socket, or a local marker."""
+class NewEvent(NamedTuple):
+    """One row to append: a frame as read from the socket, or a local marker. (A NamedTuple:
+    one is built per frame on the hot path, and it is the cheapest immutable record.)"""
 
     account: str
     session_id: int | None
@@ -61,6 +61,21 @@ def last_hash(conn: sa.Connection, account: str) -> str:
     return value or GENESIS
 
 
+_INSERT_COLUMNS = "account, session_id, received_at, chan_id, kind, seq, auth_seq, frame, hash"
+
+
+def _sqlite_time(at: datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME storage form ('YYYY-MM-DD HH:MM:SS.ffffff', UTC)."""
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.isoformat(sep=" ", timespec="microseconds")[:26]
+
+
+def _insert_sql(dialect: str) -> str:
+    marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * 9)
+    return f"INSERT INTO events ({_INSERT_COLUMNS}) VALUES ({marks})"
+
+
 def append_batch(
     engine: sa.Engine,
     items: Sequence[NewEvent | SessionChange],
@@ -69,10 +84,12 @@ def append_batch(
     """Append ``items`` in one transaction, chaining hashes from ``known_hashes`` (account ->
     hash of its last row; missing accounts are read from the database under the lock)."""
     hashes: dict[str, str] = {}
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[Any, ...]] = []
     changes: list[SessionChange] = []
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
+        dialect = conn.dialect.name
+        sqlite = dialect == "sqlite"
+        if dialect == "postgresql":
             conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
         for item in items:
             if isinstance(item, SessionChange):
@@ -85,21 +102,16 @@ def append_batch(
                 item.seq, item.auth_seq, item.frame,
             )  # fmt: skip
             hashes[acc] = h
+            at = item.received_at
             rows.append(
-                {
-                    "account": acc,
-                    "session_id": item.session_id,
-                    "received_at": item.received_at,
-                    "chan_id": item.chan_id,
-                    "kind": item.kind,
-                    "seq": item.seq,
-                    "auth_seq": item.auth_seq,
-                    "frame": item.frame,
-                    "hash": h,
-                }
-            )
+                (acc, item.session_id,
+                 _sqlite_time(at) if sqlite else at,
+                 item.chan_id, item.kind, item.seq, item.auth_seq, item.frame, h)
+            )  # fmt: skip
         if rows:
-            conn.execute(events.insert(), rows)
+            # The hot path: no per-row SQLAlchemy parameter processing (the values are already
+            # in the columns' storage form).
+            conn.exec_driver_sql(_insert_sql(dialect), rows)
         for change in changes:
             update_session(conn, change.session_id, change.values)
         last_ids: dict[str, int] = {}

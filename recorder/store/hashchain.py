@@ -10,7 +10,7 @@ import hashlib
 from datetime import datetime
 
 GENESIS = "0" * 64
-_SEP = "\x1f"
+# Fields are joined with the ASCII unit separator (0x1f), which JSON text cannot contain raw.
 
 
 def chain_hash(
@@ -24,16 +24,10 @@ def chain_hash(
     auth_seq: int | None,
     frame: str,
 ) -> str:
-    head = _SEP.join(
-        (
-            prev,
-            account,
-            "" if session_id is None else str(session_id),
-            received_at.isoformat(),
-            "" if chan_id is None else str(chan_id),
-            kind,
-            "" if seq is None else str(seq),
-            "" if auth_seq is None else str(auth_seq),
-        )
+    at = received_at.isoformat(timespec="microseconds")
+    text = (
+        f"{prev}\x1f{account}\x1f{'' if session_id is None else session_id}\x1f"
+        f"{at}\x1f{'' if chan_id is None else chan_id}\x1f{kind}\x1f"
+        f"{'' if seq is None else seq}\x1f{'' if auth_seq is None else auth_seq}\x1f{frame}"
     )
-    return hashlib.sha256(f"{head}{_SEP}{frame}".encode()).hexdigest()
+    return hashlib.sha256(text.encode()).hexdigest()

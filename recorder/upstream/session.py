@@ -244,27 +244,32 @@ class Session:
         await self._receive_loop(ws)
 
     async def _receive_loop(self, ws: Any) -> None:
+        """Read until the session ends. The watchdog is a deadline that every frame pushes
+        back: after ``2 x heartbeat`` of silence, ping; ``pong_timeout`` later, give up.
+
+        The deadline guards only the wait for the next frame, never the hand-over to the
+        writer: a frame being handed over when the deadline passes must not be lost."""
         quiet_limit = 2 * self.p.heartbeat_period
+        deadline = trio.current_time() + quiet_limit
         ping_cid = 0
         ping_outstanding = False
-        timeout = quiet_limit
         while True:
-            with trio.move_on_after(timeout) as scope:
+            with trio.move_on_at(deadline) as watchdog:
                 text = await ws.get_message()
-            if scope.cancelled_caught:
+            if watchdog.cancelled_caught:
                 if ping_outstanding:
                     raise _End("heartbeat-timeout")
                 ping_cid += 1
                 ping_outstanding = True
-                timeout = self.p.pong_timeout
+                deadline = trio.current_time() + self.p.pong_timeout
                 await ws.send_message(ping_message(ping_cid))
                 continue
             received_at = self.now()
             ping_outstanding = False
-            timeout = quiet_limit
             frame = classify(text)
             await self._record(frame, received_at)
             await self._interpret(frame)
+            deadline = trio.current_time() + quiet_limit
 
     async def _interpret(self, frame: Frame) -> None:
         kind = frame.kind
