@@ -182,8 +182,13 @@ def demo_cmd(cfg: Config, seconds: float, seed: int, rate: float, faults: str) -
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--rate", type=float, default=20.0, show_default=True, help="Frames per second.")
 @click.option("--faults", default="", help="Fault schedule, e.g. 'drop@30,stall:60@90/300'.")
-@click.option("--truth", "truth_path", type=click.Path(dir_okay=False), default=None,
-              help="Write the true account state here on exit and on SIGUSR1.")  # fmt: skip
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the true account state here on exit and on SIGUSR1.",
+)
 @click.option("--heartbeat", type=float, default=15.0, show_default=True)
 @click.option("--no-rate-limit", is_flag=True, help="Accept more than 5 connections per 15 s.")
 @with_config
@@ -204,9 +209,18 @@ def simulate(
     from recorder.simulator.cli import run_simulator
 
     run_simulator(
-        cfg, port=port, host=host, api_key=api_key, api_secret=api_secret, seed=seed, rate=rate,
-        faults=faults, truth_path=truth_path, heartbeat=heartbeat, rate_limit=not no_rate_limit,
-    )  # fmt: skip
+        cfg,
+        port=port,
+        host=host,
+        api_key=api_key,
+        api_secret=api_secret,
+        seed=seed,
+        rate=rate,
+        faults=faults,
+        truth_path=truth_path,
+        heartbeat=heartbeat,
+        rate_limit=not no_rate_limit,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,6 +24,7 @@ import trio
 
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.logs import event
+from recorder.projections.runner import projectors_for, run_live
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
@@ -56,6 +57,7 @@ class Recorder:
         connector: Connector = connect,
         connection_limit: tuple[int, float] = (5, 15.0),
         nonce_clock: Callable[[], float] = time.time,
+        project: bool = True,
     ) -> None:
         self.cfg = cfg
         self.accounts = accounts
@@ -63,6 +65,11 @@ class Recorder:
         self.connector = connector
         self.connection_limit = connection_limit
         self.nonce_clock = nonce_clock
+        self.projectors = (
+            [p for acc, _ in accounts for p in projectors_for(db.engine, acc.name)]
+            if project
+            else []
+        )
         self.writer = Writer(db, cfg.writer)
         self.status = {acc.name: AccountStatus(acc.name) for acc, _ in accounts}
         self._nonces: dict[str, PersistentNonces] = {}
@@ -82,18 +89,40 @@ class Recorder:
         event(log, "recorder start", accounts=",".join(self.status))
         async with trio.open_nursery() as outer:
             await outer.start(self.writer.run)
+            projecting = trio.CancelScope()
+            outer.start_soon(self._project, projecting)
             async with self.writer.send_channel, trio.open_nursery() as accounts:
                 self._scope = accounts.cancel_scope
                 for acc, creds in self.accounts:
                     accounts.start_soon(self._account, acc, creds, self.writer.send_channel.clone())
                 task_status.started()
+            await self.writer.done.wait()
+            projecting.cancel()
+        # Everything read is committed; bring the projections up to the end of the log.
+        with trio.CancelScope(shield=True), trio.move_on_after(60):
+            for projector in self.projectors:
+                await self.db.run(projector.catch_up)
         self.finished.set()
         failed = [s for s in self.status.values() if s.stopped is not None]
-        event(log, "recorder stopped", committed=self.writer.stats.committed_events,
-              failed_accounts=len(failed))  # fmt: skip
+        event(
+            log,
+            "recorder stopped",
+            committed=self.writer.stats.committed_events,
+            failed_accounts=len(failed),
+        )
         if not self.stopping and failed and len(failed) == len(self.status):
             return 1
         return 0
+
+    async def _project(self, scope: trio.CancelScope) -> None:
+        """One task per projection and account, woken by the writer's commits."""
+        limiter = trio.CapacityLimiter(2)
+        with scope:
+            async with trio.open_nursery() as nursery:
+                for projector in self.projectors:
+                    nursery.start_soon(
+                        run_live, self.db, projector, self.writer.wait_beyond, limiter
+                    )
 
     async def _account(
         self, acc: AccountConfig, creds: Credentials, sink: trio.MemorySendChannel[Item]
@@ -128,9 +157,12 @@ class Recorder:
                 status.sessions += 1
                 status.connected = True
                 return Session(
-                    params, sink=sink, open_session=open_session, next_nonce=nonces.next,
+                    params,
+                    sink=sink,
+                    open_session=open_session,
+                    next_nonce=nonces.next,
                     connector=self.connector,
-                )  # fmt: skip
+                )
 
             def on_outcome(outcome: SessionOutcome) -> None:
                 status.connected = False

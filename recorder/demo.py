@@ -64,8 +64,12 @@ def summary(engine: sa.Engine, account: str) -> dict[str, Any]:
             ).scalar_one()
             for name, t in PROJECTION_TABLES.items()
         }
-    return {"events": sum(by_kind.values()), "by_kind": by_kind, "sessions": reasons,
-            "projections": counts}  # fmt: skip
+    return {
+        "events": sum(by_kind.values()),
+        "by_kind": by_kind,
+        "sessions": reasons,
+        "projections": counts,
+    }
 
 
 def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str) -> int:

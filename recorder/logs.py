@@ -23,8 +23,13 @@ class _Formatter(logging.Formatter):
         fields: dict[str, Any] = getattr(record, "fields", {})
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         if self.json:
-            doc = {"ts": ts, "level": record.levelname.lower(), "logger": record.name,
-                   "msg": record.getMessage(), **fields}  # fmt: skip
+            doc = {
+                "ts": ts,
+                "level": record.levelname.lower(),
+                "logger": record.name,
+                "msg": record.getMessage(),
+                **fields,
+            }
             if record.exc_info:
                 doc["exc"] = self.formatException(record.exc_info)
             return orjson.dumps(doc, default=str).decode()

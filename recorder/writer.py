@@ -49,21 +49,26 @@ class Writer:
         self.high_water: dict[str, int] = {}
         self._hashes: dict[str, str] = {}
         self._committed = trio.Event()
+        self.done = trio.Event()  # set when the queue is drained and the writer returned
         # One thread at a time: appends are serialized anyway, and order must be kept.
         self._limiter = trio.CapacityLimiter(1)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Append until every clone of :attr:`send_channel` is closed and the queue drained."""
         task_status.started()
-        async with self._receive:
-            while True:
-                try:
-                    first = await self._receive.receive()
-                except trio.EndOfChannel:
-                    return
-                batch = [first]
-                await self._gather(batch)
-                await self._commit(batch)
+        try:
+            async with self._receive:
+                while True:
+                    try:
+                        first = await self._receive.receive()
+                    except trio.EndOfChannel:
+                        return
+                    batch = [first]
+                    await self._gather(batch)
+                    await self._commit(batch)
+        finally:
+            self.done.set()
+            self._committed.set()
 
     async def _gather(self, batch: list[Item]) -> None:
         deadline = trio.current_time() + self.cfg.batch_max_ms / 1000
@@ -91,8 +96,14 @@ class Writer:
                 break
             except StoreUnavailable as exc:
                 self.stats.retries += 1
-                event(log, "database unavailable, batch kept for retry", logging.WARNING,
-                      error=str(exc), frames=len(batch), retry_in=round(delay, 2))  # fmt: skip
+                event(
+                    log,
+                    "database unavailable, batch kept for retry",
+                    logging.WARNING,
+                    error=str(exc),
+                    frames=len(batch),
+                    retry_in=round(delay, 2),
+                )
                 # Shielded: a shutdown must not discard frames already read.
                 with trio.CancelScope(shield=True):
                     await trio.sleep(delay)

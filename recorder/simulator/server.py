@@ -353,9 +353,14 @@ class Simulator:
         if conn.authenticated:
             await self._send_event(
                 conn,
-                {"event": "auth", "status": "FAILED", "chanId": 0, "code": 10100,
-                 "msg": "already authenticated"},
-            )  # fmt: skip
+                {
+                    "event": "auth",
+                    "status": "FAILED",
+                    "chanId": 0,
+                    "code": 10100,
+                    "msg": "already authenticated",
+                },
+            )
             return
         failure = self._check_auth(msg)
         if failure is not None:

@@ -98,16 +98,31 @@ def append_batch(
             acc = item.account
             prev = hashes.get(acc) or known_hashes.get(acc) or last_hash(conn, acc)
             h = chain_hash(
-                prev, acc, item.session_id, item.received_at, item.chan_id, item.kind,
-                item.seq, item.auth_seq, item.frame,
-            )  # fmt: skip
+                prev,
+                acc,
+                item.session_id,
+                item.received_at,
+                item.chan_id,
+                item.kind,
+                item.seq,
+                item.auth_seq,
+                item.frame,
+            )
             hashes[acc] = h
             at = item.received_at
             rows.append(
-                (acc, item.session_id,
-                 _sqlite_time(at) if sqlite else at,
-                 item.chan_id, item.kind, item.seq, item.auth_seq, item.frame, h)
-            )  # fmt: skip
+                (
+                    acc,
+                    item.session_id,
+                    _sqlite_time(at) if sqlite else at,
+                    item.chan_id,
+                    item.kind,
+                    item.seq,
+                    item.auth_seq,
+                    item.frame,
+                    h,
+                )
+            )
         if rows:
             # The hot path: no per-row SQLAlchemy parameter processing (the values are already
             # in the columns' storage form).

@@ -93,6 +93,9 @@ projector_checkpoints = sa.Table(
     sa.Column("account", sa.Text, primary_key=True),
     sa.Column("event_id", sa.BigInteger, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("stale", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("synced", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("skipped", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 reconciliations = sa.Table(

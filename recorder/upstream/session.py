@@ -181,8 +181,10 @@ class Session:
                     await self._converse(ws)
                 except _End as end:
                     out.reason, out.final, out.reconnect_now = (
-                        end.reason, end.final, end.reconnect_now
-                    )  # fmt: skip
+                        end.reason,
+                        end.final,
+                        end.reconnect_now,
+                    )
                     await ws.aclose(1000, end.reason)
                 except _WriterStalled as stalled:
                     out.reason, pending = "database-unavailable", stalled.item
@@ -209,10 +211,17 @@ class Session:
             with trio.move_on_after(SHUTDOWN_GRACE):
                 if self._connected:
                     await self.sink.send(
-                        NewEvent(self.p.account, out.session_id, self.now(), None,
-                                 "recorder.disconnected", None, None,
-                                 _marker("disconnected", reason=out.reason, code=close_code))
-                    )  # fmt: skip
+                        NewEvent(
+                            self.p.account,
+                            out.session_id,
+                            self.now(),
+                            None,
+                            "recorder.disconnected",
+                            None,
+                            None,
+                            _marker("disconnected", reason=out.reason, code=close_code),
+                        )
+                    )
                 assert out.session_id is not None
                 await self.sink.send(
                     SessionChange(
@@ -220,8 +229,16 @@ class Session:
                     )
                 )
         level = logging.WARNING if out.final else logging.INFO
-        event(log, "session end", level, account=self.p.account, session=out.session_id,
-              reason=out.reason, frames=out.frames, close_code=close_code)  # fmt: skip
+        event(
+            log,
+            "session end",
+            level,
+            account=self.p.account,
+            session=out.session_id,
+            reason=out.reason,
+            frames=out.frames,
+            close_code=close_code,
+        )
 
     async def _converse(self, ws: Any) -> None:
         p = self.p
@@ -276,14 +293,24 @@ class Session:
         if frame.chan_id == 0:
             problems = self.seq.check(kind, frame.seq, frame.auth_seq)
             for pr in problems:
-                await self._mark("seq-gap", counter=pr.counter, problem=pr.problem,
-                                 expected=pr.expected, got=pr.got)  # fmt: skip
+                await self._mark(
+                    "seq-gap",
+                    counter=pr.counter,
+                    problem=pr.problem,
+                    expected=pr.expected,
+                    got=pr.got,
+                )
             if any(pr.problem == "gap" and pr.counter == "seq" for pr in problems):
                 raise _End("seq-gap", reconnect_now=True)
             return
         if kind == MALFORMED:
-            event(log, "malformed frame kept", logging.WARNING, account=self.p.account,
-                  reason=frame.reason)  # fmt: skip
+            event(
+                log,
+                "malformed frame kept",
+                logging.WARNING,
+                account=self.p.account,
+                reason=frame.reason,
+            )
             return
         payload = frame.payload if isinstance(frame.payload, dict) else {}
         if kind == "auth":
@@ -295,8 +322,12 @@ class Session:
             if code == 20051:
                 raise _End("info-20051", reconnect_now=True)
             if code == 20060:
-                event(log, "exchange maintenance started (20060)", logging.WARNING,
-                      account=self.p.account)  # fmt: skip
+                event(
+                    log,
+                    "exchange maintenance started (20060)",
+                    logging.WARNING,
+                    account=self.p.account,
+                )
             elif code == 20061:
                 # Maintenance over: reconnect and re-authenticate for fresh snapshots.
                 raise _End("info-20061", reconnect_now=True)
@@ -313,8 +344,13 @@ class Session:
                 auth_status="OK",
                 user_id=user_id if isinstance(user_id, int) else None,
             )
-            event(log, "authenticated", account=self.p.account, session=out.session_id,
-                  user_id=user_id)  # fmt: skip
+            event(
+                log,
+                "authenticated",
+                account=self.p.account,
+                session=out.session_id,
+                user_id=user_id,
+            )
             return
         out.auth_code = code if isinstance(code, int) else None
         out.auth_msg = str(payload.get("msg", ""))

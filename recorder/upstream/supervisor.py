@@ -38,16 +38,26 @@ async def supervise(
             outcome = await make_session().run()
         except StoreUnavailable as exc:
             # The session row itself could not be written: wait and retry like a disconnect.
-            event(log, "cannot open session: database unavailable", logging.WARNING,
-                  account=account, error=str(exc))  # fmt: skip
+            event(
+                log,
+                "cannot open session: database unavailable",
+                logging.WARNING,
+                account=account,
+                error=str(exc),
+            )
             await trio.sleep(backoff.next())
             continue
         if on_outcome is not None:
             on_outcome(outcome)
         if outcome.final:
-            event(log, f"account {account} stopped: authentication failed with code "
-                  f"{outcome.auth_code} ({outcome.auth_msg}); check its API key and secret",
-                  logging.ERROR, account=account, code=outcome.auth_code)  # fmt: skip
+            event(
+                log,
+                f"account {account} stopped: authentication failed with code "
+                f"{outcome.auth_code} ({outcome.auth_msg}); check its API key and secret",
+                logging.ERROR,
+                account=account,
+                code=outcome.auth_code,
+            )
             return outcome
         lasted = (outcome.ended or trio.current_time()) - outcome.started
         if outcome.authenticated and lasted >= HEALTHY_AFTER:

@@ -1,0 +1,67 @@
+"""What every fold shares: the event it reads and the changes it produces.
+
+A fold is pure: ``apply(event)`` updates its in-memory state and reports row changes and
+reconciliation findings to an :class:`Output`. The database runner persists them; ``state
+--at`` uses the same folds without a database. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+DISCONNECTED = "recorder.disconnected"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    kind: str
+    received_at: datetime
+    payload: Any  # the frame parsed with Decimal numbers; for markers, the marker object
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    event_id: int
+    projection: str
+    key: str
+    problem: str  # 'missing' (snapshot has it, fold does not), 'unexpected', 'changed'
+    folded: dict[str, Any] | None
+    snapshot: dict[str, Any] | None
+
+
+@dataclass
+class Output:
+    """Changes to persist, per table: key -> full row (None = delete the row)."""
+
+    upserts: dict[str, dict[tuple[Any, ...], dict[str, Any] | None]] = field(default_factory=dict)
+    inserts_if_absent: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(
+        default_factory=dict
+    )
+    reconciliations: list[Reconciliation] = field(default_factory=list)
+
+    def upsert(self, table: str, key: tuple[Any, ...], row: dict[str, Any] | None) -> None:
+        self.upserts.setdefault(table, {})[key] = row
+        self.inserts_if_absent.get(table, {}).pop(key, None)
+
+    def insert_if_absent(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
+        if key in self.upserts.get(table, {}):
+            return  # a later or earlier full update already covers this row
+        self.inserts_if_absent.setdefault(table, {}).setdefault(key, row)
+
+    def clear(self) -> None:
+        self.upserts.clear()
+        self.inserts_if_absent.clear()
+        self.reconciliations.clear()
+
+
+class Fold(Protocol):
+    name: str  # the projector's name: its table's name
+    kinds: frozenset[str]  # event kinds it reads
+    stale: bool
+    synced: bool
+    skipped: int
+
+    def apply(self, event: Event, out: Output) -> None: ...

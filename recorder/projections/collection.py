@@ -1,0 +1,244 @@
+"""Folds for keyed collections that snapshots replace: orders, positions, wallets, funding
+offers, credits and loans.
+
+Semantics (protocol.md §6, §8):
+
+* a snapshot (``os``, ``ps``, ``ws``, ``fos``, ``fcs``, ``fls``) is the whole open set: first
+  it is compared with the folded set (one :class:`Reconciliation` per difference, once the
+  projection has seen a snapshot before), then entities absent from it are closed (orders,
+  offers, credits, loans: ``is_open`` false; positions: status ``CLOSED``; wallets: the row is
+  removed) and the snapshot's entities become the open set;
+* new/update messages create or update the entity (an update for an unknown key creates it:
+  ``oc`` can come without ``on``);
+* close messages (``oc``, ``pc``, ``foc``, ``fcc``, ``flc``) write the entity's final state
+  and take it out of the open set;
+* ``recorder.disconnected`` makes the projection stale until its next snapshot.
+
+The state kept in memory is the open set only; closed rows are written and forgotten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from recorder.projections.base import DISCONNECTED, Event, Output, Reconciliation
+from recorder.projections.values import jsonable, to_row
+from recorder.protocol.layouts import Layout
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+# Columns that are not values of the entity and so never count as a difference.
+_META = frozenset({"account", "event_id", "is_open", "position_key"})
+
+
+class CollectionFold:
+    def __init__(
+        self,
+        name: str,
+        layout: Layout,
+        *,
+        snapshot: str,
+        upserts: tuple[str, ...],
+        closes: tuple[str, ...],
+        key: Callable[[Row], Key],
+        open_flag: bool = True,
+        close_row: Callable[[Row], Row] | None = None,
+        keep_known: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.layout = layout
+        self.snapshot_kind = snapshot
+        self.upsert_kinds = frozenset(upserts)
+        self.close_kinds = frozenset(closes)
+        self.kinds = frozenset({snapshot, *upserts, *closes, DISCONNECTED})
+        self.key = key
+        self.open_flag = open_flag  # the table has an is_open column
+        self.close_row = close_row  # how an entity missing from a snapshot is closed
+        self.keep_known = keep_known  # columns where null means "unknown", not "none"
+        self.open: dict[Key, Row] = {}
+        self.stale = False
+        self.synced = False
+        self.skipped = 0
+
+    # --- building rows ------------------------------------------------------------------------
+
+    def _row(self, array: Any, is_open: bool) -> Row | None:
+        if not isinstance(array, list):
+            return None
+        row = to_row(self.layout, array)
+        if self.open_flag:
+            row["is_open"] = is_open
+        return row
+
+    def _merge_known(self, key: Key, row: Row) -> Row:
+        old = self.open.get(key)
+        if old is not None:
+            for col in self.keep_known:
+                if row.get(col) is None and old.get(col) is not None:
+                    row[col] = old[col]
+        return row
+
+    def _write(self, out: Output, key: Key, row: Row | None, event_id: int) -> None:
+        if row is not None:
+            row = {**row, "event_id": event_id}
+        out.upsert(self.name, key, row)
+
+    # --- folding ------------------------------------------------------------------------------
+
+    def apply(self, event: Event, out: Output) -> None:
+        kind = event.kind
+        if kind == DISCONNECTED:
+            self.stale = True
+            return
+        frame = event.payload
+        payload = frame[2] if isinstance(frame, list) and len(frame) > 2 else None
+        if kind == self.snapshot_kind:
+            if not isinstance(payload, list) or not all(isinstance(r, list) for r in payload):
+                self.skipped += 1
+                return
+            self._snapshot(event, payload, out)
+            return
+        row = self._row(payload, is_open=kind in self.upsert_kinds)
+        if row is None:
+            self.skipped += 1
+            return
+        key = self.key(row)
+        if kind in self.close_kinds:
+            self.open.pop(key, None)
+            self._write(out, key, row, event.id)
+            return
+        row = self._merge_known(key, row)
+        if self.is_closed(row):
+            self.open.pop(key, None)
+        else:
+            self.open[key] = row
+        self._write(out, key, row, event.id)
+
+    def is_closed(self, row: Row) -> bool:
+        """An update that says the entity is over (a ``pu`` with status CLOSED)."""
+        return self.name == "positions" and row.get("status") == "CLOSED"
+
+    def _snapshot(self, event: Event, records: list[Any], out: Output) -> None:
+        fresh: dict[Key, Row] = {}
+        for array in records:
+            row = self._row(array, is_open=True)
+            if row is not None:
+                key = self.key(row)
+                fresh[key] = self._merge_known(key, row)
+        if self.synced:
+            self._reconcile(event, fresh, out)
+        for key, row in self.open.items():
+            if key not in fresh:
+                closed = self.close_row(row) if self.close_row else None
+                self._write(out, key, closed, event.id)
+        for key, row in fresh.items():
+            if self.open.get(key) != row:
+                self._write(out, key, row, event.id)
+        self.open = fresh
+        self.synced = True
+        self.stale = False
+
+    def _reconcile(self, event: Event, fresh: dict[Key, Row], out: Output) -> None:
+        def finding(key: Key, problem: str, folded: Row | None, snap: Row | None) -> None:
+            out.reconciliations.append(
+                Reconciliation(
+                    event.id,
+                    self.name,
+                    "/".join(map(str, key)),
+                    problem,
+                    jsonable(folded),
+                    jsonable(snap),
+                )
+            )
+
+        for key, row in self.open.items():
+            if key not in fresh:
+                finding(key, "unexpected", row, None)
+        for key, snap in fresh.items():
+            folded = self.open.get(key)
+            if folded is None:
+                finding(key, "missing", None, snap)
+            elif any(folded.get(c) != v for c, v in snap.items() if c not in _META):
+                finding(key, "changed", folded, snap)
+
+
+def _order_closed(row: Row) -> Row:
+    return {**row, "is_open": False}
+
+
+def _position_closed(row: Row) -> Row:
+    return {**row, "status": "CLOSED"}
+
+
+def position_key(row: Row) -> Key:
+    """Position id when the frame has one, else the symbol (protocol.md §6.2, §8 item 7)."""
+    pid = row.get("position_id")
+    row["position_key"] = str(pid) if pid is not None else f"sym:{row.get('symbol')}"
+    return (row["position_key"],)
+
+
+def make_collection_folds() -> list[CollectionFold]:
+    from recorder.protocol import layouts as L
+
+    by_id: Callable[[Row], Key] = lambda r: (r.get("id"),)  # noqa: E731
+    return [
+        CollectionFold(
+            "orders",
+            L.ORDER,
+            snapshot="os",
+            upserts=("on", "ou"),
+            closes=("oc",),
+            key=by_id,
+            close_row=_order_closed,
+        ),
+        CollectionFold(
+            "positions",
+            L.POSITION,
+            snapshot="ps",
+            upserts=("pn", "pu"),
+            closes=("pc",),
+            key=position_key,
+            open_flag=False,
+            close_row=_position_closed,
+        ),
+        CollectionFold(
+            "wallets",
+            L.WALLET,
+            snapshot="ws",
+            upserts=("wu",),
+            closes=(),
+            key=lambda r: (r.get("wallet_type"), r.get("currency")),
+            open_flag=False,
+            close_row=None,
+            keep_known=("available_balance",),
+        ),
+        CollectionFold(
+            "funding_offers",
+            L.FUNDING_OFFER,
+            snapshot="fos",
+            upserts=("fon", "fou"),
+            closes=("foc",),
+            key=by_id,
+            close_row=_order_closed,
+        ),
+        CollectionFold(
+            "funding_credits",
+            L.FUNDING_CREDIT,
+            snapshot="fcs",
+            upserts=("fcn", "fcu"),
+            closes=("fcc",),
+            key=by_id,
+            close_row=_order_closed,
+        ),
+        CollectionFold(
+            "funding_loans",
+            L.FUNDING_LOAN,
+            snapshot="fls",
+            upserts=("fln", "flu"),
+            closes=("flc",),
+            key=by_id,
+            close_row=_order_closed,
+        ),
+    ]

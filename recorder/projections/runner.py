@@ -1,0 +1,322 @@
+"""Persisting folds: read events after the checkpoint, fold, write rows and the new checkpoint
+in one transaction.
+
+Why no event is ever skipped (design.md invariant 2): appends are serialized (SQLite's single
+writer; on PostgreSQL each append transaction locks ``events`` first), so ids become visible
+in id order. A batch reads ``max(id)`` of the account first and then only events up to it,
+and moves the checkpoint at most to that value, so an event that is still being committed
+has a larger id than anything the checkpoint passes.
+
+Each projector reads only its own kinds (``kind IN (...)``), so the log is parsed about once
+in total however many projections there are.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+import trio
+from sqlalchemy.dialects import postgresql, sqlite
+
+from recorder.logs import event as log_event
+from recorder.projections.base import Event, Fold, Output
+from recorder.projections.collection import CollectionFold
+from recorder.projections.registry import make_folds
+from recorder.projections.values import parse_frame
+from recorder.store.database import Database
+from recorder.store.errors import StoreUnavailable
+from recorder.store.schema import (
+    PROJECTION_TABLES,
+    events,
+    projector_checkpoints,
+    reconciliations,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH = 5000
+# Tables where an update's missing (null) values keep the stored ones (tu after te).
+COALESCE_TABLES = frozenset({"trades", "funding_trades"})
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def load_fold(conn: sa.Connection, fold: Fold, account: str) -> int:
+    """Restore ``fold``'s state from its table and checkpoint; returns the checkpoint."""
+    cp = conn.execute(
+        sa.select(projector_checkpoints).where(
+            projector_checkpoints.c.projector == fold.name,
+            projector_checkpoints.c.account == account,
+        )
+    ).first()
+    if cp is None:
+        return 0
+    fold.stale, fold.synced, fold.skipped = bool(cp.stale), bool(cp.synced), int(cp.skipped)
+    if isinstance(fold, CollectionFold):
+        table = PROJECTION_TABLES[fold.name]
+        query = sa.select(table).where(table.c.account == account)
+        if "is_open" in table.c:
+            query = query.where(table.c.is_open.is_(True))
+        elif fold.name == "positions":
+            query = query.where(table.c.status != "CLOSED")
+        names = [*fold.layout.names, *(["is_open"] if fold.open_flag else [])]
+        if fold.name == "positions":
+            names.append("position_key")
+        for row in conn.execute(query).mappings():
+            values = {n: row[n] for n in names}
+            fold.open[fold.key(values)] = values
+    return int(cp.event_id)
+
+
+# --- one batch ------------------------------------------------------------------------------
+
+
+def read_batch(
+    conn: sa.Connection,
+    account: str,
+    kinds: Iterable[str],
+    after: int,
+    limit: int,
+    up_to: int | None = None,
+) -> tuple[list[Event], int]:
+    """Events of ``kinds`` after ``after``; returns them and the position the batch covers."""
+    high = conn.execute(
+        sa.select(sa.func.max(events.c.id)).where(events.c.account == account)
+    ).scalar()
+    high = int(high or 0)
+    if up_to is not None:
+        high = min(high, up_to)
+    if high <= after:
+        return [], after
+    rows = conn.execute(
+        sa.select(events.c.id, events.c.kind, events.c.received_at, events.c.frame)
+        .where(
+            events.c.account == account,
+            events.c.id > after,
+            events.c.id <= high,
+            events.c.kind.in_(sorted(kinds)),
+        )
+        .order_by(events.c.id)
+        .limit(limit)
+    ).all()
+    out = []
+    for r in rows:
+        try:
+            payload = parse_frame(r.frame)
+        except ValueError:
+            payload = None  # counted as skipped by the fold
+        out.append(Event(r.id, r.kind, r.received_at, payload))
+    covered = rows[-1].id if len(rows) == limit else high
+    return out, covered
+
+
+def _full_row(table: sa.Table, account: str, row: dict[str, Any]) -> dict[str, Any]:
+    return {c.name: row.get(c.name) for c in table.c} | {"account": account}
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def write_output(conn: sa.Connection, account: str, out: Output) -> None:
+    for name, rows in out.upserts.items():
+        table = PROJECTION_TABLES[name]
+        pk = [c.name for c in table.primary_key.columns]
+        present = [_full_row(table, account, r) for r in rows.values() if r is not None]
+        gone = [key for key, r in rows.items() if r is None]
+        if present:
+            stmt = _insert(conn, table)
+            cols = [c.name for c in table.c if c.name not in pk]
+            if name in COALESCE_TABLES:
+                set_ = {c: sa.func.coalesce(stmt.excluded[c], table.c[c]) for c in cols}
+            else:
+                set_ = {c: stmt.excluded[c] for c in cols}
+            conn.execute(stmt.on_conflict_do_update(index_elements=pk, set_=set_), present)
+        key_cols = [c for c in pk if c != "account"]
+        for key in gone:
+            conn.execute(
+                table.delete().where(
+                    table.c.account == account,
+                    *[table.c[c] == v for c, v in zip(key_cols, key, strict=True)],
+                )
+            )
+    for name, ins_rows in out.inserts_if_absent.items():
+        if not ins_rows:
+            continue
+        table = PROJECTION_TABLES[name]
+        pk = [c.name for c in table.primary_key.columns]
+        stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=pk)
+        conn.execute(stmt, [_full_row(table, account, r) for r in ins_rows.values()])
+    if out.reconciliations:
+        conn.execute(
+            reconciliations.insert(),
+            [
+                {
+                    "event_id": r.event_id,
+                    "account": account,
+                    "projection": r.projection,
+                    "key": r.key,
+                    "problem": r.problem,
+                    "folded": r.folded,
+                    "snapshot": r.snapshot,
+                }
+                for r in out.reconciliations
+            ],
+        )
+
+
+def write_checkpoint(conn: sa.Connection, fold: Fold, account: str, event_id: int) -> None:
+    stmt = _insert(conn, projector_checkpoints)
+    values = {
+        "projector": fold.name,
+        "account": account,
+        "event_id": event_id,
+        "updated_at": datetime.now(UTC),
+        "stale": fold.stale,
+        "synced": fold.synced,
+        "skipped": fold.skipped,
+    }
+    conn.execute(
+        stmt.values(**values).on_conflict_do_update(
+            index_elements=["projector", "account"],
+            set_={k: stmt.excluded[k] for k in values if k not in ("projector", "account")},
+        )
+    )
+
+
+class Projector:
+    """One projection of one account, folding the log in batches from its checkpoint."""
+
+    def __init__(
+        self, engine: sa.Engine, fold_factory: Callable[[], Fold], account: str, batch: int = BATCH
+    ) -> None:
+        self.engine = engine
+        self.fold_factory = fold_factory
+        self.account = account
+        self.batch = batch
+        self.fold: Fold | None = None
+        self.checkpoint = 0
+        self.folded = 0
+
+    @property
+    def name(self) -> str:
+        return self.fold_factory().name if self.fold is None else self.fold.name
+
+    def step(self, up_to: int | None = None) -> int:
+        """Fold one batch in one transaction; returns the number of events folded (0: caught
+        up). On any error the in-memory state is dropped and reloaded next time."""
+        try:
+            with self.engine.begin() as conn:
+                if self.fold is None:
+                    fold = self.fold_factory()
+                    self.checkpoint = load_fold(conn, fold, self.account)
+                    self.fold = fold
+                fold = self.fold
+                batch, covered = read_batch(
+                    conn, self.account, fold.kinds, self.checkpoint, self.batch, up_to
+                )
+                if covered == self.checkpoint:
+                    return 0
+                out = Output()
+                for ev in batch:
+                    fold.apply(ev, out)
+                write_output(conn, self.account, out)
+                write_checkpoint(conn, fold, self.account, covered)
+        except BaseException:
+            self.fold = None
+            raise
+        self.checkpoint = covered
+        self.folded += len(batch)
+        return max(len(batch), 1)
+
+    def catch_up(self, up_to: int | None = None) -> int:
+        total = 0
+        while n := self.step(up_to):
+            total += n
+        return total
+
+
+def projectors_for(
+    engine: sa.Engine, account: str, only: str | None = None, batch: int = BATCH
+) -> list[Projector]:
+    names = [f.name for f in make_folds(only)]
+    return [
+        Projector(engine, (lambda n=n: make_folds(n)[0]), account, batch)  # type: ignore[misc]
+        for n in names
+    ]
+
+
+# --- live: inside run/demo ------------------------------------------------------------------
+
+
+async def run_live(
+    db: Database,
+    projector: Projector,
+    wait_beyond: Callable[[str, int, float], Any],
+    limiter: trio.CapacityLimiter,
+) -> None:
+    """Fold as the writer commits: never polls in a tight loop, wakes on the writer's
+    high-water mark (and every few seconds regardless, for commits by other processes)."""
+    delay = 0.1
+    while True:
+        try:
+            n = await db.run(projector.step, limiter=limiter)
+            delay = 0.1
+        except StoreUnavailable as exc:
+            log_event(
+                log,
+                "projector waiting for the database",
+                logging.WARNING,
+                projector=projector.name,
+                account=projector.account,
+                error=str(exc),
+            )
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        if n == 0:
+            await wait_beyond(projector.account, projector.checkpoint, 5.0)
+
+
+# --- rebuild ---------------------------------------------------------------------------------
+
+
+def clear_projection(engine: sa.Engine, name: str, account: str) -> None:
+    table = PROJECTION_TABLES[name]
+    with engine.begin() as conn:
+        conn.execute(table.delete().where(table.c.account == account))
+        conn.execute(
+            reconciliations.delete().where(
+                reconciliations.c.account == account, reconciliations.c.projection == name
+            )
+        )
+        conn.execute(
+            projector_checkpoints.delete().where(
+                projector_checkpoints.c.account == account,
+                projector_checkpoints.c.projector == name,
+            )
+        )
+
+
+def rebuild(
+    engine: sa.Engine,
+    accounts: Iterable[str],
+    only: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    batch: int = BATCH,
+) -> int:
+    """Clear and refold projections from the whole log; returns events folded."""
+    total = 0
+    for account in accounts:
+        for projector in projectors_for(engine, account, only, batch):
+            clear_projection(engine, projector.name, account)
+            while n := projector.step():
+                total += n
+                if progress:
+                    progress(n)
+    return total

@@ -1,0 +1,93 @@
+"""From frame values to column values, exactly.
+
+Frames are parsed with ``parse_float=Decimal`` so that amounts keep every digit of the frame's
+text. Exchange times (``MTS``) become UTC datetimes; a magnitude check turns second-based
+values (seen in ``n`` frames) into milliseconds first (protocol.md §8 item 2).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from recorder.protocol.layouts import Layout
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SECONDS_BELOW = Decimal(100_000_000_000)  # < 1e11: a seconds timestamp, not milliseconds
+
+
+def parse_frame(text: str) -> Any:
+    return json.loads(text, parse_float=Decimal)
+
+
+def to_datetime(value: Any) -> datetime | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int | Decimal):
+        return None
+    ms = Decimal(value)
+    if abs(ms) < SECONDS_BELOW:
+        ms *= 1000
+    # Microsecond precision, as the databases keep it.
+    return EPOCH + timedelta(microseconds=int((ms * 1000).to_integral_value()))
+
+
+def to_decimal(value: Any) -> Decimal | None:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
+    return None
+
+
+def to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return None
+
+
+def to_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(plain(value))
+
+
+def plain(value: Any) -> Any:
+    """JSON-able form: Decimals as int or float (for the JSON columns' metadata)."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+_CONVERT = {"int": to_int, "dec": to_decimal, "text": to_text, "mts": to_datetime, "json": plain}
+
+
+def to_row(layout: Layout, array: list[Any]) -> dict[str, Any]:
+    """Column values for one record array (short arrays give ``None`` for missing fields)."""
+    n = len(array)
+    return {
+        f.name: (_CONVERT[f.kind](array[f.index]) if f.index < n else None) for f in layout.fields
+    }
+
+
+def jsonable(row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row as JSON-able data for ``reconciliations``: decimals as exact strings."""
+    if row is None:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if isinstance(v, Decimal):
+            out[k] = str(v)
+        elif isinstance(v, datetime):
+            out[k] = v.isoformat()
+        else:
+            out[k] = plain(v)
+    return out
