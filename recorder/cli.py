@@ -166,6 +166,20 @@ def demo_cmd(cfg: Config, seconds: float, seed: int, rate: float, faults: str) -
     sys.exit(run_demo(cfg, seconds=seconds, seed=seed, rate=rate, faults=faults))
 
 
+# --- rebuild ---------------------------------------------------------------------------------
+
+
+@main.command("rebuild")
+@click.option("--projection", default=None, help="Only this projection (a table name).")
+@click.option("--account", default=None, help="Only this account (default: every account).")
+@with_config
+def rebuild_cmd(cfg: Config, projection: str | None, account: str | None) -> None:
+    """Clear projections and refold them from the whole event log."""
+    from recorder.projections.cli import run_rebuild
+
+    sys.exit(run_rebuild(cfg, projection, account))
+
+
 # --- simulate --------------------------------------------------------------------------------
 
 

@@ -207,9 +207,10 @@ class Projector:
     def name(self) -> str:
         return self.fold_factory().name if self.fold is None else self.fold.name
 
-    def step(self, up_to: int | None = None) -> int:
-        """Fold one batch in one transaction; returns the number of events folded (0: caught
-        up). On any error the in-memory state is dropped and reloaded next time."""
+    def step(self, up_to: int | None = None) -> int | None:
+        """Fold one batch in one transaction; returns the number of events folded, or None
+        when already caught up. On any error the in-memory state is dropped (and reloaded
+        from the database next time)."""
         try:
             with self.engine.begin() as conn:
                 if self.fold is None:
@@ -221,7 +222,7 @@ class Projector:
                     conn, self.account, fold.kinds, self.checkpoint, self.batch, up_to
                 )
                 if covered == self.checkpoint:
-                    return 0
+                    return None
                 out = Output()
                 for ev in batch:
                     fold.apply(ev, out)
@@ -232,11 +233,11 @@ class Projector:
             raise
         self.checkpoint = covered
         self.folded += len(batch)
-        return max(len(batch), 1)
+        return len(batch)
 
     def catch_up(self, up_to: int | None = None) -> int:
         total = 0
-        while n := self.step(up_to):
+        while (n := self.step(up_to)) is not None:
             total += n
         return total
 
@@ -279,7 +280,7 @@ async def run_live(
             await trio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        if n == 0:
+        if n is None:
             await wait_beyond(projector.account, projector.checkpoint, 5.0)
 
 
@@ -315,7 +316,7 @@ def rebuild(
     for account in accounts:
         for projector in projectors_for(engine, account, only, batch):
             clear_projection(engine, projector.name, account)
-            while n := projector.step():
+            while (n := projector.step()) is not None:
                 total += n
                 if progress:
                     progress(n)

@@ -79,13 +79,14 @@ def to_row(layout: Layout, array: list[Any]) -> dict[str, Any]:
 
 
 def jsonable(row: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A row as JSON-able data for ``reconciliations``: decimals as exact strings."""
+    """A row as JSON-able data for ``reconciliations``: decimals as exact, canonical strings
+    (``30046.0`` and ``30046`` read back from the database give the same text)."""
     if row is None:
         return None
     out: dict[str, Any] = {}
     for k, v in row.items():
         if isinstance(v, Decimal):
-            out[k] = str(v)
+            out[k] = format(v.normalize(), "f")
         elif isinstance(v, datetime):
             out[k] = v.isoformat()
         else:

@@ -110,8 +110,11 @@ class Simulator:
         self._attempts: deque[float] = deque()
         self._last_nonce: dict[str, int] = {}
         self._paused_until = 0.0
+        self._refuse_until = 0.0
         self._ids = _SeededIds(seed)
-        self._activity_wakeup = trio.Event()
+        # One account action at a time, its frames all sent before the next action's: the
+        # activity loop, advance() and bursts would otherwise interleave their frames.
+        self._stepping = trio.Lock()
         self.auth_events = trio.Event()  # set on every successful auth, then replaced
         self.auth_requests: list[dict[str, Any]] = []  # every auth message received
 
@@ -144,10 +147,10 @@ class Simulator:
         while True:
             now = trio.current_time()
             if now < self._paused_until:
-                await trio.sleep_until(self._paused_until)
+                # Poll rather than sleep until the end: resume() may come sooner.
+                await trio.sleep(min(0.02, self._paused_until - now))
                 continue
-            messages = self.model.step()
-            await self.broadcast(messages)
+            messages = await self._step()
             await trio.sleep(len(messages) / self.rate)
 
     async def _scheduled(self, fault: ScheduledFault) -> None:
@@ -165,10 +168,14 @@ class Simulator:
         """Perform ``steps`` account actions now and send their frames; returns frames sent."""
         count = 0
         for _ in range(steps):
-            messages = self.model.step()
-            count += len(messages)
-            await self.broadcast(messages)
+            count += len(await self._step())
         return count
+
+    async def _step(self) -> list[Message]:
+        async with self._stepping:
+            messages = self.model.step()
+            await self.broadcast(messages)
+        return messages
 
     async def broadcast(self, messages: list[Message]) -> None:
         for conn in list(self.connections.values()):
@@ -179,6 +186,9 @@ class Simulator:
     def pause(self, seconds: float = float("inf")) -> None:
         """Stop account activity for ``seconds`` (for tests that compare with the truth)."""
         self._paused_until = trio.current_time() + seconds
+
+    def resume(self) -> None:
+        self._paused_until = 0.0
 
     def truth(self) -> dict[str, Any]:
         return self.model.truth()
@@ -207,9 +217,7 @@ class Simulator:
             target = int(arg or 1000)
             sent = 0
             while sent < target:
-                messages = self.model.step()
-                sent += len(messages)
-                await self.broadcast(messages)
+                sent += len(await self._step())
         else:
             for conn in conns:
                 await self._fault_on(conn, name, arg)
@@ -254,7 +262,16 @@ class Simulator:
         self._attempts.append(now)
         return False
 
+    def refuse(self, seconds: float = float("inf")) -> None:
+        """Answer handshakes with HTTP 503 for ``seconds`` (as during exchange maintenance);
+        ``refuse(0)`` accepts again."""
+        self._refuse_until = trio.current_time() + seconds
+
     async def _handle(self, request: WebSocketRequest) -> None:
+        if trio.current_time() < self._refuse_until:
+            self.rejected_connections += 1
+            await request.reject(503, body=b"Service Unavailable")
+            return
         if self._over_limit():
             self.rejected_connections += 1
             await request.reject(429, body=b"Too Many Requests")
@@ -369,21 +386,24 @@ class Simulator:
                 conn, {"event": "auth", "status": "FAILED", "chanId": 0, "code": code, "msg": text}
             )
             return
-        await self._send_event(
-            conn,
-            {
-                "event": "auth",
-                "status": "OK",
-                "chanId": 0,
-                "userId": self.model.user_id,
-                "auth_id": self._ids.uuid(),
-                "caps": READ_ONLY_CAPS,
-            },
-        )
-        conn.authenticated = True
-        conn.last_account_frame = trio.current_time()
-        for abbr, payload in self.model.snapshots():
-            await self._send_account(conn, abbr, payload)
+        # Under the stepping lock: no account action can slip between the auth reply and
+        # the snapshots, and the snapshots are the state right before the next update.
+        async with self._stepping:
+            await self._send_event(
+                conn,
+                {
+                    "event": "auth",
+                    "status": "OK",
+                    "chanId": 0,
+                    "userId": self.model.user_id,
+                    "auth_id": self._ids.uuid(),
+                    "caps": READ_ONLY_CAPS,
+                },
+            )
+            conn.authenticated = True
+            conn.last_account_frame = trio.current_time()
+            for abbr, payload in self.model.snapshots():
+                await self._send_account(conn, abbr, payload)
         self.auth_events.set()
         self.auth_events = trio.Event()
 
