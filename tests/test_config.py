@@ -126,9 +126,12 @@ def test_config_check_shows_secrets_only_as_set(tmp_path: Path) -> None:
     path = tmp_path / "c.toml"
     path.write_text('[[accounts]]\nname = "main"\n')
     code, out = run_cli(
-        "config", "check", "--config", str(path),
+        "config",
+        "check",
+        "--config",
+        str(path),
         env={"BFX_API_KEY": "the-key-value", "BFX_API_SECRET": SECRET},
-    )  # fmt: skip
+    )
     assert code == 0
     shown = json.loads(out)
     assert shown["accounts"][0]["api_key"] == "set"
@@ -175,8 +178,10 @@ def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     root = EXAMPLE.parent.parent
     subprocess.run(
         [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
-        cwd=root, check=True, capture_output=True,
-    )  # fmt: skip
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "recorder/_migrations/env.py" in names

@@ -151,8 +151,17 @@ async def test_every_frame_recorded_verbatim_through_every_fault(engine: sa.Engi
     # The hash chain links every row to the previous one.
     prev = GENESIS
     for r in rows:
-        prev_expected = chain_hash(prev, r.account, r.session_id, r.received_at, r.chan_id,
-                                   r.kind, r.seq, r.auth_seq, r.frame)  # fmt: skip
+        prev_expected = chain_hash(
+            prev,
+            r.account,
+            r.session_id,
+            r.received_at,
+            r.chan_id,
+            r.kind,
+            r.seq,
+            r.auth_seq,
+            r.frame,
+        )
         assert r.hash == prev_expected
         prev = r.hash
     # Sequence numbers were stored as classified.
@@ -250,8 +259,11 @@ async def test_secret_and_signature_never_logged_or_stored(engine: sa.Engine) ->
     logging.getLogger().handlers.clear()
     signatures = [m["authSig"] for m in sim.auth_requests]
     assert any(m["authSig"] == sign(SECRET, m["authPayload"]) for m in sim.auth_requests)
-    haystacks = {"logs": stream.getvalue(), "database": dump_database(engine),
-                 "status": repr(recorder.status)}  # fmt: skip
+    haystacks = {
+        "logs": stream.getvalue(),
+        "database": dump_database(engine),
+        "status": repr(recorder.status),
+    }
     for where, text in haystacks.items():
         assert SECRET not in text, where
         for sig in signatures:

@@ -36,8 +36,9 @@ def synthetic_log(seed: int, steps: int, gap_every: int, snap_every: int) -> lis
     for i in range(1, steps + 1):
         messages = model.step()
         if gap_every and i % gap_every == 0:
-            log.append(("recorder.disconnected",
-                        '{"event":"recorder.disconnected","reason":"closed"}'))  # fmt: skip
+            log.append(
+                ("recorder.disconnected", '{"event":"recorder.disconnected","reason":"closed"}')
+            )
             continue  # these frames were never received
         for abbr, payload in messages:
             log.append((abbr, orjson.dumps([0, abbr, payload]).decode()))

@@ -46,10 +46,11 @@ def everything(engine: sa.Engine, account: str = "main") -> dict[str, Any]:
             for r in conn.execute(
                 sa.select(reconciliations)
                 .where(reconciliations.c.account == account)
-                .order_by(reconciliations.c.event_id, reconciliations.c.projection,
-                          reconciliations.c.key)
+                .order_by(
+                    reconciliations.c.event_id, reconciliations.c.projection, reconciliations.c.key
+                )
             )
-        ]  # fmt: skip
+        ]
         out["checkpoints"] = [
             (r.projector, r.event_id, r.stale, r.synced, r.skipped)
             for r in conn.execute(
@@ -66,11 +67,20 @@ def assert_matches_truth(engine: sa.Engine, truth: dict[str, Any], phase: str = 
     assert set(orders) == {o["id"] for o in truth["orders"]}
     for o in truth["orders"]:
         got = orders[o["id"]]
-        for col in ("symbol", "amount", "amount_orig", "price", "order_status", "order_type",
-                    "cid", "flags"):  # fmt: skip
+        for col in (
+            "symbol",
+            "amount",
+            "amount_orig",
+            "price",
+            "order_status",
+            "order_type",
+            "cid",
+            "flags",
+        ):
             assert got[col] == dec(o[col]), (phase, o["id"], col, got, o)
-    positions = {r["position_id"]: r for r in table_rows(engine, "positions")
-                 if r["status"] == "ACTIVE"}  # fmt: skip
+    positions = {
+        r["position_id"]: r for r in table_rows(engine, "positions") if r["status"] == "ACTIVE"
+    }
     assert set(positions) == {p["position_id"] for p in truth["positions"]}
     for p in truth["positions"]:
         for col in ("symbol", "amount", "base_price", "pl", "leverage"):
@@ -125,8 +135,9 @@ async def test_live_projections_equal_truth_and_reconcile_gaps(
     engine: sa.Engine, seed: int
 ) -> None:
     rng = random.Random(seed)
-    sim = Simulator(seed=seed, rate=300, api_keys={KEY: SECRET}, connection_limit=None,
-                    close_after_20051=0.05)  # fmt: skip
+    sim = Simulator(
+        seed=seed, rate=300, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.05
+    )
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve)
         recorder = make_recorder(engine, port)
@@ -219,8 +230,11 @@ async def test_trades_fees_and_stale_flag(engine: sa.Engine) -> None:
     for t in truth["trades"]:
         row = trades[t["id"]]
         assert (row["fee"], row["fee_currency"], row["exec_amount"], row["order_id"]) == (
-            dec(t["fee"]), t["fee_currency"], dec(t["exec_amount"]), t["order_id"]
-        )  # fmt: skip
+            dec(t["fee"]),
+            t["fee_currency"],
+            dec(t["exec_amount"]),
+            t["order_id"],
+        )
     # Shutdown wrote a disconnected marker: the snapshot projections are stale now.
     with engine.connect() as conn:
         stale = dict(

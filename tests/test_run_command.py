@@ -40,8 +40,11 @@ def test_sigterm_during_burst_commits_everything_read(tmp_path: Path) -> None:
         env = {**os.environ, "TEST_BFX_KEY": KEY, "TEST_BFX_SECRET": SECRET}
         proc = subprocess.Popen(
             [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             deadline = time.monotonic() + 20
             while not st.sim.auth_requests and time.monotonic() < deadline:
@@ -82,8 +85,11 @@ def test_run_without_credentials_names_the_variable(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_BFX_")}
     proc = subprocess.run(
         [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
-        env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "TEST_BFX_KEY" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -95,8 +101,11 @@ def test_run_with_bad_credentials_exits_1(tmp_path: Path) -> None:
         env = {**os.environ, "TEST_BFX_KEY": KEY, "TEST_BFX_SECRET": "not-the-secret"}
         proc = subprocess.run(
             [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
-            env=env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 1
     assert "account main stopped: authentication failed with code 10100" in proc.stderr
     engine = create_engine(DatabaseConfig(url=f"sqlite:///{db}"))

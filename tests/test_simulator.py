@@ -75,9 +75,12 @@ async def test_auth_failures_use_real_codes() -> None:
         client = Client(port)
         frames, _ = await client.session(key="nope", until=0.3)
         assert orjson.loads(frames[-1]) == {
-            "event": "auth", "status": "FAILED", "chanId": 0, "code": 10100,
+            "event": "auth",
+            "status": "FAILED",
+            "chanId": 0,
+            "code": 10100,
             "msg": "apikey: invalid",
-        }  # fmt: skip
+        }
         frames, _ = await client.session(secret="wrong", until=0.3)
         assert orjson.loads(frames[-1])["code"] == 10100
         assert orjson.loads(frames[-1])["msg"] == "apikey: digest invalid"
@@ -120,18 +123,55 @@ async def test_every_kind_within_first_seconds_with_defaults() -> None:
         port = await nursery.start(sim.serve)
         frames, _ = await Client(port).session(until=10.0)
         kinds = {classify(t).kind for t in frames}
-        wanted = {"os", "on", "ou", "oc", "te", "tu", "ps", "pn", "pu", "pc", "ws", "wu", "bu",
-                  "miu", "fiu", "fos", "fon", "fou", "foc", "fcs", "fcn", "fcu", "fcc", "fls",
-                  "fln", "flu", "flc", "n"}  # fmt: skip
+        wanted = {
+            "os",
+            "on",
+            "ou",
+            "oc",
+            "te",
+            "tu",
+            "ps",
+            "pn",
+            "pu",
+            "pc",
+            "ws",
+            "wu",
+            "bu",
+            "miu",
+            "fiu",
+            "fos",
+            "fon",
+            "fou",
+            "foc",
+            "fcs",
+            "fcn",
+            "fcu",
+            "fcc",
+            "fls",
+            "fln",
+            "flu",
+            "flc",
+            "n",
+        }
         assert wanted <= kinds, wanted - kinds
         nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize(
     "fault",
-    ["drop", "drop-silent", "info-20051", "maintenance", "stall", "malformed", "truncated",
-     "seq-skip", "seq-repeat", "burst"],
-)  # fmt: skip
+    [
+        "drop",
+        "drop-silent",
+        "info-20051",
+        "maintenance",
+        "stall",
+        "malformed",
+        "truncated",
+        "seq-skip",
+        "seq-repeat",
+        "burst",
+    ],
+)
 async def test_faults_then_snapshots_equal_truth(fault: str) -> None:
     sim = Simulator(
         seed=4, rate=400, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.1
@@ -222,8 +262,10 @@ async def test_same_seed_same_frames() -> None:
 def test_fault_schedule_parsing() -> None:
     sched = parse_schedule("drop@30, stall:60@90/300,burst:500@1.5")
     assert [(f.name, f.arg, f.at, f.every) for f in sched] == [
-        ("drop", None, 30.0, None), ("stall", 60.0, 90.0, 300.0), ("burst", 500.0, 1.5, None)
-    ]  # fmt: skip
+        ("drop", None, 30.0, None),
+        ("stall", 60.0, 90.0, 300.0),
+        ("burst", 500.0, 1.5, None),
+    ]
     for bad in ("explode@3", "drop", "drop@x", "drop@1/0"):
         with pytest.raises(FaultSpecError):
             parse_schedule(bad)
@@ -236,10 +278,27 @@ def test_simulate_command(tmp_path: Path) -> None:
     secret = "simulate-command-secret-0123456789abcdef"
     env = {**os.environ, "BFX_SIM_API_SECRET": secret}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "recorder", "simulate", "--port", "0", "--api-key", KEY,
-         "--truth", str(truth), "--rate", "200", "--faults", "malformed@0.2/0.2,drop@1.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "recorder",
+            "simulate",
+            "--port",
+            "0",
+            "--api-key",
+            KEY,
+            "--truth",
+            str(truth),
+            "--rate",
+            "200",
+            "--faults",
+            "malformed@0.2/0.2,drop@1.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -18,18 +18,39 @@ from tests.helpers import SimThread
 API_KEY, API_SECRET = "official-client-key", "official-client-secret"
 
 EVENTS = [
-    "order_snapshot", "order_new", "order_update", "order_cancel",
-    "position_snapshot", "position_new", "position_update", "position_close",
-    "trade_execution", "trade_execution_update",
-    "funding_offer_snapshot", "funding_offer_new", "funding_offer_update", "funding_offer_cancel",
-    "funding_credit_snapshot", "funding_credit_new", "funding_credit_update",
+    "order_snapshot",
+    "order_new",
+    "order_update",
+    "order_cancel",
+    "position_snapshot",
+    "position_new",
+    "position_update",
+    "position_close",
+    "trade_execution",
+    "trade_execution_update",
+    "funding_offer_snapshot",
+    "funding_offer_new",
+    "funding_offer_update",
+    "funding_offer_cancel",
+    "funding_credit_snapshot",
+    "funding_credit_new",
+    "funding_credit_update",
     "funding_credit_close",
-    "funding_loan_snapshot", "funding_loan_new", "funding_loan_update", "funding_loan_close",
-    "wallet_snapshot", "wallet_update", "balance_update", "base_margin_info",
-    "symbol_margin_info", "funding_info_update",
-    "on-req-notification", "oc-req-notification", "fon-req-notification",
+    "funding_loan_snapshot",
+    "funding_loan_new",
+    "funding_loan_update",
+    "funding_loan_close",
+    "wallet_snapshot",
+    "wallet_update",
+    "balance_update",
+    "base_margin_info",
+    "symbol_margin_info",
+    "funding_info_update",
+    "on-req-notification",
+    "oc-req-notification",
+    "fon-req-notification",
     "foc-req-notification",
-]  # fmt: skip
+]
 
 
 def _fold(received: list[tuple[str, Any]]) -> dict[str, dict[Any, Any]]:
@@ -96,8 +117,10 @@ def test_official_client_sees_the_simulated_account() -> None:
     for o in truth["orders"]:
         got = state["orders"][o["id"]]
         assert (got.symbol, got.price, got.order_status) == (
-            o["symbol"], o["price"], o["order_status"]
-        )  # fmt: skip
+            o["symbol"],
+            o["price"],
+            o["order_status"],
+        )
     assert {p["symbol"]: (p["position_id"], p["amount"]) for p in truth["positions"]} == {
         s: (p.position_id, p.amount) for s, p in state["positions"].items()
     }
@@ -109,5 +132,8 @@ def test_official_client_sees_the_simulated_account() -> None:
     for trade_id, trade in state["trades"].items():
         t = truth_trades[trade_id]
         assert (trade.exec_amount, trade.exec_price, trade.fee, trade.fee_currency) == (
-            t["exec_amount"], t["exec_price"], t["fee"], t["fee_currency"]
-        )  # fmt: skip
+            t["exec_amount"],
+            t["exec_price"],
+            t["fee"],
+            t["fee_currency"],
+        )

@@ -64,10 +64,22 @@ def make_session(sock: FakeSocket, sink: trio.MemorySendChannel[object]) -> Sess
     async def next_nonce() -> int:
         return 1
 
-    params = SessionParams("a", "ws://127.0.0.1/ws/2", Secret("k"), Secret("s"),
-                           heartbeat_period=15.0, pong_timeout=10.0)  # fmt: skip
-    return Session(params, sink=sink, open_session=open_session, next_nonce=next_nonce,  # type: ignore[arg-type]
-                   connector=connector, now=lambda: datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
+    params = SessionParams(
+        "a",
+        "ws://127.0.0.1/ws/2",
+        Secret("k"),
+        Secret("s"),
+        heartbeat_period=15.0,
+        pong_timeout=10.0,
+    )
+    return Session(
+        params,
+        sink=sink,
+        open_session=open_session,
+        next_nonce=next_nonce,  # type: ignore[arg-type]
+        connector=connector,
+        now=lambda: datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 async def test_heartbeat_timeout_pings_then_ends(clock: trio.testing.MockClock) -> None:
@@ -144,8 +156,12 @@ async def test_backoff_full_jitter_capped_and_reset(clock: trio.testing.MockCloc
 
     backoff = Backoff(base=1.0, cap=8.0, rng=random.Random(5))
     expected_rng = random.Random(5)
-    final = await supervise("a", make, backoff=backoff,  # type: ignore[arg-type]
-                            rate_limit=ConnectionRateLimit(1000, 1.0))  # fmt: skip
+    final = await supervise(
+        "a",
+        make,
+        backoff=backoff,  # type: ignore[arg-type]
+        rate_limit=ConnectionRateLimit(1000, 1.0),
+    )
     assert final.final and final.auth_code == 10100
     gaps = [b - a - d for a, b, d in zip(starts, starts[1:], durations, strict=False)]
     ceilings = [1, 2, 4, 8, 8, 1, 2, 4]  # doubles, capped at 8, back to 1 after the healthy one
@@ -156,11 +172,13 @@ async def test_backoff_full_jitter_capped_and_reset(clock: trio.testing.MockCloc
 
 async def test_reconnect_now_and_429(clock: trio.testing.MockClock) -> None:
     starts: list[float] = []
-    plan = iter([
-        SessionOutcome(reason="info-20051", reconnect_now=True),
-        SessionOutcome(reason="error: handshake rejected: HTTP 429", handshake_status=429),
-        SessionOutcome(reason="auth-failed", final=True),
-    ])  # fmt: skip
+    plan = iter(
+        [
+            SessionOutcome(reason="info-20051", reconnect_now=True),
+            SessionOutcome(reason="error: handshake rejected: HTTP 429", handshake_status=429),
+            SessionOutcome(reason="auth-failed", final=True),
+        ]
+    )
 
     def make() -> FakeSession:
         starts.append(trio.current_time())
