@@ -8,7 +8,6 @@ reconciliation findings to an :class:`Output`. The database runner persists them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Protocol
 
 DISCONNECTED = "recorder.disconnected"
@@ -18,7 +17,6 @@ DISCONNECTED = "recorder.disconnected"
 class Event:
     id: int
     kind: str
-    received_at: datetime
     payload: Any  # the frame parsed with Decimal numbers; for markers, the marker object
 
 

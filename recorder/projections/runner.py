@@ -94,7 +94,7 @@ def read_batch(
     if high <= after:
         return [], after
     rows = conn.execute(
-        sa.select(events.c.id, events.c.kind, events.c.received_at, events.c.frame)
+        sa.select(events.c.id, events.c.kind, events.c.frame)
         .where(
             events.c.account == account,
             events.c.id > after,
@@ -110,7 +110,7 @@ def read_batch(
             payload = parse_frame(r.frame)
         except ValueError:
             payload = None  # counted as skipped by the fold
-        out.append(Event(r.id, r.kind, r.received_at, payload))
+        out.append(Event(r.id, r.kind, payload))
     covered = rows[-1].id if len(rows) == limit else high
     return out, covered
 

@@ -15,7 +15,8 @@ from typing import Any
 from recorder.protocol.layouts import Layout
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-SECONDS_BELOW = Decimal(100_000_000_000)  # < 1e11: a seconds timestamp, not milliseconds
+SECONDS_BELOW_INT = 100_000_000_000  # < 1e11: a seconds timestamp, not milliseconds
+SECONDS_BELOW = Decimal(SECONDS_BELOW_INT)
 
 
 def parse_frame(text: str) -> Any:
@@ -23,9 +24,13 @@ def parse_frame(text: str) -> Any:
 
 
 def to_datetime(value: Any) -> datetime | None:
-    if value is None or isinstance(value, bool) or not isinstance(value, int | Decimal):
+    if type(value) is int:  # the common case: integer milliseconds
+        if abs(value) >= SECONDS_BELOW_INT:
+            return EPOCH + timedelta(milliseconds=value)
+        return EPOCH + timedelta(seconds=value)
+    if not isinstance(value, Decimal):
         return None
-    ms = Decimal(value)
+    ms = value
     if abs(ms) < SECONDS_BELOW:
         ms *= 1000
     # Microsecond precision, as the databases keep it.
@@ -70,12 +75,25 @@ def plain(value: Any) -> Any:
 _CONVERT = {"int": to_int, "dec": to_decimal, "text": to_text, "mts": to_datetime, "json": plain}
 
 
+_COMPILED: dict[str, list[tuple[str, int, Any]]] = {}
+
+
 def to_row(layout: Layout, array: list[Any]) -> dict[str, Any]:
     """Column values for one record array (short arrays give ``None`` for missing fields)."""
+    fields = _COMPILED.get(layout.name)
+    if fields is None:
+        fields = _COMPILED[layout.name] = [
+            (f.name, f.index, _CONVERT[f.kind]) for f in layout.fields
+        ]
     n = len(array)
-    return {
-        f.name: (_CONVERT[f.kind](array[f.index]) if f.index < n else None) for f in layout.fields
-    }
+    row: dict[str, Any] = {}
+    for name, index, convert in fields:
+        if index < n:
+            value = array[index]
+            row[name] = None if value is None else convert(value)
+        else:
+            row[name] = None
+    return row
 
 
 def jsonable(row: dict[str, Any] | None) -> dict[str, Any] | None:
