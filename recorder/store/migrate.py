@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 import recorder
 
@@ -32,9 +32,21 @@ def _config() -> AlembicConfig:
     return cfg
 
 
+# Any constant: the key of the PostgreSQL advisory lock that serializes migrations.
+MIGRATION_LOCK = 0x62667872  # "bfxr"
+
+
+def _serialized(conn: Connection) -> None:
+    """Several recorder processes may start together on one PostgreSQL database: the first to
+    take the lock migrates, the others then find the schema at head."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     cfg = _config()
     with engine.begin() as conn:
+        _serialized(conn)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
 
@@ -42,6 +54,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str) -> None:
     cfg = _config()
     with engine.begin() as conn:
+        _serialized(conn)
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
 
