@@ -180,6 +180,90 @@ def rebuild_cmd(cfg: Config, projection: str | None, account: str | None) -> Non
     sys.exit(run_rebuild(cfg, projection, account))
 
 
+# --- replay, state, serve-replay, verify, status --------------------------------------------
+
+
+@main.command("replay")
+@click.option("--account", default=None)
+@click.option("--from", "start", default=None, help="ISO 8601 time (UTC if no zone).")
+@click.option("--to", "end", default=None, help="ISO 8601 time (UTC if no zone).")
+@with_config
+def replay_cmd(cfg: Config, account: str | None, start: str | None, end: str | None) -> None:
+    """The recorded frames as JSON lines (id, account, received_at, kind, frame), in log order."""
+    from recorder.replay.cli import run_replay
+
+    sys.exit(run_replay(cfg, account, start, end))
+
+
+@main.command("state")
+@click.option("--account", default=None)
+@click.option("--at", default=None, help="ISO 8601 time (default: now).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of tables.")
+@with_config
+def state_cmd(cfg: Config, account: str | None, at: str | None, as_json: bool) -> None:
+    """Open orders, active positions and wallets as of a time, folded from the log."""
+    from recorder.replay.cli import run_state
+
+    sys.exit(run_state(cfg, account, at, as_json))
+
+
+@main.command("serve-replay")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, required=True, help="TCP port (0 picks a free one).")
+@click.option("--account", default=None)
+@click.option("--from", "start", default=None)
+@click.option("--to", "end", default=None)
+@click.option(
+    "--speed",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Divide the recorded spacing by this; 0 sends as fast as possible.",
+)
+@click.option("--api-key", default=None, help="Check clients' auth against this key.")
+@click.option(
+    "--api-secret",
+    default=None,
+    envvar="BFX_REPLAY_API_SECRET",
+    help="Its secret (or $BFX_REPLAY_API_SECRET).",
+)
+@with_config
+def serve_replay_cmd(
+    cfg: Config,
+    host: str,
+    port: int,
+    account: str | None,
+    start: str | None,
+    end: str | None,
+    speed: float,
+    api_key: str | None,
+    api_secret: str | None,
+) -> None:
+    """A WebSocket server speaking Bitfinex v2 that replays the recorded account."""
+    from recorder.replay.cli import run_serve_replay
+
+    sys.exit(run_serve_replay(cfg, host, port, account, start, end, speed, api_key, api_secret))
+
+
+@main.command("verify")
+@click.option("--account", default=None)
+@with_config
+def verify_cmd(cfg: Config, account: str | None) -> None:
+    """Check the hash chain and list every gap; exit 1 if the chain is broken."""
+    from recorder.replay.cli import run_verify
+
+    sys.exit(run_verify(cfg, account))
+
+
+@main.command("status")
+@with_config
+def status_cmd(cfg: Config) -> None:
+    """Per account: connected, last frame age, events, projector lag (exit 1 past bounds)."""
+    from recorder.replay.cli import run_status
+
+    sys.exit(run_status(cfg))
+
+
 # --- simulate --------------------------------------------------------------------------------
 
 

@@ -64,7 +64,10 @@ def everything(engine: sa.Engine, account: str = "main") -> dict[str, Any]:
 
 def assert_matches_truth(engine: sa.Engine, truth: dict[str, Any], phase: str = "") -> None:
     orders = {r["id"]: r for r in table_rows(engine, "orders") if r["is_open"]}
-    assert set(orders) == {o["id"] for o in truth["orders"]}
+    assert set(orders) == {o["id"] for o in truth["orders"]}, (
+        phase,
+        set(orders) ^ {o["id"] for o in truth["orders"]},
+    )
     for o in truth["orders"]:
         got = orders[o["id"]]
         for col in (

@@ -58,8 +58,14 @@ class Output:
 class Fold(Protocol):
     name: str  # the projector's name: its table's name
     kinds: frozenset[str]  # event kinds it reads
-    stale: bool
-    synced: bool
-    skipped: int
+
+    @property
+    def stale(self) -> bool: ...  # a disconnect was folded and no snapshot since
+
+    @property
+    def synced(self) -> bool: ...  # has folded a snapshot (later ones are reconciled)
+
+    @property
+    def skipped(self) -> int: ...  # events of its kinds it could not read
 
     def apply(self, event: Event, out: Output) -> None: ...

@@ -8,7 +8,9 @@ from recorder.projections.events import make_event_folds
 
 
 def make_folds(only: str | None = None) -> list[Fold]:
-    folds: list[Fold] = [*make_collection_folds(), *make_event_folds()]
+    from recorder.projections.state import StateFold
+
+    folds: list[Fold] = [*make_collection_folds(), *make_event_folds(), StateFold()]
     if only is not None:
         folds = [f for f in folds if f.name == only]
         if not folds:

@@ -56,7 +56,17 @@ def load_fold(conn: sa.Connection, fold: Fold, account: str) -> int:
     ).first()
     if cp is None:
         return 0
-    fold.stale, fold.synced, fold.skipped = bool(cp.stale), bool(cp.synced), int(cp.skipped)
+    checkpoint = int(cp.event_id)
+    load = getattr(fold, "load", None)
+    if load is not None:  # folds that restore themselves (state snapshots)
+        load(conn, account, checkpoint)
+        return checkpoint
+    for attr, value in (
+        ("stale", bool(cp.stale)),
+        ("synced", bool(cp.synced)),
+        ("skipped", int(cp.skipped)),
+    ):
+        setattr(fold, attr, value)
     if isinstance(fold, CollectionFold):
         table = PROJECTION_TABLES[fold.name]
         query = sa.select(table).where(table.c.account == account)
@@ -70,7 +80,7 @@ def load_fold(conn: sa.Connection, fold: Fold, account: str) -> int:
         for row in conn.execute(query).mappings():
             values = {n: row[n] for n in names}
             fold.open[fold.key(values)] = values
-    return int(cp.event_id)
+    return checkpoint
 
 
 # --- one batch ------------------------------------------------------------------------------

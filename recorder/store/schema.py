@@ -182,6 +182,15 @@ notifications = sa.Table(
     *_value_columns(layouts.NOTIFICATION),
 )
 
+state_snapshots = sa.Table(
+    "state_snapshots",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    # The folded state right after this event (open orders, positions, wallets, fold flags).
+    sa.Column("event_id", sa.BigInteger, primary_key=True),
+    sa.Column("state", JSONDoc, nullable=False),
+)
+
 PROJECTION_TABLES: dict[str, sa.Table] = {
     t.name: t
     for t in (
@@ -197,5 +206,6 @@ PROJECTION_TABLES: dict[str, sa.Table] = {
         margin_info,
         funding_info,
         notifications,
+        state_snapshots,
     )
 }

@@ -1,0 +1,248 @@
+"""``bfx-recorder serve-replay``: the recorded account, served as the exchange served it.
+
+A Bitfinex client (a bot under test) connects here instead of the exchange. It gets ``info``;
+``conf`` and ``ping`` are answered; ``auth`` is checked like the exchange does when
+credentials were given (unknown key, bad signature, nonce not above the last one: ``FAILED``
+with the real code) and accepted otherwise. Then the recorded chanId 0 frames of one recorded
+session are sent verbatim, with their original spacing divided by ``speed`` (0: as fast as
+possible); frames recorded as malformed are not sent. Where the recording has a disconnect,
+the client's connection is closed with code 1012 (as the exchange does after 20051), and the
+next recorded session is served when the client reconnects and authenticates again. After
+the last session the connection stays open and idle. One client at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+
+from recorder.logs import event as log_event
+from recorder.protocol import MAX_NONCE, signature_matches
+from recorder.store.schema import events, sessions
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RecordedSession:
+    id: int
+    user_id: int | None
+
+
+def recorded_sessions(
+    engine: sa.Engine, account: str, start: datetime | None, end: datetime | None
+) -> list[RecordedSession]:
+    """Sessions with at least one chanId 0 frame in the range, in order."""
+    query = (
+        sa.select(sessions.c.id, sessions.c.user_id)
+        .where(sessions.c.account == account)
+        .where(
+            sa.exists().where(
+                events.c.session_id == sessions.c.id,
+                events.c.chan_id == 0,
+                *([events.c.received_at >= start] if start else []),
+                *([events.c.received_at <= end] if end else []),
+            )
+        )
+        .order_by(sessions.c.id)
+    )
+    with engine.connect() as conn:
+        return [RecordedSession(r.id, r.user_id) for r in conn.execute(query)]
+
+
+def session_frames(
+    engine: sa.Engine,
+    session_id: int,
+    start: datetime | None,
+    end: datetime | None,
+    page: int = 2000,
+) -> Iterator[tuple[datetime, str]]:
+    after = 0
+    while True:
+        query = sa.select(events.c.id, events.c.received_at, events.c.frame).where(
+            events.c.session_id == session_id, events.c.chan_id == 0, events.c.id > after
+        )
+        if start:
+            query = query.where(events.c.received_at >= start)
+        if end:
+            query = query.where(events.c.received_at <= end)
+        with engine.connect() as conn:
+            rows = conn.execute(query.order_by(events.c.id).limit(page)).all()
+        if not rows:
+            return
+        for r in rows:
+            yield r.received_at, r.frame
+        after = rows[-1].id
+
+
+class ReplayServer:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        account: str,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        speed: float = 1.0,
+        api_keys: dict[str, str] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.account = account
+        self.start = start
+        self.end = end
+        self.speed = speed
+        self.api_keys = api_keys
+        self.sessions = recorded_sessions(engine, account, start, end)
+        self.next_session = 0
+        self.sent_log: list[tuple[int, str]] = []  # (connection number, text)
+        self.connections = 0
+        self.frames_sent = 0
+        self._last_nonce: dict[str, int] = {}
+        self._busy = False
+        self.port: int | None = None
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: serve_websocket(
+                    self._handle, host, port, ssl_context=None, task_status=task_status
+                )
+            )
+            self.port = server.port
+            task_status.started(self.port)
+
+    async def _handle(self, request: WebSocketRequest) -> None:
+        if self._busy:
+            await request.reject(503, body=b"one client at a time")
+            return
+        self._busy = True
+        try:
+            ws = await request.accept()
+            self.connections += 1
+            await self._converse(ws, self.connections)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._busy = False
+
+    async def _send(self, ws: WebSocketConnection, conn: int, text: str) -> None:
+        await ws.send_message(text)
+        self.sent_log.append((conn, text))
+
+    async def _converse(self, ws: WebSocketConnection, conn: int) -> None:
+        info = {
+            "event": "info",
+            "version": 2,
+            "serverId": str(uuid.uuid4()),
+            "platform": {"status": 1},
+        }
+        await self._send(ws, conn, orjson.dumps(info).decode())
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    text = await ws.get_message()
+                except ConnectionClosed:
+                    nursery.cancel_scope.cancel()
+                    return
+                try:
+                    msg = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(msg, dict):
+                    continue
+                ev = msg.get("event")
+                if ev == "ping":
+                    reply: dict[str, Any] = {"event": "pong", "ts": int(trio.current_time() * 1000)}
+                    if "cid" in msg:
+                        reply["cid"] = msg["cid"]
+                    await self._send(ws, conn, orjson.dumps(reply).decode())
+                elif ev == "conf":
+                    reply = {"event": "conf", "status": "OK", "flags": msg.get("flags", 0)}
+                    await self._send(ws, conn, orjson.dumps(reply).decode())
+                elif ev == "auth":
+                    failure = self._check_auth(msg)
+                    if failure:
+                        code, why = failure
+                        reply = {
+                            "event": "auth",
+                            "status": "FAILED",
+                            "chanId": 0,
+                            "code": code,
+                            "msg": why,
+                        }
+                        await self._send(ws, conn, orjson.dumps(reply).decode())
+                        continue
+                    nursery.start_soon(self._play, ws, conn)
+
+    def _check_auth(self, msg: dict[str, Any]) -> tuple[int, str] | None:
+        if self.api_keys is None:
+            return None
+        key = msg.get("apiKey")
+        secret = self.api_keys.get(key) if isinstance(key, str) else None
+        if secret is None:
+            return 10100, "apikey: invalid"
+        payload, sig = msg.get("authPayload"), msg.get("authSig")
+        if not isinstance(payload, str) or not payload.startswith("AUTH"):
+            return 10111, "payload: invalid"
+        if not isinstance(sig, str) or not signature_matches(secret, payload, sig):
+            return 10100, "apikey: digest invalid"
+        try:
+            nonce = int(msg.get("authNonce"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return 10114, "nonce: invalid"
+        if nonce > MAX_NONCE or nonce <= self._last_nonce.get(key, 0):  # type: ignore[arg-type]
+            return 10114, "nonce: small"
+        self._last_nonce[key] = nonce  # type: ignore[index]
+        return None
+
+    async def _play(self, ws: WebSocketConnection, conn: int) -> None:
+        if self.next_session >= len(self.sessions):
+            session = RecordedSession(0, None)
+            frames: Iterator[tuple[datetime, str]] = iter(())
+        else:
+            session = self.sessions[self.next_session]
+            self.next_session += 1
+            frames = session_frames(self.engine, session.id, self.start, self.end)
+        ok = {
+            "event": "auth",
+            "status": "OK",
+            "chanId": 0,
+            "userId": session.user_id or 0,
+            "auth_id": str(uuid.uuid4()),
+            "caps": {},
+        }
+        await self._send(ws, conn, orjson.dumps(ok).decode())
+        origin: datetime | None = None
+        t0 = trio.current_time()
+        for received_at, text in frames:
+            if self.speed > 0:
+                if origin is None:
+                    origin = received_at
+                await trio.sleep_until(t0 + (received_at - origin).total_seconds() / self.speed)
+            await self._send(ws, conn, text)
+            self.frames_sent += 1
+        log_event(
+            log,
+            "replayed session",
+            session=session.id,
+            connection=conn,
+            remaining=len(self.sessions) - self.next_session,
+        )
+        if self.next_session < len(self.sessions):
+            # The recording has a disconnect here: make the client reconnect, as after 20051.
+            await ws.aclose(1012, "Service Restart")
