@@ -25,7 +25,9 @@ def upgrade() -> None:
         "state_snapshots",
         sa.Column("account", sa.Text(), nullable=False),
         sa.Column("event_id", sa.BigInteger(), nullable=False),
-        sa.Column("state", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column(
+            "state", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False
+        ),
         sa.PrimaryKeyConstraint("account", "event_id"),
     )
 
