@@ -193,3 +193,24 @@ def test_layout_record_tolerates_short_and_long_arrays() -> None:
     assert layouts.WALLET.record(long)["currency"] == "USD"
     assert len(layouts.ORDER.array({})) == 32
     assert len(layouts.POSITION.array({})) == 20
+
+
+def test_auth_checker_codes() -> None:
+    from recorder.protocol.authcheck import AuthChecker
+
+    chk = AuthChecker({"k": SECRET})
+
+    def req(key: str = "k", secret: str = SECRET, nonce: object = NONCE) -> dict[str, object]:
+        return json.loads(auth_message(key, secret, 1)) | {
+            "authNonce": nonce,
+            "authPayload": f"AUTH{nonce}",
+            "authSig": sign(secret, f"AUTH{nonce}"),
+        }
+
+    assert chk.check(req(key="nope")) == (10100, "apikey: invalid")
+    assert chk.check(req(secret="wrong")) == (10100, "apikey: digest invalid")
+    assert chk.check(req() | {"authPayload": "X"}) == (10111, "payload: invalid")
+    assert chk.check(req()) is None
+    assert chk.check(req()) == (10114, "nonce: small")  # the same nonce again
+    assert chk.check(req(nonce=str(NONCE + 1))) is None  # a numeric string is accepted
+    assert chk.check(req(nonce=MAX_NONCE + 1)) == (10114, "nonce: too big")

@@ -26,7 +26,7 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from recorder.logs import event as log_event
-from recorder.protocol import MAX_NONCE, signature_matches
+from recorder.protocol.authcheck import AuthChecker
 from recorder.store.schema import events, sessions
 
 log = logging.getLogger(__name__)
@@ -100,13 +100,12 @@ class ReplayServer:
         self.start = start
         self.end = end
         self.speed = speed
-        self.api_keys = api_keys
+        self.auth = AuthChecker(api_keys) if api_keys is not None else None
         self.sessions = recorded_sessions(engine, account, start, end)
         self.next_session = 0
         self.sent_log: list[tuple[int, str]] = []  # (connection number, text)
         self.connections = 0
         self.frames_sent = 0
-        self._last_nonce: dict[str, int] = {}
         self._busy = False
         self.port: int | None = None
 
@@ -190,25 +189,7 @@ class ReplayServer:
                     nursery.start_soon(self._play, ws, conn)
 
     def _check_auth(self, msg: dict[str, Any]) -> tuple[int, str] | None:
-        if self.api_keys is None:
-            return None
-        key = msg.get("apiKey")
-        secret = self.api_keys.get(key) if isinstance(key, str) else None
-        if secret is None:
-            return 10100, "apikey: invalid"
-        payload, sig = msg.get("authPayload"), msg.get("authSig")
-        if not isinstance(payload, str) or not payload.startswith("AUTH"):
-            return 10111, "payload: invalid"
-        if not isinstance(sig, str) or not signature_matches(secret, payload, sig):
-            return 10100, "apikey: digest invalid"
-        try:
-            nonce = int(msg.get("authNonce"))  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            return 10114, "nonce: invalid"
-        if nonce > MAX_NONCE or nonce <= self._last_nonce.get(key, 0):  # type: ignore[arg-type]
-            return 10114, "nonce: small"
-        self._last_nonce[key] = nonce  # type: ignore[index]
-        return None
+        return None if self.auth is None else self.auth.check(msg)
 
     async def _play(self, ws: WebSocketConnection, conn: int) -> None:
         if self.next_session >= len(self.sessions):

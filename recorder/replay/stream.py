@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -33,6 +34,18 @@ class Recorded:
         }
 
 
+def _in_range(
+    query: sa.Select[Any], account: str | None, start: datetime | None, end: datetime | None
+) -> sa.Select[Any]:
+    if account is not None:
+        query = query.where(events.c.account == account)
+    if start is not None:
+        query = query.where(events.c.received_at >= start)
+    if end is not None:
+        query = query.where(events.c.received_at <= end)
+    return query
+
+
 def iter_frames(
     engine: sa.Engine,
     account: str | None = None,
@@ -55,13 +68,7 @@ def iter_frames(
         events.c.frame,
     )
     while True:
-        query = sa.select(*cols).where(events.c.id > after)
-        if account is not None:
-            query = query.where(events.c.account == account)
-        if start is not None:
-            query = query.where(events.c.received_at >= start)
-        if end is not None:
-            query = query.where(events.c.received_at <= end)
+        query = _in_range(sa.select(*cols).where(events.c.id > after), account, start, end)
         if chan0_only:
             query = query.where(events.c.chan_id == 0)
         with engine.connect() as conn:
@@ -79,12 +86,6 @@ def count_frames(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> int:
-    query = sa.select(sa.func.count()).select_from(events)
-    if account is not None:
-        query = query.where(events.c.account == account)
-    if start is not None:
-        query = query.where(events.c.received_at >= start)
-    if end is not None:
-        query = query.where(events.c.received_at <= end)
+    query = _in_range(sa.select(sa.func.count()).select_from(events), account, start, end)
     with engine.connect() as conn:
         return int(conn.execute(query).scalar_one())

@@ -33,7 +33,8 @@ from trio_websocket import (
     serve_websocket,
 )
 
-from recorder.protocol import MAX_NONCE, SEQ_ALL, signature_matches
+from recorder.protocol import SEQ_ALL
+from recorder.protocol.authcheck import AuthChecker
 from recorder.simulator.faults import ScheduledFault
 from recorder.simulator.model import AccountModel, Message
 
@@ -96,7 +97,7 @@ class Simulator:
     ) -> None:
         self.model = AccountModel(seed=seed, clock=lambda: int(wall_clock() * 1000))
         self.rate = rate
-        self.api_keys = dict(api_keys or {})
+        self.auth = AuthChecker(api_keys or {})
         self.heartbeat_period = heartbeat_period
         self.connection_limit = connection_limit
         self.faults = list(faults or [])
@@ -108,7 +109,6 @@ class Simulator:
         self.connection_count = 0
         self.rejected_connections = 0
         self._attempts: deque[float] = deque()
-        self._last_nonce: dict[str, int] = {}
         self._paused_until = 0.0
         self._refuse_until = 0.0
         self._ids = _SeededIds(seed)
@@ -343,28 +343,6 @@ class Simulator:
                     conn, {"event": "error", "msg": "Unknown event", "code": 10000}
                 )
 
-    def _check_auth(self, msg: dict[str, Any]) -> tuple[int, str] | None:
-        """None when the request authenticates, else (code, msg) as the exchange answers."""
-        key = msg.get("apiKey")
-        secret = self.api_keys.get(key) if isinstance(key, str) else None
-        if secret is None:
-            return 10100, "apikey: invalid"
-        payload, sig, nonce = msg.get("authPayload"), msg.get("authSig"), msg.get("authNonce")
-        if not isinstance(payload, str) or not payload.startswith("AUTH"):
-            return 10111, "payload: invalid"
-        if not isinstance(sig, str) or not signature_matches(secret, payload, sig):
-            return 10100, "apikey: digest invalid"
-        try:
-            nonce_value = int(nonce)  # type: ignore[arg-type]  # a number or a numeric string, as the exchange accepts
-        except (TypeError, ValueError):
-            return 10114, "nonce: invalid"
-        if nonce_value > MAX_NONCE:
-            return 10114, "nonce: too big"
-        if nonce_value <= self._last_nonce.get(key, 0):  # type: ignore[arg-type]
-            return 10114, "nonce: small"
-        self._last_nonce[key] = nonce_value  # type: ignore[index]
-        return None
-
     async def _auth(self, conn: _Connection, msg: dict[str, Any]) -> None:
         self.auth_requests.append(msg)
         if conn.authenticated:
@@ -379,7 +357,7 @@ class Simulator:
                 },
             )
             return
-        failure = self._check_auth(msg)
+        failure = self.auth.check(msg)
         if failure is not None:
             code, text = failure
             await self._send_event(
