@@ -31,6 +31,7 @@ from recorder.store.eventlog import NewEvent, SessionChange, append_batch
 log = logging.getLogger(__name__)
 
 Item = NewEvent | SessionChange
+GATHER_POLL = 0.002  # seconds between looks at the queue while a batch fills
 
 
 @dataclass
@@ -71,20 +72,23 @@ class Writer:
             self._committed.set()
 
     async def _gather(self, batch: list[Item]) -> None:
+        """Take what is queued; while the batch is not full, look again every couple of
+        milliseconds until ``batch_max_ms`` has passed. (Waking once per item instead would
+        cost a task switch per frame on the receive loop's thread.)"""
         deadline = trio.current_time() + self.cfg.batch_max_ms / 1000
-        with trio.move_on_at(deadline):
-            while len(batch) < self.cfg.batch_max_frames:
-                try:
+        limit = self.cfg.batch_max_frames
+        while len(batch) < limit:
+            try:
+                while len(batch) < limit:
                     batch.append(self._receive.receive_nowait())
-                    continue
-                except trio.WouldBlock:
-                    pass
-                except trio.EndOfChannel:
-                    return
-                try:
-                    batch.append(await self._receive.receive())
-                except trio.EndOfChannel:
-                    return
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                return
+            now = trio.current_time()
+            if len(batch) >= limit or now >= deadline:
+                return
+            await trio.sleep(min(GATHER_POLL, deadline - now))
 
     async def _commit(self, batch: list[Item]) -> None:
         delay = 0.05

@@ -9,8 +9,7 @@ and a single trailing number on a data frame is the auth sequence alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -18,8 +17,9 @@ MALFORMED = "malformed"
 HEARTBEAT = "hb"
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(NamedTuple):
+    """One classified frame (a NamedTuple: one is built per frame read, on the hot path)."""
+
     text: str
     kind: str
     chan_id: int | None = None
