@@ -210,3 +210,22 @@ def test_exact_decimals_round_trip(engine: sa.Engine) -> None:
     with engine.connect() as conn:
         got = conn.execute(sa.select(schema.wallets.c.balance)).scalar_one()
     assert got == value
+
+
+def test_plain_alembic_command_from_the_repository_root(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "BFX_RECORDER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
+    alembic = [sys.executable, "-m", "alembic"]
+    up = subprocess.run(
+        [*alembic, "upgrade", "head"], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert up.returncode == 0, up.stderr
+    cur = subprocess.run(
+        [*alembic, "current"], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert migrate.head() in cur.stdout
