@@ -31,6 +31,7 @@ EXCHANGE_SYMBOLS = {"tBTCUSD": ("BTC", "USD", 30000.0), "tETHUSD": ("ETH", "USD"
 MARGIN_SYMBOL = "tBTCUSD"
 FUNDING_SYMBOL = "fUSD"
 FEE_RATE = 0.002
+MAX_OPEN_ORDERS = 40
 
 
 def _r(x: float, digits: int = 8) -> float:
@@ -239,6 +240,8 @@ class AccountModel:
         }
 
     def place_order(self) -> list[Message]:
+        if len(self.orders) >= MAX_OPEN_ORDERS:
+            return self.cancel_order()  # a trader keeps a bounded book
         symbol = self.rng.choice(sorted(EXCHANGE_SYMBOLS))
         price = _price(self._walk(symbol) * (1 + self.rng.uniform(-0.01, 0.01)))
         amount = _r(self.rng.choice([1, -1]) * self.rng.uniform(0.001, 0.5), 4)
@@ -252,6 +255,8 @@ class AccountModel:
         ]
 
     def place_margin_order(self) -> list[Message]:
+        if len(self.orders) >= MAX_OPEN_ORDERS:
+            return self.cancel_order()
         price = self._walk(MARGIN_SYMBOL)
         amount = _r(self.rng.choice([1, -1]) * self.rng.uniform(0.01, 0.2), 4)
         order = self._new_order(MARGIN_SYMBOL, "LIMIT", amount, price)
