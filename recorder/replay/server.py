@@ -23,10 +23,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from recorder.logs import event as log_event
 from recorder.protocol.authcheck import AuthChecker
+from recorder.serving import listen
 from recorder.store.schema import events, sessions
 
 log = logging.getLogger(__name__)
@@ -117,12 +118,7 @@ class ReplayServer:
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    self._handle, host, port, ssl_context=None, task_status=task_status
-                )
-            )
-            self.port = server.port
+            self.port = await listen(nursery, self._handle, host, port)
             task_status.started(self.port)
 
     async def _handle(self, request: WebSocketRequest) -> None:

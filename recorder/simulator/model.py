@@ -376,26 +376,23 @@ class AccountModel:
         self.closed_orders[order["id"]] = order
         return ("oc", self._order_array(order))
 
-    def full_fill(self) -> list[Message]:
-        order = self._pick_open(margin=False)
+    def _fill_whole(self, margin: bool) -> list[Message]:
+        """Fill an open order completely: it leaves via ``oc``, its trades follow
+        (protocol.md §8 items 4 and 6)."""
+        order = self._pick_open(margin=margin)
         if order is None:
-            return self.place_order()
+            return self.place_margin_order() if margin else self.place_order()
         fill = order["amount"]
         order["amount"] = 0
         order["price_avg"] = order["price"]
         closing = self._close_order(order, f"EXECUTED @ {order['price']}({fill})")
-        # The order leaves via oc; its trades follow (protocol.md §8 items 4 and 6).
         return [closing, *self._execute(order, fill)]
 
+    def full_fill(self) -> list[Message]:
+        return self._fill_whole(margin=False)
+
     def fill_margin_order(self) -> list[Message]:
-        order = self._pick_open(margin=True)
-        if order is None:
-            return self.place_margin_order()
-        fill = order["amount"]
-        order["amount"] = 0
-        order["price_avg"] = order["price"]
-        closing = self._close_order(order, f"EXECUTED @ {order['price']}({fill})")
-        return [closing, *self._execute(order, fill)]
+        return self._fill_whole(margin=True)
 
     def cancel_order(self) -> list[Message]:
         order = self._pick_open()

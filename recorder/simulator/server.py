@@ -30,11 +30,11 @@ from trio_websocket import (
     ConnectionClosed,
     WebSocketConnection,
     WebSocketRequest,
-    serve_websocket,
 )
 
 from recorder.protocol import SEQ_ALL
 from recorder.protocol.authcheck import AuthChecker
+from recorder.serving import listen
 from recorder.simulator.faults import ScheduledFault
 from recorder.simulator.model import AccountModel, Message
 
@@ -129,12 +129,7 @@ class Simulator:
     ) -> None:
         """Serve until cancelled; ``await nursery.start(sim.serve)`` returns the bound port."""
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                lambda task_status: serve_websocket(
-                    self._handle, host, port, ssl_context=None, task_status=task_status
-                )
-            )
-            self.port = server.port
+            self.port = await listen(nursery, self._handle, host, port)
             nursery.start_soon(self._activity)
             for fault in self.faults:
                 nursery.start_soon(self._scheduled, fault)

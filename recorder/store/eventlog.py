@@ -10,7 +10,7 @@ serialized and commit order equals id order on the whole table. Readers are not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -137,41 +137,6 @@ def append_batch(
                 ).scalar_one()
             )
     return AppendResult(last_ids, hashes, len(rows))
-
-
-def max_id(engine: sa.Engine, account: str | None = None) -> int:
-    query = sa.select(sa.func.max(events.c.id))
-    if account is not None:
-        query = query.where(events.c.account == account)
-    with engine.connect() as conn:
-        return int(conn.execute(query).scalar() or 0)
-
-
-def read_after(
-    conn: sa.Connection, account: str, after_id: int, limit: int, up_to: int | None = None
-) -> list[sa.Row[Any]]:
-    """Up to ``limit`` events of ``account`` with ``after_id < id <= up_to``, in id order."""
-    query = events.select().where(events.c.account == account, events.c.id > after_id)
-    if up_to is not None:
-        query = query.where(events.c.id <= up_to)
-    return list(conn.execute(query.order_by(events.c.id).limit(limit)))
-
-
-def iter_events(
-    engine: sa.Engine, account: str | None = None, batch: int = 5000
-) -> Iterator[sa.Row[Any]]:
-    """Every event (of one account or all), in id order, in constant memory."""
-    after = 0
-    while True:
-        with engine.connect() as conn:
-            query = events.select().where(events.c.id > after)
-            if account is not None:
-                query = query.where(events.c.account == account)
-            rows = list(conn.execute(query.order_by(events.c.id).limit(batch)))
-        if not rows:
-            return
-        yield from rows
-        after = rows[-1].id
 
 
 def accounts(engine: sa.Engine) -> Iterable[str]:
