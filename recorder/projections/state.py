@@ -144,10 +144,13 @@ def state_at(
 ) -> dict[str, Any]:
     """The account as of ``at``: everything received up to and including ``at``."""
     with engine.connect() as conn:
+        # The log prefix up to the last event received at or before ``at`` (walking the
+        # (account, received_at) index backwards: O(log n), unlike max(id) over the range).
         last = conn.execute(
-            sa.select(sa.func.max(events.c.id)).where(
-                events.c.account == account, events.c.received_at <= at
-            )
+            sa.select(events.c.id)
+            .where(events.c.account == account, events.c.received_at <= at)
+            .order_by(events.c.received_at.desc(), events.c.id.desc())
+            .limit(1)
         ).scalar()
         fold = StateFold()
         event_id = int(last or 0)
