@@ -17,8 +17,8 @@ from recorder.store.schema import events
 
 
 def _work(engine: sa.Engine, accounts: list[str], only: str | None) -> int:
-    """Events the rebuild will fold (each projection reads its own kinds)."""
-    kinds = [k for f in make_folds(only) for k in f.kinds]
+    """Events the rebuild will fold (the kinds its projections read)."""
+    kinds = sorted({k for f in make_folds(only) for k in f.kinds})
     with engine.connect() as conn:
         return int(
             conn.execute(
