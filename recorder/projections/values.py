@@ -63,11 +63,12 @@ def to_text(value: Any) -> str | None:
 
 def plain(value: Any) -> Any:
     """JSON-able form: Decimals as int or float (for the JSON columns' metadata)."""
-    if isinstance(value, Decimal):
+    t = type(value)
+    if t is Decimal:
         return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, list):
+    if t is list:
         return [plain(v) for v in value]
-    if isinstance(value, dict):
+    if t is dict:
         return {k: plain(v) for k, v in value.items()}
     return value
 
