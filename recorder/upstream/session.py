@@ -27,6 +27,7 @@ from recorder.protocol import (
     MALFORMED,
     SEQ_ALL,
     Frame,
+    SeqProblem,
     SequenceChecker,
     auth_message,
     classify,
@@ -121,14 +122,18 @@ class Session:
     # --- output -----------------------------------------------------------------------------
 
     async def _emit(self, item: Item) -> None:
+        """Hand ``item`` to the writer. The slow path (the queue is full: backpressure) is
+        shielded, so no deadline around the receive loop (the heartbeat watchdog) can cancel
+        a hand-over half-way and lose the frame; it is bounded by the database timeout."""
         try:
             self.sink.send_nowait(item)
             return
         except trio.WouldBlock:
             pass
-        with trio.move_on_after(self.p.db_unavailable_timeout):
-            await self.sink.send(item)
-            return
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(self.p.db_unavailable_timeout):
+                await self.sink.send(item)
+                return
         raise _WriterStalled(item)
 
     async def _record(self, frame: Frame, received_at: datetime) -> None:
@@ -261,47 +266,57 @@ class Session:
         await self._receive_loop(ws)
 
     async def _receive_loop(self, ws: Any) -> None:
-        """Read until the session ends. The watchdog is a deadline that every frame pushes
+        """Read until the session ends. The watchdog is one deadline that every frame pushes
         back: after ``2 x heartbeat`` of silence, ping; ``pong_timeout`` later, give up.
-
-        The deadline guards only the wait for the next frame, never the hand-over to the
-        writer: a frame being handed over when the deadline passes must not be lost."""
+        (One long-lived scope, not one per frame: this loop runs for every frame read.)"""
         quiet_limit = 2 * self.p.heartbeat_period
-        deadline = trio.current_time() + quiet_limit
         ping_cid = 0
-        ping_outstanding = False
         while True:
-            with trio.move_on_at(deadline) as watchdog:
+            with trio.CancelScope(deadline=trio.current_time() + quiet_limit) as watchdog:
+                # The hot path: no coroutine calls unless a frame needs more than the hand-over.
+                account, sink, seq = self.p.account, self.sink, self.seq
+                out = self.outcome
+                while True:
+                    text = await ws.get_message()
+                    received_at = self.now()
+                    frame = classify(text)
+                    out.frames += 1
+                    item = NewEvent(
+                        account,
+                        out.session_id,
+                        received_at,
+                        frame.chan_id,
+                        frame.kind,
+                        frame.seq,
+                        frame.auth_seq,
+                        frame.text,
+                    )
+                    try:
+                        sink.send_nowait(item)
+                    except trio.WouldBlock:
+                        await self._emit(item)
+                    if frame.chan_id == 0:
+                        problems = seq.check(frame.kind, frame.seq, frame.auth_seq)
+                        if problems:
+                            await self._sequence_problems(problems)
+                    else:
+                        await self._interpret(frame)
+                    watchdog.deadline = trio.current_time() + quiet_limit
+            # Silence: ask whether the connection is still there.
+            ping_cid += 1
+            await ws.send_message(ping_message(ping_cid))
+            with trio.move_on_after(self.p.pong_timeout) as wait:
                 text = await ws.get_message()
-            if watchdog.cancelled_caught:
-                if ping_outstanding:
-                    raise _End("heartbeat-timeout")
-                ping_cid += 1
-                ping_outstanding = True
-                deadline = trio.current_time() + self.p.pong_timeout
-                await ws.send_message(ping_message(ping_cid))
-                continue
-            received_at = self.now()
-            ping_outstanding = False
-            frame = classify(text)
-            await self._record(frame, received_at)
+            if wait.cancelled_caught:
+                raise _End("heartbeat-timeout")
+            frame = classify(text)  # the pong, or any frame: the connection is alive
+            await self._record(frame, self.now())
             await self._interpret(frame)
-            deadline = trio.current_time() + quiet_limit
 
     async def _interpret(self, frame: Frame) -> None:
         kind = frame.kind
         if frame.chan_id == 0:
-            problems = self.seq.check(kind, frame.seq, frame.auth_seq)
-            for pr in problems:
-                await self._mark(
-                    "seq-gap",
-                    counter=pr.counter,
-                    problem=pr.problem,
-                    expected=pr.expected,
-                    got=pr.got,
-                )
-            if any(pr.problem == "gap" and pr.counter == "seq" for pr in problems):
-                raise _End("seq-gap", reconnect_now=True)
+            await self._sequence_problems(self.seq.check(kind, frame.seq, frame.auth_seq))
             return
         if kind == MALFORMED:
             event(
@@ -331,6 +346,16 @@ class Session:
             elif code == 20061:
                 # Maintenance over: reconnect and re-authenticate for fresh snapshots.
                 raise _End("info-20061", reconnect_now=True)
+
+    async def _sequence_problems(self, problems: list[SeqProblem]) -> None:
+        """Mark each problem in the log; a public sequence gap ends the session (fresh
+        snapshots after the reconnect repair what was missed)."""
+        for pr in problems:
+            await self._mark(
+                "seq-gap", counter=pr.counter, problem=pr.problem, expected=pr.expected, got=pr.got
+            )
+        if any(pr.problem == "gap" and pr.counter == "seq" for pr in problems):
+            raise _End("seq-gap", reconnect_now=True)
 
     async def _on_auth(self, payload: dict[str, Any]) -> None:
         out = self.outcome
