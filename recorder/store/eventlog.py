@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from recorder.store.hashchain import GENESIS, chain_hash
+from recorder.store.hashchain import GENESIS, chain_hash_iso
 from recorder.store.schema import events
 from recorder.store.sessions import update_session
 
@@ -64,13 +64,6 @@ def last_hash(conn: sa.Connection, account: str) -> str:
 _INSERT_COLUMNS = "account, session_id, received_at, chan_id, kind, seq, auth_seq, frame, hash"
 
 
-def _sqlite_time(at: datetime) -> str:
-    """SQLAlchemy's SQLite DATETIME storage form ('YYYY-MM-DD HH:MM:SS.ffffff', UTC)."""
-    if at.tzinfo is not UTC:
-        at = at.astimezone(UTC)
-    return at.isoformat(sep=" ", timespec="microseconds")[:26]
-
-
 def _insert_sql(dialect: str) -> str:
     marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * 9)
     return f"INSERT INTO events ({_INSERT_COLUMNS}) VALUES ({marks})"
@@ -97,11 +90,15 @@ def append_batch(
                 continue
             acc = item.account
             prev = hashes.get(acc) or known_hashes.get(acc) or last_hash(conn, acc)
-            h = chain_hash(
+            at = item.received_at
+            if at.tzinfo is not UTC:
+                at = at.astimezone(UTC)
+            iso = at.isoformat(timespec="microseconds")  # once, for the hash and SQLite
+            h = chain_hash_iso(
                 prev,
                 acc,
                 item.session_id,
-                item.received_at,
+                iso,
                 item.chan_id,
                 item.kind,
                 item.seq,
@@ -109,12 +106,13 @@ def append_batch(
                 item.frame,
             )
             hashes[acc] = h
-            at = item.received_at
+            # SQLite stores SQLAlchemy's DATETIME text ('YYYY-MM-DD HH:MM:SS.ffffff', UTC).
+            stored = f"{iso[:10]} {iso[11:26]}" if sqlite else at
             rows.append(
                 (
                     acc,
                     item.session_id,
-                    _sqlite_time(at) if sqlite else at,
+                    stored,
                     item.chan_id,
                     item.kind,
                     item.seq,

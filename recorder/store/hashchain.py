@@ -24,10 +24,35 @@ def chain_hash(
     auth_seq: int | None,
     frame: str,
 ) -> str:
-    at = received_at.isoformat(timespec="microseconds")
+    return chain_hash_iso(
+        prev,
+        account,
+        session_id,
+        received_at.isoformat(timespec="microseconds"),
+        chan_id,
+        kind,
+        seq,
+        auth_seq,
+        frame,
+    )
+
+
+def chain_hash_iso(
+    prev: str,
+    account: str,
+    session_id: int | None,
+    received_iso: str,
+    chan_id: int | None,
+    kind: str,
+    seq: int | None,
+    auth_seq: int | None,
+    frame: str,
+) -> str:
+    """:func:`chain_hash` with ``received_at`` already as ISO 8601 text (the writer's hot
+    path formats it once for both the hash and the SQLite column)."""
     text = (
         f"{prev}\x1f{account}\x1f{'' if session_id is None else session_id}\x1f"
-        f"{at}\x1f{'' if chan_id is None else chan_id}\x1f{kind}\x1f"
+        f"{received_iso}\x1f{'' if chan_id is None else chan_id}\x1f{kind}\x1f"
         f"{'' if seq is None else seq}\x1f{'' if auth_seq is None else auth_seq}\x1f{frame}"
     )
     return hashlib.sha256(text.encode()).hexdigest()
