@@ -136,20 +136,21 @@ class Session:
                 return
         raise _WriterStalled(item)
 
-    async def _record(self, frame: Frame, received_at: datetime) -> None:
+    def _event(self, frame: Frame, received_at: datetime) -> NewEvent:
         self.outcome.frames += 1
-        await self._emit(
-            NewEvent(
-                self.p.account,
-                self.outcome.session_id,
-                received_at,
-                frame.chan_id,
-                frame.kind,
-                frame.seq,
-                frame.auth_seq,
-                frame.text,
-            )
+        return NewEvent(
+            self.p.account,
+            self.outcome.session_id,
+            received_at,
+            frame.chan_id,
+            frame.kind,
+            frame.seq,
+            frame.auth_seq,
+            frame.text,
         )
+
+    async def _record(self, frame: Frame, received_at: datetime) -> None:
+        await self._emit(self._event(frame, received_at))
 
     async def _mark(self, what: str, **fields: Any) -> None:
         await self._emit(
@@ -274,23 +275,12 @@ class Session:
         while True:
             with trio.CancelScope(deadline=trio.current_time() + quiet_limit) as watchdog:
                 # The hot path: no coroutine calls unless a frame needs more than the hand-over.
-                account, sink, seq = self.p.account, self.sink, self.seq
-                out = self.outcome
+                sink, seq = self.sink, self.seq
                 while True:
                     text = await ws.get_message()
                     received_at = self.now()
                     frame = classify(text)
-                    out.frames += 1
-                    item = NewEvent(
-                        account,
-                        out.session_id,
-                        received_at,
-                        frame.chan_id,
-                        frame.kind,
-                        frame.seq,
-                        frame.auth_seq,
-                        frame.text,
-                    )
+                    item = self._event(frame, received_at)
                     try:
                         sink.send_nowait(item)
                     except trio.WouldBlock:
