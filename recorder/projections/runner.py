@@ -314,6 +314,19 @@ def clear_projection(engine: sa.Engine, name: str, account: str) -> None:
         )
 
 
+def _one_pass_folds(only: str | None) -> list[Fold]:
+    """The folds of a rebuild; the state snapshots reuse the table folds when all run."""
+    from recorder.projections.state import STATE_PROJECTIONS, StateFold
+
+    folds = make_folds(only)
+    shared = {f.name: f for f in folds if isinstance(f, CollectionFold)}
+    if only is None and set(STATE_PROJECTIONS) <= set(shared):
+        folds = [f for f in folds if not isinstance(f, StateFold)]
+        # Last, so that the shared folds have applied each event before it is snapshotted.
+        folds.append(StateFold(shared={n: shared[n] for n in STATE_PROJECTIONS}))
+    return folds
+
+
 def rebuild(
     engine: sa.Engine,
     accounts: Iterable[str],
@@ -330,7 +343,7 @@ def rebuild(
     """
     total = 0
     for account in accounts:
-        folds = make_folds(only)
+        folds = _one_pass_folds(only)
         for fold in folds:
             clear_projection(engine, fold.name, account)
         by_kind: dict[str, list[Fold]] = {}

@@ -43,8 +43,18 @@ def _restore_row(fold: CollectionFold, data: dict[str, Any]) -> dict[str, Any]:
 class StateFold:
     name = "state_snapshots"
 
-    def __init__(self, every: float = SNAPSHOT_EVERY) -> None:
-        self.folds = {f.name: f for f in make_collection_folds() if f.name in STATE_PROJECTIONS}
+    def __init__(
+        self, every: float = SNAPSHOT_EVERY, shared: dict[str, CollectionFold] | None = None
+    ) -> None:
+        # ``shared``: the orders/positions/wallets folds of a one-pass rebuild, which have
+        # already applied each event when it reaches this fold; then this fold only takes
+        # the snapshots. Alone (live, state_at) it runs folds of its own.
+        self.owns_folds = shared is None
+        self.folds = (
+            shared
+            if shared is not None
+            else {f.name: f for f in make_collection_folds() if f.name in STATE_PROJECTIONS}
+        )
         self.kinds = frozenset(k for f in self.folds.values() for k in f.kinds)
         self.every = every
         self.last_snapshot = 0
@@ -64,10 +74,11 @@ class StateFold:
         return sum(f.skipped for f in self.folds.values())
 
     def apply(self, event: Event, out: Output) -> None:
-        for fold in self.folds.values():
-            if event.kind in fold.kinds:
-                fold.apply(event, self._scratch)  # rows and findings belong to the others
-        self._scratch.clear()
+        if self.owns_folds:
+            for fold in self.folds.values():
+                if event.kind in fold.kinds:
+                    fold.apply(event, self._scratch)  # rows and findings belong to the others
+            self._scratch.clear()
         if event.id - self.last_snapshot >= self.every:
             out.upsert(self.name, (event.id,), {"event_id": event.id, "state": self.dump()})
             self.last_snapshot = event.id
