@@ -141,12 +141,6 @@ class Config:
     accounts: tuple[AccountConfig, ...] = ()
     source: str = "built-in defaults"
 
-    def account(self, name: str) -> AccountConfig:
-        for acc in self.accounts:
-            if acc.name == name:
-                return acc
-        raise ConfigError("accounts", f"no account named {name!r}", "use one of the [[accounts]]")
-
 
 # --- validation -------------------------------------------------------------------------------
 

@@ -28,10 +28,6 @@ class Frame(NamedTuple):
     payload: Any = None
     reason: str | None = None  # why it is malformed
 
-    @property
-    def is_event(self) -> bool:
-        return self.chan_id is None and self.kind != MALFORMED
-
 
 def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -38,7 +38,3 @@ def create_engine(db: DatabaseConfig, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return sa.create_engine(url, **kwargs)
-
-
-def is_sqlite(engine: Engine) -> bool:
-    return engine.dialect.name == "sqlite"
