@@ -64,9 +64,24 @@ def everything(engine: sa.Engine, account: str = "main") -> dict[str, Any]:
 
 def assert_matches_truth(engine: sa.Engine, truth: dict[str, Any], phase: str = "") -> None:
     orders = {r["id"]: r for r in table_rows(engine, "orders") if r["is_open"]}
-    assert set(orders) == {o["id"] for o in truth["orders"]}, (
+    truth_ids = {o["id"] for o in truth["orders"]}
+    trail: list[Any] = []
+    if set(orders) != truth_ids:
+        with engine.connect() as conn:
+            trail = [
+                (r.id, r.session_id, r.kind, r.frame[:60])
+                for r in conn.execute(
+                    sa.select(events.c.id, events.c.session_id, events.c.kind, events.c.frame)
+                )
+                if any(str(k) in r.frame for k in set(orders) ^ truth_ids)
+            ]
+    assert set(orders) == truth_ids, (
         phase,
-        set(orders) ^ {o["id"] for o in truth["orders"]},
+        "projected only:",
+        set(orders) - truth_ids,
+        "truth only:",
+        truth_ids - set(orders),
+        trail,  # every event that mentions the differing orders
     )
     for o in truth["orders"]:
         got = orders[o["id"]]

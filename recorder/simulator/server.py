@@ -145,8 +145,8 @@ class Simulator:
                 # Poll rather than sleep until the end: resume() may come sooner.
                 await trio.sleep(min(0.02, self._paused_until - now))
                 continue
-            messages = await self._step()
-            await trio.sleep(len(messages) / self.rate)
+            messages = await self._step(unless_paused=True)
+            await trio.sleep(max(len(messages), 1) / self.rate)
 
     async def _scheduled(self, fault: ScheduledFault) -> None:
         start = trio.current_time()
@@ -166,8 +166,12 @@ class Simulator:
             count += len(await self._step())
         return count
 
-    async def _step(self) -> list[Message]:
+    async def _step(self, unless_paused: bool = False) -> list[Message]:
         async with self._stepping:
+            # Taking the lock is a checkpoint: pause() may have come meanwhile, and a step
+            # after it would change the truth a test has just read.
+            if unless_paused and trio.current_time() < self._paused_until:
+                return []
             messages = self.model.step()
             await self.broadcast(messages)
         return messages

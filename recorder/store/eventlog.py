@@ -69,6 +69,15 @@ def _insert_sql(dialect: str) -> str:
     return f"INSERT INTO events ({_INSERT_COLUMNS}) VALUES ({marks})"
 
 
+def _copy_rows(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL: COPY the batch in, inside the append transaction (several times faster
+    than row-by-row INSERTs)."""
+    driver: Any = conn.connection.driver_connection
+    with driver.cursor() as cur, cur.copy(f"COPY events ({_INSERT_COLUMNS}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
 def append_batch(
     engine: sa.Engine,
     items: Sequence[NewEvent | SessionChange],
@@ -124,7 +133,10 @@ def append_batch(
         if rows:
             # The hot path: no per-row SQLAlchemy parameter processing (the values are already
             # in the columns' storage form).
-            conn.exec_driver_sql(_insert_sql(dialect), rows)
+            if sqlite:
+                conn.exec_driver_sql(_insert_sql(dialect), rows)
+            else:
+                _copy_rows(conn, rows)
         for change in changes:
             update_session(conn, change.session_id, change.values)
         last_ids: dict[str, int] = {}
