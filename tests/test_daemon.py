@@ -52,6 +52,19 @@ def make_recorder(
     return Recorder(cfg, accs, Database(engine), connection_limit=(100, 1.0), **kw)
 
 
+async def start_recording(
+    nursery: trio.Nursery, sim: Simulator, engine: sa.Engine, **kw: Any
+) -> Recorder:
+    """Serve ``sim``, start a recorder on it, and return once it has authenticated."""
+    port = await nursery.start(sim.serve)
+    recorder = make_recorder(engine, port, **kw)
+    first = sim.auth_events
+    await nursery.start(recorder.run)
+    with trio.fail_after(10):
+        await first.wait()
+    return recorder
+
+
 def session_rows(engine: sa.Engine, account: str = "main") -> list[Any]:
     with engine.connect() as conn:
         return list(
@@ -80,12 +93,7 @@ async def test_every_frame_recorded_verbatim_through_every_fault(engine: sa.Engi
         seed=21, rate=300, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.1
     )
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(sim.serve)
-        recorder = make_recorder(engine, port)
-        first_auth = sim.auth_events
-        await nursery.start(recorder.run)
-        with trio.fail_after(10):
-            await first_auth.wait()
+        recorder = await start_recording(nursery, sim, engine)
         await trio.sleep(0.2)
         for fault, arg in [
             ("malformed", None),
@@ -279,12 +287,7 @@ async def test_database_unavailable_ends_session_and_loses_nothing(engine: sa.En
     blocker = engine.connect()
     cfg_writer = WriterConfig(batch_max_ms=5, queue_size=50, unavailable_timeout_s=0.5)
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(sim.serve)
-        recorder = make_recorder(engine, port, writer=cfg_writer)
-        first_auth = sim.auth_events
-        await nursery.start(recorder.run)
-        with trio.fail_after(10):
-            await first_auth.wait()
+        recorder = await start_recording(nursery, sim, engine, writer=cfg_writer)
         await trio.sleep(0.3)
         # Take the events table away from the writer for two seconds.
         trans = blocker.begin()

@@ -14,7 +14,7 @@ from recorder.daemon import Recorder
 from recorder.projections.runner import rebuild
 from recorder.simulator.server import Simulator
 from recorder.store.schema import PROJECTION_TABLES, events, projector_checkpoints, reconciliations
-from tests.test_daemon import KEY, SECRET, make_recorder
+from tests.test_daemon import KEY, SECRET, start_recording
 
 
 def dec(value: Any) -> Any:
@@ -157,12 +157,7 @@ async def test_live_projections_equal_truth_and_reconcile_gaps(
         seed=seed, rate=300, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.05
     )
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(sim.serve)
-        recorder = make_recorder(engine, port)
-        first = sim.auth_events
-        await nursery.start(recorder.run)
-        with trio.fail_after(10):
-            await first.wait()
+        recorder = await start_recording(nursery, sim, engine)
         await trio.sleep(0.5)
         # Random faults that lose nothing the snapshots do not repair.
         for fault in rng.sample(["malformed", "seq-repeat", "burst", "truncated"], 3):
@@ -229,12 +224,7 @@ async def test_trades_fees_and_stale_flag(engine: sa.Engine) -> None:
     sim = Simulator(seed=303, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
     sim.pause()  # no trade before the recorder listens: trades have no snapshot
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(sim.serve)
-        recorder = make_recorder(engine, port)
-        first = sim.auth_events
-        await nursery.start(recorder.run)
-        with trio.fail_after(10):
-            await first.wait()
+        recorder = await start_recording(nursery, sim, engine)
         sim.resume()
         await trio.sleep(1.0)
         sim.pause()

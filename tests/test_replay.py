@@ -24,7 +24,7 @@ from recorder.simulator.server import Simulator
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, state_snapshots
-from tests.test_daemon import KEY, SECRET, make_recorder
+from tests.test_daemon import KEY, SECRET, make_recorder, start_recording
 from tests.test_projection_folds import T0, store_log, synthetic_log
 from tests.test_projections import drain, everything, reauth
 from tests.test_simulator_official_client import EVENTS, _fold
@@ -52,12 +52,7 @@ async def record_simulation(engine: sa.Engine, seed: int, faults: list[str]) -> 
         seed=seed, rate=300, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.05
     )
     async with trio.open_nursery() as nursery:
-        port = await nursery.start(sim.serve)
-        recorder = make_recorder(engine, port)
-        first = sim.auth_events
-        await nursery.start(recorder.run)
-        with trio.fail_after(10):
-            await first.wait()
+        recorder = await start_recording(nursery, sim, engine)
         await trio.sleep(0.3)
         for fault in faults:
             if fault == "malformed":

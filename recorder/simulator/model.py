@@ -63,15 +63,7 @@ class AccountModel:
             ("margin", "USD", 50000.0),
             ("funding", "USD", 25000.0),
         ):
-            self.wallets[(wtype, ccy)] = {
-                "wallet_type": wtype,
-                "currency": ccy,
-                "balance": bal,
-                "unsettled_interest": 0.0,
-                "available_balance": None,
-                "last_change": None,
-                "trade_details": None,
-            }
+            self._wallet(wtype, ccy)["balance"] = bal
         self.orders: dict[int, dict[str, Any]] = {}  # open orders
         self.closed_orders: dict[int, dict[str, Any]] = {}
         self.positions: dict[str, dict[str, Any]] = {}  # active, by symbol
