@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 def build_log(engine: sa.Engine, n: int) -> int:
     from recorder.simulator.model import AccountModel
-    from recorder.store.eventlog import NewEvent, append_batch
+    from recorder.store.eventlog import EventLog, NewEvent
     from recorder.store.sessions import open_session
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -57,10 +57,10 @@ def build_log(engine: sa.Engine, n: int) -> int:
             for abbr, payload in model.snapshots():
                 add(abbr, orjson.dumps([0, abbr, payload]).decode())
         if len(items) >= 5000:
-            hashes.update(append_batch(engine, items, hashes).last_hashes)
+            hashes.update(EventLog(engine).append(items, hashes).last_hashes)
             items.clear()
     if items:
-        append_batch(engine, items, hashes)
+        EventLog(engine).append(items, hashes)
     return total
 
 
@@ -78,7 +78,7 @@ def scan(engine: sa.Engine) -> float:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from recorder.config import DatabaseConfig
-    from recorder.projections.runner import rebuild
+    from recorder.projections.projector import rebuild
     from recorder.store import migrate
     from recorder.store.engine import create_engine
 

@@ -28,8 +28,9 @@ def main() -> None:
     from rebuild import build_log
 
     from recorder.config import DatabaseConfig
-    from recorder.projections.runner import Projector
-    from recorder.projections.state import StateFold, state_at
+    from recorder.projections.projector import Projector
+    from recorder.projections.snapshots import StateFold
+    from recorder.projections.state import state_at
     from recorder.store import migrate
     from recorder.store.engine import create_engine
 

@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 import trio
 
 from recorder.config import AccountConfig, Config, Credentials
-from recorder.logs import event
-from recorder.projections.runner import projectors_for, run_live
+from recorder.logs import log_fields
+from recorder.projections.projector import projectors_for, run_live
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
@@ -86,7 +86,7 @@ class Recorder:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> int:
         """Record until stop() (exit code 0) or until every account failed finally (1)."""
-        event(log, "recorder start", accounts=",".join(self.status))
+        log_fields(log, "recorder start", accounts=",".join(self.status))
         async with trio.open_nursery() as outer:
             await outer.start(self.writer.run)
             projecting = trio.CancelScope()
@@ -104,7 +104,7 @@ class Recorder:
                 await self.db.run(projector.catch_up)
         self.finished.set()
         failed = [s for s in self.status.values() if s.stopped is not None]
-        event(
+        log_fields(
             log,
             "recorder stopped",
             committed=self.writer.stats.committed_events,

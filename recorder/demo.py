@@ -23,7 +23,9 @@ from recorder.runner import prepare_database
 from recorder.simulator.cli import generated_credentials
 from recorder.simulator.faults import parse_schedule
 from recorder.simulator.server import Simulator
-from recorder.store.schema import PROJECTION_TABLES, events, sessions
+from recorder.store.eventlog import EventLog
+from recorder.store.schema import PROJECTION_TABLES
+from recorder.store.sessions import end_reasons
 
 ACCOUNT = "demo"
 
@@ -43,21 +45,8 @@ def _progress(recorder: Recorder, sim: Simulator, elapsed: float, seconds: float
 
 
 def summary(engine: sa.Engine, account: str) -> dict[str, Any]:
+    by_kind = EventLog(engine).count_by_kind(account)
     with engine.connect() as conn:
-        by_kind: dict[str, int] = dict(
-            conn.execute(
-                sa.select(events.c.kind, sa.func.count())
-                .where(events.c.account == account)
-                .group_by(events.c.kind)
-            ).all()
-        )
-        reasons: dict[str | None, int] = dict(
-            conn.execute(
-                sa.select(sessions.c.end_reason, sa.func.count())
-                .where(sessions.c.account == account)
-                .group_by(sessions.c.end_reason)
-            ).all()
-        )
         counts = {
             name: conn.execute(
                 sa.select(sa.func.count()).select_from(t).where(t.c.account == account)
@@ -67,7 +56,7 @@ def summary(engine: sa.Engine, account: str) -> dict[str, Any]:
     return {
         "events": sum(by_kind.values()),
         "by_kind": by_kind,
-        "sessions": reasons,
+        "sessions": end_reasons(engine, account),
         "projections": counts,
     }
 

@@ -1,6 +1,6 @@
 """Structured logging: one line per record, ``key=value`` text or JSON.
 
-Call sites pass their fields in ``extra={"fields": {...}}``; :func:`event` is the short form.
+Call sites pass their fields in ``extra={"fields": {...}}``; :func:`log_fields` is the short form.
 Nothing here ever receives a secret: callers log key names, account names and codes only.
 """
 
@@ -59,5 +59,5 @@ def setup(fmt: str = "text", level: str = "INFO", stream: Any = None) -> None:
         logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.WARNING))
 
 
-def event(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:
+def log_fields(logger: logging.Logger, msg: str, level: int = logging.INFO, **fields: Any) -> None:
     logger.log(level, msg, extra={"fields": fields})

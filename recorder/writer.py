@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import trio
 
 from recorder.config import WriterConfig
-from recorder.logs import event
+from recorder.logs import log_fields
 from recorder.store.database import Database
 from recorder.store.errors import StoreError, StoreUnavailable
-from recorder.store.eventlog import NewEvent, SessionChange, append_batch
+from recorder.store.eventlog import EventLog, NewEvent, SessionChange
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class WriterStats:
 class Writer:
     def __init__(self, db: Database, cfg: WriterConfig) -> None:
         self.db = db
+        self.log = EventLog(db.engine)
         self.cfg = cfg
         self.send_channel, self._receive = trio.open_memory_channel[Item](cfg.queue_size)
         self.stats = WriterStats()
@@ -95,12 +96,12 @@ class Writer:
         while True:
             try:
                 result = await self.db.run(
-                    append_batch, self.db.engine, batch, dict(self._hashes), limiter=self._limiter
+                    self.log.append, batch, dict(self._hashes), limiter=self._limiter
                 )
                 break
             except StoreUnavailable as exc:
                 self.stats.retries += 1
-                event(
+                log_fields(
                     log,
                     "database unavailable, batch kept for retry",
                     logging.WARNING,

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from recorder.config import DatabaseConfig
-from recorder.projections.runner import rebuild
+from recorder.projections.projector import rebuild
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, projector_checkpoints
 from tests.helpers import SimThread

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.config import DatabaseConfig
-from recorder.projections.runner import Projector, projectors_for, rebuild
+from recorder.projections.projector import Projector, projectors_for, rebuild
 from recorder.simulator.model import AccountModel
 from recorder.store import migrate
 from recorder.store.engine import create_engine
-from recorder.store.eventlog import NewEvent, append_batch
+from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.sessions import open_session
 from tests.test_projections import everything
 
@@ -55,7 +55,7 @@ def store_log(engine: sa.Engine, account: str, log: list[tuple[str, str]]) -> No
         NewEvent(account, sid, T0 + timedelta(milliseconds=i), 0, kind, None, None, frame)
         for i, (kind, frame) in enumerate(log)
     ]
-    append_batch(engine, items, {})
+    EventLog(engine).append(items, {})
 
 
 def make_engine(tmp_path: Path) -> sa.Engine:

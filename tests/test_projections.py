@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import trio
 
 from recorder.daemon import Recorder
-from recorder.projections.runner import rebuild
+from recorder.projections.projector import rebuild
 from recorder.simulator.server import Simulator
 from recorder.store.schema import PROJECTION_TABLES, events, projector_checkpoints, reconciliations
 from tests.test_daemon import KEY, SECRET, start_recording

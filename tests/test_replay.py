@@ -17,8 +17,9 @@ from click.testing import CliRunner
 
 from recorder.cli import main
 from recorder.config import DatabaseConfig
-from recorder.projections.runner import Projector, rebuild
-from recorder.projections.state import StateFold, state_at
+from recorder.projections.projector import Projector, rebuild
+from recorder.projections.snapshots import StateFold
+from recorder.projections.state import state_at
 from recorder.replay.server import ReplayServer
 from recorder.simulator.server import Simulator
 from recorder.store import migrate

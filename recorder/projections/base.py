@@ -55,17 +55,42 @@ class Output:
         self.reconciliations.clear()
 
 
+@dataclass(frozen=True)
+class FoldFlags:
+    """What a fold persists beside its checkpoint (``projector_checkpoints``)."""
+
+    stale: bool = False  # a disconnect was folded and no snapshot since
+    synced: bool = False  # has folded a snapshot (later ones are reconciled)
+    skipped: int = 0  # events of its kinds it could not read
+
+
+@dataclass(frozen=True)
+class RestoreFrom:
+    """Which stored rows of its own table a fold rebuilds its in-memory state from, as
+    plain data (the runner turns it into a query; folds do no I/O).
+
+    ``equal``/``not_equal``: column conditions (``is_open = true``, ``status != 'CLOSED'``);
+    ``latest_row``: only the row with the largest ``event_id`` at or before the checkpoint
+    (state snapshots)."""
+
+    equal: tuple[tuple[str, Any], ...] = ()
+    not_equal: tuple[tuple[str, Any], ...] = ()
+    latest_row: bool = False
+
+
 class Fold(Protocol):
     name: str  # the projector's name: its table's name
     kinds: frozenset[str]  # event kinds it reads
 
     @property
-    def stale(self) -> bool: ...  # a disconnect was folded and no snapshot since
-
-    @property
-    def synced(self) -> bool: ...  # has folded a snapshot (later ones are reconciled)
-
-    @property
-    def skipped(self) -> int: ...  # events of its kinds it could not read
+    def restore_from(self) -> RestoreFrom | None: ...  # None: nothing to restore from rows
 
     def apply(self, event: Event, out: Output) -> None: ...
+
+    def snapshot(self) -> FoldFlags: ...
+
+    def restore(self, rows: list[dict[str, Any]], flags: FoldFlags, checkpoint: int) -> int:
+        """Take back the state kept at ``checkpoint`` (``rows`` as ``restore_from`` asked);
+        returns the position from which the events up to ``checkpoint`` must be folded
+        again to complete it (``checkpoint`` when the rows are the whole state)."""
+        ...

@@ -5,28 +5,13 @@ from __future__ import annotations
 import sys
 
 import click
-import sqlalchemy as sa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
 from recorder.config import Config, ConfigError
-from recorder.projections.registry import PROJECTION_NAMES, make_folds
-from recorder.projections.runner import rebuild
+from recorder.projections.projector import rebuild, rebuild_work
+from recorder.projections.registry import PROJECTION_NAMES
 from recorder.runner import prepare_database
-from recorder.store.eventlog import accounts as log_accounts
-from recorder.store.schema import events
-
-
-def _work(engine: sa.Engine, accounts: list[str], only: str | None) -> int:
-    """Events the rebuild will fold (the kinds its projections read)."""
-    kinds = sorted({k for f in make_folds(only) for k in f.kinds})
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(events)
-                .where(events.c.account.in_(accounts), events.c.kind.in_(kinds))
-            ).scalar_one()
-        )
+from recorder.store.eventlog import EventLog
 
 
 def run_rebuild(cfg: Config, projection: str | None, account: str | None) -> int:
@@ -36,8 +21,8 @@ def run_rebuild(cfg: Config, projection: str | None, account: str | None) -> int
         )
     db = prepare_database(cfg)
     try:
-        accounts = [account] if account else sorted(log_accounts(db.engine))
-        total = _work(db.engine, accounts, projection)
+        accounts = [account] if account else EventLog(db.engine).accounts()
+        total = rebuild_work(db.engine, accounts, projection)
         with Progress(
             "[progress.description]{task.description}",
             BarColumn(),

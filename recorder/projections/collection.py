@@ -22,8 +22,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from recorder.projections.base import DISCONNECTED, Event, Output, Reconciliation
+from recorder.projections.base import (
+    DISCONNECTED,
+    Event,
+    FoldFlags,
+    Output,
+    Reconciliation,
+    RestoreFrom,
+)
 from recorder.projections.values import jsonable, to_row
+from recorder.protocol import layouts as L
 from recorder.protocol.layouts import Layout
 
 Row = dict[str, Any]
@@ -46,6 +54,9 @@ class CollectionFold:
         open_flag: bool = True,
         close_row: Callable[[Row], Row] | None = None,
         keep_known: tuple[str, ...] = (),
+        closed_when: tuple[str, Any] | None = None,
+        key_columns: tuple[str, ...] = (),
+        restore_from: RestoreFrom | None = None,
     ) -> None:
         self.name = name
         self.layout = layout
@@ -57,6 +68,11 @@ class CollectionFold:
         self.open_flag = open_flag  # the table has an is_open column
         self.close_row = close_row  # how an entity missing from a snapshot is closed
         self.keep_known = keep_known  # columns where null means "unknown", not "none"
+        self.closed_when = closed_when  # (column, value) of an update that ends the entity
+        # The columns of its in-memory rows: the fields, the flag and any derived key column.
+        self.columns = (*layout.names, *(["is_open"] if open_flag else []), *key_columns)
+        # Its state is its open set: the open rows of its table (by default those flagged).
+        self.restore_from = restore_from or RestoreFrom(equal=(("is_open", True),))
         self.open: dict[Key, Row] = {}
         self.stale = False
         self.synced = False
@@ -84,6 +100,19 @@ class CollectionFold:
         if row is not None:
             row = {**row, "event_id": event_id}
         out.upsert(self.name, key, row)
+
+    # --- state -------------------------------------------------------------------------------
+
+    def snapshot(self) -> FoldFlags:
+        return FoldFlags(self.stale, self.synced, self.skipped)
+
+    def restore(self, rows: list[Row], flags: FoldFlags, checkpoint: int) -> int:
+        self.open = {}
+        for stored in rows:
+            row = {c: stored.get(c) for c in self.columns}
+            self.open[self.key(row)] = row
+        self.stale, self.synced, self.skipped = flags.stale, flags.synced, flags.skipped
+        return checkpoint
 
     # --- folding ------------------------------------------------------------------------------
 
@@ -118,7 +147,7 @@ class CollectionFold:
 
     def is_closed(self, row: Row) -> bool:
         """An update that says the entity is over (a ``pu`` with status CLOSED)."""
-        return self.name == "positions" and row.get("status") == "CLOSED"
+        return self.closed_when is not None and row.get(self.closed_when[0]) == self.closed_when[1]
 
     def _snapshot(self, event: Event, records: list[Any], out: Output) -> None:
         fresh: dict[Key, Row] = {}
@@ -179,66 +208,72 @@ def position_key(row: Row) -> Key:
     return (row["position_key"],)
 
 
-def make_collection_folds() -> list[CollectionFold]:
-    from recorder.protocol import layouts as L
+_BY_ID: Callable[[Row], Key] = lambda r: (r.get("id"),)  # noqa: E731
 
-    by_id: Callable[[Row], Key] = lambda r: (r.get("id"),)  # noqa: E731
-    return [
-        CollectionFold(
-            "orders",
-            L.ORDER,
-            snapshot="os",
-            upserts=("on", "ou"),
-            closes=("oc",),
-            key=by_id,
+
+def orders_fold() -> CollectionFold:
+    return CollectionFold(
+        "orders",
+        L.ORDER,
+        snapshot="os",
+        upserts=("on", "ou"),
+        closes=("oc",),
+        key=_BY_ID,
+        close_row=_order_closed,
+    )
+
+
+def positions_fold() -> CollectionFold:
+    return CollectionFold(
+        "positions",
+        L.POSITION,
+        snapshot="ps",
+        upserts=("pn", "pu"),
+        closes=("pc",),
+        key=position_key,
+        open_flag=False,
+        close_row=_position_closed,
+        closed_when=("status", "CLOSED"),
+        key_columns=("position_key",),
+        restore_from=RestoreFrom(not_equal=(("status", "CLOSED"),)),
+    )
+
+
+def wallets_fold() -> CollectionFold:
+    return CollectionFold(
+        "wallets",
+        L.WALLET,
+        snapshot="ws",
+        upserts=("wu",),
+        closes=(),
+        key=lambda r: (r.get("wallet_type"), r.get("currency")),
+        open_flag=False,
+        close_row=None,  # a wallet absent from a snapshot is removed
+        keep_known=("available_balance",),
+        restore_from=RestoreFrom(),  # every stored wallet is current
+    )
+
+
+def _funding_fold(name: str, layout: Layout, prefix: str) -> Callable[[], CollectionFold]:
+    def make() -> CollectionFold:
+        return CollectionFold(
+            name,
+            layout,
+            snapshot=f"{prefix}s",
+            upserts=(f"{prefix}n", f"{prefix}u"),
+            closes=(f"{prefix}c",),
+            key=_BY_ID,
             close_row=_order_closed,
-        ),
-        CollectionFold(
-            "positions",
-            L.POSITION,
-            snapshot="ps",
-            upserts=("pn", "pu"),
-            closes=("pc",),
-            key=position_key,
-            open_flag=False,
-            close_row=_position_closed,
-        ),
-        CollectionFold(
-            "wallets",
-            L.WALLET,
-            snapshot="ws",
-            upserts=("wu",),
-            closes=(),
-            key=lambda r: (r.get("wallet_type"), r.get("currency")),
-            open_flag=False,
-            close_row=None,
-            keep_known=("available_balance",),
-        ),
-        CollectionFold(
-            "funding_offers",
-            L.FUNDING_OFFER,
-            snapshot="fos",
-            upserts=("fon", "fou"),
-            closes=("foc",),
-            key=by_id,
-            close_row=_order_closed,
-        ),
-        CollectionFold(
-            "funding_credits",
-            L.FUNDING_CREDIT,
-            snapshot="fcs",
-            upserts=("fcn", "fcu"),
-            closes=("fcc",),
-            key=by_id,
-            close_row=_order_closed,
-        ),
-        CollectionFold(
-            "funding_loans",
-            L.FUNDING_LOAN,
-            snapshot="fls",
-            upserts=("fln", "flu"),
-            closes=("flc",),
-            key=by_id,
-            close_row=_order_closed,
-        ),
-    ]
+        )
+
+    return make
+
+
+COLLECTION_FOLDS: dict[str, Callable[[], CollectionFold]] = {
+    "orders": orders_fold,
+    "positions": positions_fold,
+    "wallets": wallets_fold,
+    "funding_offers": _funding_fold("funding_offers", L.FUNDING_OFFER, "fo"),
+    "funding_credits": _funding_fold("funding_credits", L.FUNDING_CREDIT, "fc"),
+    "funding_loans": _funding_fold("funding_loans", L.FUNDING_LOAN, "fl"),
+}

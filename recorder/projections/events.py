@@ -3,9 +3,10 @@ balance info (``bu``), margin info (``miu``), funding info (``fiu``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from recorder.projections.base import Event, Output
+from recorder.projections.base import Event, FoldFlags, Output, RestoreFrom
 from recorder.projections.values import to_row
 from recorder.protocol import layouts as L
 from recorder.protocol.layouts import Layout
@@ -16,13 +17,24 @@ def _payload(event: Event) -> Any:
     return frame[2] if isinstance(frame, list) and len(frame) > 2 else None
 
 
-class TradeFold:
+class _RowsOnly:
+    """A fold whose only state is its skipped count: its rows are never read back."""
+
+    restore_from: RestoreFrom | None = None
+    skipped: int
+
+    def snapshot(self) -> FoldFlags:
+        return FoldFlags(skipped=self.skipped)
+
+    def restore(self, rows: list[dict[str, Any]], flags: FoldFlags, checkpoint: int) -> int:
+        self.skipped = flags.skipped
+        return checkpoint
+
+
+class TradeFold(_RowsOnly):
     """``te`` creates the trade (fee unknown); ``tu`` completes it with the fee. A ``tu``
     without a ``te`` makes a full row; a ``te`` after its ``tu`` changes nothing. Values a
     shorter ``tu`` lacks (11-element ``tu`` has no ``cid``) keep what ``te`` gave."""
-
-    stale = False
-    synced = False
 
     def __init__(self, name: str, layout: Layout, executed: str, updated: str) -> None:
         self.name = name
@@ -49,11 +61,9 @@ class TradeFold:
         out.upsert(self.name, key, row)
 
 
-class NotificationFold:
+class NotificationFold(_RowsOnly):
     name = "notifications"
     kinds = frozenset({"n"})
-    stale = False
-    synced = False
 
     def __init__(self) -> None:
         self.skipped = 0
@@ -67,57 +77,63 @@ class NotificationFold:
         out.upsert(self.name, (event.id,), {**row, "event_id": event.id})
 
 
-class LatestFold:
+Built = tuple[tuple[Any, ...], dict[str, Any]]  # (key, row)
+
+
+class LatestFold(_RowsOnly):
     """Latest-value records: ``bu`` (one per account), ``miu`` (base, and one per symbol),
-    ``fiu`` (one per funding symbol)."""
+    ``fiu`` (one per funding symbol). ``build`` turns a payload into (key, row), or None
+    when it cannot read it."""
 
-    stale = False
-    synced = False
-
-    def __init__(self, name: str, kind: str) -> None:
+    def __init__(self, name: str, kind: str, build: Callable[[Any], Built | None]) -> None:
         self.name = name
         self.kinds = frozenset({kind})
+        self.build = build
         self.skipped = 0
-        self.latest: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def apply(self, event: Event, out: Output) -> None:
-        built = self._build(_payload(event))
+        payload = _payload(event)
+        built = self.build(payload) if isinstance(payload, list) else None
         if built is None:
             self.skipped += 1
             return
         key, row = built
         row["event_id"] = event.id
-        self.latest[key] = row
         out.upsert(self.name, key, row)
 
-    def _build(self, payload: Any) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        if not isinstance(payload, list):
-            return None
-        if self.name == "balance_info":
-            return (), to_row(L.BALANCE_INFO, payload)
-        tag = payload[0] if payload else None
-        if self.name == "margin_info":
-            empty = {f.name: None for f in (*L.MARGIN_INFO_BASE.fields, *L.MARGIN_INFO_SYM.fields)}
-            if tag == "base" and len(payload) > 1 and isinstance(payload[1], list):
-                row = {**empty, **to_row(L.MARGIN_INFO_BASE, payload[1])}
-                return ("base",), {"margin_key": "base", "type": "base", "symbol": None, **row}
-            if tag == "sym" and len(payload) > 2 and isinstance(payload[2], list):
-                sym = str(payload[1])
-                row = {**empty, **to_row(L.MARGIN_INFO_SYM, payload[2])}
-                return (sym,), {"margin_key": sym, "type": "sym", "symbol": sym, **row}
-            return None
-        if tag == "sym" and len(payload) > 2 and isinstance(payload[2], list):
-            sym = str(payload[1])
-            return (sym,), {"symbol": sym, **to_row(L.FUNDING_INFO, payload[2])}
-        return None
+
+def balance_info_row(payload: list[Any]) -> Built | None:
+    return (), to_row(L.BALANCE_INFO, payload)
 
 
-def make_event_folds() -> list[Any]:
-    return [
-        TradeFold("trades", L.TRADE, "te", "tu"),
-        TradeFold("funding_trades", L.FUNDING_TRADE, "fte", "ftu"),
-        NotificationFold(),
-        LatestFold("balance_info", "bu"),
-        LatestFold("margin_info", "miu"),
-        LatestFold("funding_info", "fiu"),
-    ]
+_MARGIN_EMPTY = {f.name: None for f in (*L.MARGIN_INFO_BASE.fields, *L.MARGIN_INFO_SYM.fields)}
+
+
+def margin_info_row(payload: list[Any]) -> Built | None:
+    """``["base", [...]]`` keyed ``base``; ``["sym", SYMBOL, [...]]`` keyed by the symbol."""
+    tag = payload[0] if payload else None
+    if tag == "base" and len(payload) > 1 and isinstance(payload[1], list):
+        row = {**_MARGIN_EMPTY, **to_row(L.MARGIN_INFO_BASE, payload[1])}
+        return ("base",), {"margin_key": "base", "type": "base", "symbol": None, **row}
+    if tag == "sym" and len(payload) > 2 and isinstance(payload[2], list):
+        sym = str(payload[1])
+        row = {**_MARGIN_EMPTY, **to_row(L.MARGIN_INFO_SYM, payload[2])}
+        return (sym,), {"margin_key": sym, "type": "sym", "symbol": sym, **row}
+    return None
+
+
+def funding_info_row(payload: list[Any]) -> Built | None:
+    if payload and payload[0] == "sym" and len(payload) > 2 and isinstance(payload[2], list):
+        sym = str(payload[1])
+        return (sym,), {"symbol": sym, **to_row(L.FUNDING_INFO, payload[2])}
+    return None
+
+
+EVENT_FOLDS: dict[str, Callable[[], Any]] = {
+    "trades": lambda: TradeFold("trades", L.TRADE, "te", "tu"),
+    "funding_trades": lambda: TradeFold("funding_trades", L.FUNDING_TRADE, "fte", "ftu"),
+    "notifications": NotificationFold,
+    "balance_info": lambda: LatestFold("balance_info", "bu", balance_info_row),
+    "margin_info": lambda: LatestFold("margin_info", "miu", margin_info_row),
+    "funding_info": lambda: LatestFold("funding_info", "fiu", funding_info_row),
+}

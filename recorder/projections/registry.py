@@ -1,21 +1,24 @@
-"""Every projection, by name (the name of its table)."""
+"""Every projection, by name (the name of its table) -> a factory of its fold."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from recorder.projections.base import Fold
-from recorder.projections.collection import make_collection_folds
-from recorder.projections.events import make_event_folds
+from recorder.projections.collection import COLLECTION_FOLDS
+from recorder.projections.events import EVENT_FOLDS
+from recorder.projections.snapshots import StateFold
+
+FOLDS: dict[str, Callable[[], Fold]] = {
+    **COLLECTION_FOLDS,
+    **EVENT_FOLDS,
+    StateFold.name: StateFold,
+}
+PROJECTION_NAMES: tuple[str, ...] = tuple(FOLDS)
 
 
 def make_folds(only: str | None = None) -> list[Fold]:
-    from recorder.projections.state import StateFold
-
-    folds: list[Fold] = [*make_collection_folds(), *make_event_folds(), StateFold()]
+    """Fresh folds: every projection, or only the one named (KeyError if unknown)."""
     if only is not None:
-        folds = [f for f in folds if f.name == only]
-        if not folds:
-            raise KeyError(only)
-    return folds
-
-
-PROJECTION_NAMES: tuple[str, ...] = tuple(f.name for f in make_folds())
+        return [FOLDS[only]()]
+    return [make() for make in FOLDS.values()]

@@ -18,10 +18,10 @@ from recorder.config import Config, ConfigError
 from recorder.projections.state import state_at
 from recorder.replay.server import ReplayServer
 from recorder.replay.status import account_status
-from recorder.replay.stream import count_frames, iter_frames
+from recorder.replay.stream import as_json, iter_frames
 from recorder.replay.verify import verify
 from recorder.runner import prepare_database
-from recorder.store.eventlog import accounts as log_accounts
+from recorder.store.eventlog import EventLog
 
 
 def parse_time(option: str, value: str | None) -> datetime | None:
@@ -38,7 +38,7 @@ def parse_time(option: str, value: str | None) -> datetime | None:
 
 
 def pick_account(engine: sa.Engine, account: str | None) -> str:
-    known = sorted(log_accounts(engine))
+    known = EventLog(engine).accounts()
     if account:
         if account not in known:
             raise ConfigError(
@@ -60,12 +60,12 @@ def run_replay(cfg: Config, account: str | None, start: str | None, end: str | N
     db = prepare_database(cfg)
     try:
         t0, t1 = parse_time("--from", start), parse_time("--to", end)
-        total = count_frames(db.engine, account, t0, t1)
+        total = EventLog(db.engine).count(None if account is None else [account], start=t0, end=t1)
         out = sys.stdout.buffer
         with Progress(disable=not sys.stderr.isatty(), transient=True) as progress:
             task = progress.add_task("replaying", total=total)
             for n, rec in enumerate(iter_frames(db.engine, account, t0, t1), start=1):
-                out.write(orjson.dumps(rec.as_json()) + b"\n")
+                out.write(orjson.dumps(as_json(rec)) + b"\n")
                 if n % 5000 == 0:
                     progress.update(task, completed=n)
         out.flush()

@@ -25,10 +25,11 @@ import sqlalchemy as sa
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
-from recorder.logs import event as log_event
+from recorder.logs import log_fields
 from recorder.protocol.authcheck import AuthChecker
 from recorder.serving import listen
-from recorder.store.schema import events, sessions
+from recorder.store.eventlog import EventLog
+from recorder.store.sessions import user_ids
 
 log = logging.getLogger(__name__)
 
@@ -43,46 +44,19 @@ def recorded_sessions(
     engine: sa.Engine, account: str, start: datetime | None, end: datetime | None
 ) -> list[RecordedSession]:
     """Sessions with at least one chanId 0 frame in the range, in order."""
-    query = (
-        sa.select(sessions.c.id, sessions.c.user_id)
-        .where(sessions.c.account == account)
-        .where(
-            sa.exists().where(
-                events.c.session_id == sessions.c.id,
-                events.c.chan_id == 0,
-                *([events.c.received_at >= start] if start else []),
-                *([events.c.received_at <= end] if end else []),
-            )
-        )
-        .order_by(sessions.c.id)
-    )
-    with engine.connect() as conn:
-        return [RecordedSession(r.id, r.user_id) for r in conn.execute(query)]
+    ids = EventLog(engine).sessions_with_frames(account, start, end)
+    users = user_ids(engine, ids)
+    return [RecordedSession(i, users.get(i)) for i in ids]
 
 
 def session_frames(
-    engine: sa.Engine,
-    session_id: int,
-    start: datetime | None,
-    end: datetime | None,
-    page: int = 2000,
+    engine: sa.Engine, session_id: int, start: datetime | None, end: datetime | None
 ) -> Iterator[tuple[datetime, str]]:
-    after = 0
-    while True:
-        query = sa.select(events.c.id, events.c.received_at, events.c.frame).where(
-            events.c.session_id == session_id, events.c.chan_id == 0, events.c.id > after
-        )
-        if start:
-            query = query.where(events.c.received_at >= start)
-        if end:
-            query = query.where(events.c.received_at <= end)
-        with engine.connect() as conn:
-            rows = conn.execute(query.order_by(events.c.id).limit(page)).all()
-        if not rows:
-            return
-        for r in rows:
-            yield r.received_at, r.frame
-        after = rows[-1].id
+    for r in EventLog(engine).iterate(
+        None, session_id=session_id, chan0_only=True, start=start, end=end, page=2000
+    ):
+        assert r.received_at is not None
+        yield r.received_at, r.frame
 
 
 class ReplayServer:
@@ -213,7 +187,7 @@ class ReplayServer:
                 await trio.sleep_until(t0 + (received_at - origin).total_seconds() / self.speed)
             await self._send(ws, conn, text)
             self.frames_sent += 1
-        log_event(
+        log_fields(
             log,
             "replayed session",
             session=session.id,

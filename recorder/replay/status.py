@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from recorder.config import StatusConfig
-from recorder.store.schema import events, projector_checkpoints, sessions
+from recorder.store.eventlog import EventLog
+from recorder.store.schema import projector_checkpoints
+from recorder.store.sessions import last_session
 
 
 @dataclass
@@ -29,20 +31,14 @@ def account_status(
     engine: sa.Engine, cfg: StatusConfig, accounts: list[str], now: datetime | None = None
 ) -> list[AccountState]:
     now = now or datetime.now(UTC)
+    log = EventLog(engine)
     out = []
     with engine.connect() as conn:
-        known = set(conn.execute(sa.select(events.c.account).distinct()).scalars())
+        known = set(log.accounts(conn=conn))
         for acc in sorted(set(accounts) | known):
-            last = conn.execute(
-                sa.select(sessions).where(sessions.c.account == acc).order_by(sessions.c.id.desc())
-            ).first()
-            count, top, last_at = conn.execute(
-                sa.select(
-                    sa.func.count(), sa.func.max(events.c.id), sa.func.max(events.c.received_at)
-                ).where(events.c.account == acc)
-            ).one()
-            if isinstance(last_at, str):  # aggregate results skip the column type on SQLite
-                last_at = datetime.fromisoformat(last_at).replace(tzinfo=UTC)
+            last = last_session(conn, acc)
+            totals = log.totals(acc, conn=conn)
+            last_at = totals.last_received_at
             age = (now - last_at).total_seconds() if last_at else None
             state = AccountState(
                 account=acc,
@@ -50,8 +46,8 @@ def account_status(
                 last_session_end=last.end_reason if last is not None else None,
                 last_frame_at=last_at,
                 last_frame_age_s=age,
-                events=int(count),
-                last_event_id=int(top or 0),
+                events=totals.events,
+                last_event_id=totals.last_id,
             )
             for cp in conn.execute(
                 sa.select(projector_checkpoints).where(projector_checkpoints.c.account == acc)

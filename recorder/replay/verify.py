@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from recorder.store.eventlog import EventLog
 from recorder.store.hashchain import GENESIS, chain_hash
-from recorder.store.schema import events, reconciliations, sessions
+from recorder.store.schema import reconciliations
+from recorder.store.sessions import account_sessions
 
 PAGE = 10000
 
@@ -37,119 +39,84 @@ class Report:
 
 def verify(engine: sa.Engine, account: str | None = None) -> Report:
     report = Report()
-    with engine.connect() as conn:
-        accounts = (
-            [account]
-            if account
-            else list(conn.execute(sa.select(events.c.account).distinct()).scalars())
-        )
-    for acc in sorted(accounts):
-        _check_chain(engine, acc, report)
-        _gaps(engine, acc, report)
+    log = EventLog(engine)
+    for acc in [account] if account else log.accounts():
+        _check_chain(log, acc, report)
+        _gaps(engine, log, acc, report)
     report.findings.sort(key=lambda f: (f.account, f.event_id or 0, f.what))
     return report
 
 
-def _check_chain(engine: sa.Engine, account: str, report: Report) -> None:
-    prev, after, checked = GENESIS, 0, 0
-    while True:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(events)
-                .where(events.c.account == account, events.c.id > after)
-                .order_by(events.c.id)
-                .limit(PAGE)
-            ).all()
-        if not rows:
+def _check_chain(log: EventLog, account: str, report: Report) -> None:
+    prev, checked = GENESIS, 0
+    for r in log.iterate(account, page=PAGE):
+        assert r.received_at is not None
+        expected = chain_hash(
+            prev,
+            r.account,
+            r.session_id,
+            r.received_at,
+            r.chan_id,
+            r.kind,
+            r.seq,
+            r.auth_seq,
+            r.frame,
+        )
+        if r.hash != expected:
+            report.broken[account] = r.id
             break
-        for r in rows:
-            expected = chain_hash(
-                prev,
-                r.account,
-                r.session_id,
-                r.received_at,
-                r.chan_id,
-                r.kind,
-                r.seq,
-                r.auth_seq,
-                r.frame,
-            )
-            if r.hash != expected:
-                report.broken[account] = r.id
-                report.checked[account] = checked
-                return
-            prev = r.hash
-            checked += 1
-        after = rows[-1].id
+        prev = r.hash
+        checked += 1
     report.checked[account] = checked
 
 
-def _gaps(engine: sa.Engine, account: str, report: Report) -> None:
+def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> None:
     add = report.findings.append
-    with engine.connect() as conn:
-        for s in conn.execute(
-            sa.select(sessions).where(sessions.c.account == account).order_by(sessions.c.id)
-        ):
-            if s.end_reason not in (None, "shutdown"):
-                add(
-                    Finding(
-                        account,
-                        s.ended_at,
-                        "session-ended",
-                        f"session {s.id} ended: {s.end_reason}"
-                        + (f" (auth {s.auth_status} {s.auth_code})" if s.auth_code else ""),
-                    )
-                )
-            elif s.end_reason is None and s.ended_at is None:
-                add(
-                    Finding(
-                        account,
-                        s.started_at,
-                        "session-ended",
-                        f"session {s.id} has no end (the process died or is running)",
-                    )
-                )
-        for r in conn.execute(
-            sa.select(events.c.id, events.c.received_at, events.c.kind, events.c.frame)
-            .where(
-                events.c.account == account, events.c.kind.in_(["recorder.seq-gap", "malformed"])
-            )
-            .order_by(events.c.id)
-        ):
-            if r.kind == "malformed":
-                add(
-                    Finding(
-                        account,
-                        r.received_at,
-                        "malformed",
-                        f"unreadable frame ({len(r.frame)} chars) kept raw",
-                        r.id,
-                    )
-                )
-            else:
-                gap: dict[str, Any] = orjson.loads(r.frame)
-                add(
-                    Finding(
-                        account,
-                        r.received_at,
-                        "seq-gap",
-                        f"{gap.get('counter')} {gap.get('problem')}: expected "
-                        f"{gap.get('expected')}, got {gap.get('got')}",
-                        r.id,
-                    )
-                )
-        for rec in conn.execute(
-            sa.select(reconciliations, events.c.received_at)
-            .join(events, events.c.id == reconciliations.c.event_id)
-            .where(reconciliations.c.account == account)
-            .order_by(reconciliations.c.event_id)
-        ):
+    for s in account_sessions(engine, account):
+        if s.end_reason not in (None, "shutdown"):
             add(
                 Finding(
                     account,
-                    rec.received_at,
-                    "reconciliation",
-                    f"{rec.projection} {rec.key}: {rec.problem}",
-                    rec.event_id,
+                    s.ended_at,
+                    "session-ended",
+                    f"session {s.id} ended: {s.end_reason}"
+                    + (f" (auth {s.auth_status} {s.auth_code})" if s.auth_code else ""),
                 )
             )
+        elif s.end_reason is None and s.ended_at is None:
+            add(
+                Finding(
+                    account,
+                    s.started_at,
+                    "session-ended",
+                    f"session {s.id} has no end (the process died or is running)",
+                )
+            )
+    for r in log.iterate(account, kinds=["recorder.seq-gap", "malformed"]):
+        if r.kind == "malformed":
+            detail = f"unreadable frame ({len(r.frame)} chars) kept raw"
+            add(Finding(account, r.received_at, "malformed", detail, r.id))
+        else:
+            gap: dict[str, Any] = orjson.loads(r.frame)
+            detail = (
+                f"{gap.get('counter')} {gap.get('problem')}: expected "
+                f"{gap.get('expected')}, got {gap.get('got')}"
+            )
+            add(Finding(account, r.received_at, "seq-gap", detail, r.id))
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(reconciliations)
+            .where(reconciliations.c.account == account)
+            .order_by(reconciliations.c.event_id)
+        ).all()
+    times = log.received_at(rec.event_id for rec in found)
+    for rec in found:
+        add(
+            Finding(
+                account,
+                times.get(rec.event_id),
+                "reconciliation",
+                f"{rec.projection} {rec.key}: {rec.problem}",
+                rec.event_id,
+            )
+        )

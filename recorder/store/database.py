@@ -1,8 +1,9 @@
 """Synchronous SQLAlchemy work, run from trio in worker threads.
 
-Each :class:`Database` owns an engine and a :class:`trio.CapacityLimiter` no larger than the
-connection pool, so trio never has more threads waiting on the database than there are
-connections. Driver errors are turned into :mod:`recorder.store.errors` at this boundary.
+Each :class:`Database` owns an engine and a :class:`trio.CapacityLimiter` that bounds how
+many worker threads wait on the database at once (callers that must be serialized, like the
+writer, pass a limiter of their own). Driver errors become :mod:`recorder.store.errors` at
+this boundary.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-import sqlalchemy.exc
 import trio
 
-from recorder.store.errors import translate
+from recorder.store.errors import MAPPED, translate
 
 T = TypeVar("T")
 
@@ -24,15 +24,11 @@ class Database:
         self.engine = engine
         self.limiter = trio.CapacityLimiter(threads)
 
-    @property
-    def is_postgres(self) -> bool:
-        return self.engine.dialect.name == "postgresql"
-
     async def run(
         self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter | None = None
     ) -> T:
         """Run ``fn(*args)`` in a worker thread; driver errors become store errors."""
         try:
             return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.limiter)
-        except sqlalchemy.exc.SQLAlchemyError as exc:
+        except MAPPED as exc:
             raise translate(exc) from exc

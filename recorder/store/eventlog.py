@@ -1,4 +1,10 @@
-"""The append-only event log: append a batch, read after a position, the last position.
+"""The append-only event log: the only code that reads or writes the ``events`` table.
+
+:class:`EventLog` is the one interface (as the eventsourcing library's recorders are):
+``append`` a batch, ``read`` a page after a position, ``high_water``, ``head``, ``accounts``,
+``at_time``, plus the few aggregates the commands show. Every method maps driver errors to
+:mod:`recorder.store.errors`; every reader can join a caller's transaction (``conn=``) so a
+projector reads and writes its rows in one.
 
 Appends happen in one transaction per batch. On PostgreSQL the transaction first takes
 ``LOCK TABLE events IN EXCLUSIVE MODE``: ids come from a sequence, and without the lock two
@@ -10,16 +16,21 @@ serialized and commit order equals id order on the whole table. Readers are not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
+from recorder.store.errors import store_errors
 from recorder.store.hashchain import GENESIS, chain_hash_iso
-from recorder.store.schema import events
+from recorder.store.schema import events, sessions
 from recorder.store.sessions import update_session
+
+T = TypeVar("T")
+PAGE = 5000
 
 
 class NewEvent(NamedTuple):
@@ -34,6 +45,22 @@ class NewEvent(NamedTuple):
     seq: int | None
     auth_seq: int | None
     frame: str
+
+
+class StoredEvent(NamedTuple):
+    """One row of the log as read back. With ``brief=True`` reads only ``id``, ``account``,
+    ``kind`` and ``frame`` are filled (what a fold needs; the rest stay None)."""
+
+    id: int
+    account: str
+    session_id: int | None
+    received_at: datetime | None
+    chan_id: int | None
+    kind: str
+    seq: int | None
+    auth_seq: int | None
+    frame: str
+    hash: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,17 +78,36 @@ class AppendResult:
     count: int
 
 
-def last_hash(conn: sa.Connection, account: str) -> str:
-    value = conn.execute(
-        sa.select(events.c.hash)
-        .where(events.c.account == account)
-        .order_by(events.c.id.desc())
-        .limit(1)
-    ).scalar()
-    return value or GENESIS
+@dataclass(frozen=True)
+class Page:
+    """A page of the log. ``covered`` is the position the reader may move its checkpoint to:
+    every event of the account up to it that matches the query is in ``events``."""
+
+    events: list[StoredEvent]
+    covered: int
+
+
+@dataclass(frozen=True)
+class AccountTotals:
+    events: int
+    last_id: int
+    last_received_at: datetime | None
 
 
 _INSERT_COLUMNS = "account, session_id, received_at, chan_id, kind, seq, auth_seq, frame, hash"
+_FULL = (
+    events.c.id,
+    events.c.account,
+    events.c.session_id,
+    events.c.received_at,
+    events.c.chan_id,
+    events.c.kind,
+    events.c.seq,
+    events.c.auth_seq,
+    events.c.frame,
+    events.c.hash,
+)
+_BRIEF = (events.c.id, events.c.account, events.c.kind, events.c.frame)
 
 
 def _insert_sql(dialect: str) -> str:
@@ -71,34 +117,66 @@ def _insert_sql(dialect: str) -> str:
 
 def _copy_rows(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
     """PostgreSQL: COPY the batch in, inside the append transaction (several times faster
-    than row-by-row INSERTs)."""
+    than row-by-row INSERTs). Raises psycopg's own errors: callers map them."""
     driver: Any = conn.connection.driver_connection
     with driver.cursor() as cur, cur.copy(f"COPY events ({_INSERT_COLUMNS}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row(row)
 
 
-def append_batch(
-    engine: sa.Engine,
-    items: Sequence[NewEvent | SessionChange],
-    known_hashes: dict[str, str],
-) -> AppendResult:
-    """Append ``items`` in one transaction, chaining hashes from ``known_hashes`` (account ->
-    hash of its last row; missing accounts are read from the database under the lock)."""
-    hashes: dict[str, str] = {}
-    rows: list[tuple[Any, ...]] = []
-    changes: list[SessionChange] = []
-    with engine.begin() as conn:
-        dialect = conn.dialect.name
-        sqlite = dialect == "sqlite"
-        if dialect == "postgresql":
+def _as_utc(value: Any) -> datetime | None:
+    if isinstance(value, str):  # aggregates skip the column type on SQLite
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+class EventLog:
+    """The event log of one database (every account)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _connect(self, conn: sa.Connection | None) -> AbstractContextManager[sa.Connection]:
+        return nullcontext(conn) if conn is not None else self.engine.connect()
+
+    def _query(self, fn: Callable[[sa.Connection], T], conn: sa.Connection | None = None) -> T:
+        with store_errors(), self._connect(conn) as c:
+            return fn(c)
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def append(
+        self, items: Sequence[NewEvent | SessionChange], known_hashes: dict[str, str]
+    ) -> AppendResult:
+        """Append ``items`` in one transaction, chaining hashes from ``known_hashes`` (account
+        -> hash of its last row; missing accounts are read from the database under the
+        lock). Session changes are applied in the same transaction."""
+        with store_errors(), self.engine.begin() as conn:
+            return self._append(conn, items, known_hashes)
+
+    def _append(
+        self,
+        conn: sa.Connection,
+        items: Sequence[NewEvent | SessionChange],
+        known_hashes: dict[str, str],
+    ) -> AppendResult:
+        hashes: dict[str, str] = {}
+        rows: list[tuple[Any, ...]] = []
+        changes: list[SessionChange] = []
+        sqlite = self.sqlite
+        if not sqlite:
             conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
         for item in items:
             if isinstance(item, SessionChange):
                 changes.append(item)
                 continue
             acc = item.account
-            prev = hashes.get(acc) or known_hashes.get(acc) or last_hash(conn, acc)
+            prev = hashes.get(acc) or known_hashes.get(acc) or self._last_hash(conn, acc)
             at = item.received_at
             if at.tzinfo is not UTC:
                 at = at.astimezone(UTC)
@@ -134,21 +212,243 @@ def append_batch(
             # The hot path: no per-row SQLAlchemy parameter processing (the values are already
             # in the columns' storage form).
             if sqlite:
-                conn.exec_driver_sql(_insert_sql(dialect), rows)
+                conn.exec_driver_sql(_insert_sql("sqlite"), rows)
             else:
                 _copy_rows(conn, rows)
         for change in changes:
             update_session(conn, change.session_id, change.values)
-        last_ids: dict[str, int] = {}
-        for acc in hashes:
-            last_ids[acc] = int(
-                conn.execute(
-                    sa.select(sa.func.max(events.c.id)).where(events.c.account == acc)
-                ).scalar_one()
+        last_ids = {acc: self._high_water(conn, acc) for acc in hashes}
+        return AppendResult(last_ids, hashes, len(rows))
+
+    # --- positions --------------------------------------------------------------------------
+
+    @staticmethod
+    def _last_hash(conn: sa.Connection, account: str) -> str:
+        value = conn.execute(
+            sa.select(events.c.hash)
+            .where(events.c.account == account)
+            .order_by(events.c.id.desc())
+            .limit(1)
+        ).scalar()
+        return value or GENESIS
+
+    @staticmethod
+    def _high_water(conn: sa.Connection, account: str) -> int:
+        value = conn.execute(
+            sa.select(sa.func.max(events.c.id)).where(events.c.account == account)
+        ).scalar()
+        return int(value or 0)
+
+    def high_water(self, account: str, *, conn: sa.Connection | None = None) -> int:
+        """The account's last committed position (0 for an empty log)."""
+        return self._query(lambda c: self._high_water(c, account), conn)
+
+    def head(self, account: str, *, conn: sa.Connection | None = None) -> tuple[int, str]:
+        """The account's last position and its chain hash (``(0, GENESIS)`` when empty)."""
+
+        def q(c: sa.Connection) -> tuple[int, str]:
+            row = c.execute(
+                sa.select(events.c.id, events.c.hash)
+                .where(events.c.account == account)
+                .order_by(events.c.id.desc())
+                .limit(1)
+            ).first()
+            return (0, GENESIS) if row is None else (int(row.id), str(row.hash))
+
+        return self._query(q, conn)
+
+    def accounts(self, *, conn: sa.Connection | None = None) -> list[str]:
+        """Every account with at least one event, sorted."""
+        return self._query(
+            lambda c: sorted(c.execute(sa.select(events.c.account).distinct()).scalars()), conn
+        )
+
+    def at_time(self, account: str, at: datetime, *, conn: sa.Connection | None = None) -> int:
+        """The position of the last event received at or before ``at`` (0 if none). Walks
+        the (account, received_at) index backwards: O(log n), unlike max(id) over a range."""
+        return self._query(
+            lambda c: int(
+                c.execute(
+                    sa.select(events.c.id)
+                    .where(events.c.account == account, events.c.received_at <= at)
+                    .order_by(events.c.received_at.desc(), events.c.id.desc())
+                    .limit(1)
+                ).scalar()
+                or 0
+            ),
+            conn,
+        )
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(
+        self,
+        account: str | None,
+        after: int,
+        limit: int,
+        kinds: Iterable[str] | None = None,
+        up_to: int | None = None,
+        *,
+        session_id: int | None = None,
+        chan0_only: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        brief: bool = False,
+        conn: sa.Connection | None = None,
+    ) -> Page:
+        """Events after position ``after`` in id order, at most ``limit`` of them.
+
+        With an ``account``, the page never reaches past the account's high-water mark read
+        first (nor ``up_to``), and ``covered`` says how far the log has been read: a
+        projector that moves its checkpoint to ``covered`` never skips an event that commits
+        late (appends are serialized, so ids become visible in id order). Without an account
+        (every account), ``covered`` is the last id returned.
+        """
+
+        def q(c: sa.Connection) -> Page:
+            query = sa.select(*(_BRIEF if brief else _FULL)).where(events.c.id > after)
+            high: int | None = None
+            if account is not None:
+                high = self._high_water(c, account)
+                if up_to is not None:
+                    high = min(high, up_to)
+                if high <= after:
+                    return Page([], after)
+                query = query.where(events.c.account == account, events.c.id <= high)
+            elif up_to is not None:
+                query = query.where(events.c.id <= up_to)
+            if kinds is not None:
+                query = query.where(events.c.kind.in_(sorted(kinds)))
+            if session_id is not None:
+                query = query.where(events.c.session_id == session_id)
+            if chan0_only:
+                query = query.where(events.c.chan_id == 0)
+            if start is not None:
+                query = query.where(events.c.received_at >= start)
+            if end is not None:
+                query = query.where(events.c.received_at <= end)
+            rows = c.execute(query.order_by(events.c.id).limit(limit)).all()
+            if brief:
+                found = [
+                    StoredEvent(r[0], r[1], None, None, None, r[2], None, None, r[3], None)
+                    for r in rows
+                ]
+            else:
+                found = [StoredEvent(*r) for r in rows]
+            if high is None or len(rows) == limit:
+                covered = found[-1].id if found else after
+            else:
+                covered = high
+            return Page(found, covered)
+
+        return self._query(q, conn)
+
+    def iterate(
+        self,
+        account: str | None = None,
+        *,
+        after: int = 0,
+        kinds: Iterable[str] | None = None,
+        up_to: int | None = None,
+        session_id: int | None = None,
+        chan0_only: bool = False,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        page: int = PAGE,
+    ) -> Iterator[StoredEvent]:
+        """Every matching event in id order, one page per query (keyset pagination:
+        constant memory, and no transaction held open while the caller consumes them)."""
+        while True:
+            got = self.read(
+                account,
+                after,
+                page,
+                kinds,
+                up_to,
+                session_id=session_id,
+                chan0_only=chan0_only,
+                start=start,
+                end=end,
             )
-    return AppendResult(last_ids, hashes, len(rows))
+            yield from got.events
+            if got.covered == after or not got.events:
+                return
+            after = got.covered
 
+    # --- aggregates for the commands ----------------------------------------------------------
 
-def accounts(engine: sa.Engine) -> Iterable[str]:
-    with engine.connect() as conn:
-        return [r[0] for r in conn.execute(sa.select(events.c.account).distinct())]
+    def count(
+        self,
+        accounts: Iterable[str] | None = None,
+        *,
+        kinds: Iterable[str] | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> int:
+        query = sa.select(sa.func.count()).select_from(events)
+        if accounts is not None:
+            query = query.where(events.c.account.in_(list(accounts)))
+        if kinds is not None:
+            query = query.where(events.c.kind.in_(sorted(kinds)))
+        if start is not None:
+            query = query.where(events.c.received_at >= start)
+        if end is not None:
+            query = query.where(events.c.received_at <= end)
+        return self._query(lambda c: int(c.execute(query).scalar_one()))
+
+    def count_by_kind(self, account: str) -> dict[str, int]:
+        query = (
+            sa.select(events.c.kind, sa.func.count())
+            .where(events.c.account == account)
+            .group_by(events.c.kind)
+        )
+        return self._query(lambda c: {k: int(n) for k, n in c.execute(query).all()})
+
+    def totals(self, account: str, *, conn: sa.Connection | None = None) -> AccountTotals:
+        """Events, last position and last receive time of ``account``."""
+        query = sa.select(
+            sa.func.count(), sa.func.max(events.c.id), sa.func.max(events.c.received_at)
+        ).where(events.c.account == account)
+
+        def q(c: sa.Connection) -> AccountTotals:
+            n, top, last_at = c.execute(query).one()
+            return AccountTotals(int(n), int(top or 0), _as_utc(last_at))
+
+        return self._query(q, conn)
+
+    def received_at(
+        self, ids: Iterable[int], *, conn: sa.Connection | None = None
+    ) -> dict[int, datetime]:
+        """When each of ``ids`` was received."""
+        wanted = sorted(set(ids))
+
+        def q(c: sa.Connection) -> dict[int, datetime]:
+            out: dict[int, datetime] = {}
+            for i in range(0, len(wanted), 500):
+                chunk = wanted[i : i + 500]
+                for r in c.execute(
+                    sa.select(events.c.id, events.c.received_at).where(events.c.id.in_(chunk))
+                ):
+                    out[int(r.id)] = r.received_at
+            return out
+
+        return self._query(q, conn)
+
+    def sessions_with_frames(
+        self, account: str, start: datetime | None = None, end: datetime | None = None
+    ) -> list[int]:
+        """Ids of the sessions with at least one chanId 0 frame in the range, in order."""
+        query = (
+            sa.select(sessions.c.id)
+            .where(sessions.c.account == account)
+            .where(
+                sa.exists().where(
+                    events.c.session_id == sessions.c.id,
+                    events.c.chan_id == 0,
+                    *([events.c.received_at >= start] if start else []),
+                    *([events.c.received_at <= end] if end else []),
+                )
+            )
+            .order_by(sessions.c.id)
+        )
+        return self._query(lambda c: [int(s) for s in c.execute(query).scalars()])

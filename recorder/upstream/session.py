@@ -22,7 +22,7 @@ import orjson
 import trio
 
 from recorder.config import Secret
-from recorder.logs import event
+from recorder.logs import log_fields
 from recorder.protocol import (
     MALFORMED,
     SEQ_ALL,
@@ -175,7 +175,9 @@ class Session:
     async def run(self) -> SessionOutcome:
         out = self.outcome
         out.session_id = await self.open_session(self.p.account, self.p.url, self.now())
-        event(log, "session start", account=self.p.account, session=out.session_id, url=self.p.url)
+        log_fields(
+            log, "session start", account=self.p.account, session=out.session_id, url=self.p.url
+        )
         close_code: int | None = None
         pending: Item | None = None
         try:
@@ -235,7 +237,7 @@ class Session:
                     )
                 )
         level = logging.WARNING if out.final else logging.INFO
-        event(
+        log_fields(
             log,
             "session end",
             level,
@@ -309,7 +311,7 @@ class Session:
             await self._sequence_problems(self.seq.check(kind, frame.seq, frame.auth_seq))
             return
         if kind == MALFORMED:
-            event(
+            log_fields(
                 log,
                 "malformed frame kept",
                 logging.WARNING,
@@ -327,7 +329,7 @@ class Session:
             if code == 20051:
                 raise _End("info-20051", reconnect_now=True)
             if code == 20060:
-                event(
+                log_fields(
                     log,
                     "exchange maintenance started (20060)",
                     logging.WARNING,
@@ -359,7 +361,7 @@ class Session:
                 auth_status="OK",
                 user_id=user_id if isinstance(user_id, int) else None,
             )
-            event(
+            log_fields(
                 log,
                 "authenticated",
                 account=self.p.account,

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import trio
 
-from recorder.logs import event
+from recorder.logs import log_fields
 from recorder.store.errors import StoreUnavailable
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
 from recorder.upstream.session import Session, SessionOutcome
@@ -38,7 +38,7 @@ async def supervise(
             outcome = await make_session().run()
         except StoreUnavailable as exc:
             # The session row itself could not be written: wait and retry like a disconnect.
-            event(
+            log_fields(
                 log,
                 "cannot open session: database unavailable",
                 logging.WARNING,
@@ -50,7 +50,7 @@ async def supervise(
         if on_outcome is not None:
             on_outcome(outcome)
         if outcome.final:
-            event(
+            log_fields(
                 log,
                 f"account {account} stopped: authentication failed with code "
                 f"{outcome.auth_code} ({outcome.auth_msg}); check its API key and secret",
@@ -68,5 +68,7 @@ async def supervise(
             delay = backoff.next()
             if outcome.handshake_status == TOO_MANY_REQUESTS:
                 delay = max(delay, rate_limit.window)
-        event(log, "reconnecting", account=account, reason=outcome.reason, delay=round(delay, 2))
+        log_fields(
+            log, "reconnecting", account=account, reason=outcome.reason, delay=round(delay, 2)
+        )
         await trio.sleep(delay)

@@ -3,9 +3,9 @@ in one transaction.
 
 Why no event is ever skipped (design.md invariant 2): appends are serialized (SQLite's single
 writer; on PostgreSQL each append transaction locks ``events`` first), so ids become visible
-in id order. A batch reads ``max(id)`` of the account first and then only events up to it,
-and moves the checkpoint at most to that value, so an event that is still being committed
-has a larger id than anything the checkpoint passes.
+in id order. A batch reads the account's high-water mark first (``EventLog.read``) and then
+only events up to it, and moves the checkpoint at most to that value, so an event that is
+still being committed has a larger id than anything the checkpoint passes.
 
 Each projector reads only its own kinds (``kind IN (...)``), so the log is parsed about once
 in total however many projections there are.
@@ -22,19 +22,16 @@ import sqlalchemy as sa
 import trio
 from sqlalchemy.dialects import postgresql, sqlite
 
-from recorder.logs import event as log_event
-from recorder.projections.base import Event, Fold, Output
+from recorder.logs import log_fields
+from recorder.projections.base import Event, Fold, FoldFlags, Output
 from recorder.projections.collection import CollectionFold
-from recorder.projections.registry import make_folds
+from recorder.projections.registry import FOLDS, make_folds
+from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.values import parse_frame
 from recorder.store.database import Database
-from recorder.store.errors import StoreUnavailable
-from recorder.store.schema import (
-    PROJECTION_TABLES,
-    events,
-    projector_checkpoints,
-    reconciliations,
-)
+from recorder.store.errors import StoreUnavailable, store_errors
+from recorder.store.eventlog import EventLog
+from recorder.store.schema import PROJECTION_TABLES, projector_checkpoints, reconciliations
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +40,73 @@ BATCH = 5000
 COALESCE_TABLES = frozenset({"trades", "funding_trades"})
 
 
-# --- loading --------------------------------------------------------------------------------
+# --- restoring ------------------------------------------------------------------------------
 
 
-def load_fold(conn: sa.Connection, fold: Fold, account: str) -> int:
-    """Restore ``fold``'s state from its table and checkpoint; returns the checkpoint."""
+def _stored_rows(conn: sa.Connection, fold: Fold, account: str, up_to: int) -> list[dict[str, Any]]:
+    """The rows of ``fold``'s table that its ``restore_from`` asks for."""
+    spec = fold.restore_from
+    if spec is None:
+        return []
+    table = PROJECTION_TABLES[fold.name]
+    query = sa.select(table).where(table.c.account == account)
+    for col, value in spec.equal:
+        query = query.where(table.c[col] == value)
+    for col, value in spec.not_equal:
+        query = query.where(table.c[col] != value)
+    if spec.latest_row:
+        query = query.where(table.c.event_id <= up_to).order_by(table.c.event_id.desc()).limit(1)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def read_events(
+    conn: sa.Connection,
+    log: EventLog,
+    account: str,
+    kinds: Iterable[str],
+    after: int,
+    limit: int,
+    up_to: int | None = None,
+) -> tuple[list[Event], int]:
+    """Events of ``kinds`` after ``after``, parsed for the folds; and the position covered."""
+    page = log.read(account, after, limit, kinds, up_to, brief=True, conn=conn)
+    out = []
+    for r in page.events:
+        try:
+            payload = parse_frame(r.frame)
+        except ValueError:
+            payload = None  # counted as skipped by the fold
+        out.append(Event(r.id, r.kind, payload))
+    return out, page.covered
+
+
+def restore_fold(
+    conn: sa.Connection,
+    log: EventLog,
+    fold: Fold,
+    account: str,
+    checkpoint: int,
+    flags: FoldFlags | None = None,
+    *,
+    use_rows: bool = True,
+) -> None:
+    """Bring ``fold`` to its state at ``checkpoint``: hand it its stored rows, then fold again
+    the events it needs to complete them (the folds decide both; no findings are kept)."""
+    rows = _stored_rows(conn, fold, account, checkpoint) if use_rows else []
+    after = fold.restore(rows, flags or FoldFlags(), checkpoint)
+    scratch = Output()
+    while after < checkpoint:
+        batch, covered = read_events(conn, log, account, fold.kinds, after, BATCH, checkpoint)
+        for ev in batch:
+            fold.apply(ev, scratch)
+        scratch.clear()
+        if covered == after:
+            break
+        after = covered
+
+
+def load_fold(conn: sa.Connection, log: EventLog, fold: Fold, account: str) -> int:
+    """Restore ``fold`` from its checkpoint row; returns the checkpoint (0: from scratch)."""
     cp = conn.execute(
         sa.select(projector_checkpoints).where(
             projector_checkpoints.c.projector == fold.name,
@@ -57,72 +116,12 @@ def load_fold(conn: sa.Connection, fold: Fold, account: str) -> int:
     if cp is None:
         return 0
     checkpoint = int(cp.event_id)
-    load = getattr(fold, "load", None)
-    if load is not None:  # folds that restore themselves (state snapshots)
-        load(conn, account, checkpoint)
-        return checkpoint
-    for attr, value in (
-        ("stale", bool(cp.stale)),
-        ("synced", bool(cp.synced)),
-        ("skipped", int(cp.skipped)),
-    ):
-        setattr(fold, attr, value)
-    if isinstance(fold, CollectionFold):
-        table = PROJECTION_TABLES[fold.name]
-        query = sa.select(table).where(table.c.account == account)
-        if "is_open" in table.c:
-            query = query.where(table.c.is_open.is_(True))
-        elif fold.name == "positions":
-            query = query.where(table.c.status != "CLOSED")
-        names = [*fold.layout.names, *(["is_open"] if fold.open_flag else [])]
-        if fold.name == "positions":
-            names.append("position_key")
-        for row in conn.execute(query).mappings():
-            values = {n: row[n] for n in names}
-            fold.open[fold.key(values)] = values
+    flags = FoldFlags(bool(cp.stale), bool(cp.synced), int(cp.skipped))
+    restore_fold(conn, log, fold, account, checkpoint, flags)
     return checkpoint
 
 
 # --- one batch ------------------------------------------------------------------------------
-
-
-def read_batch(
-    conn: sa.Connection,
-    account: str,
-    kinds: Iterable[str],
-    after: int,
-    limit: int,
-    up_to: int | None = None,
-) -> tuple[list[Event], int]:
-    """Events of ``kinds`` after ``after``; returns them and the position the batch covers."""
-    high = conn.execute(
-        sa.select(sa.func.max(events.c.id)).where(events.c.account == account)
-    ).scalar()
-    high = int(high or 0)
-    if up_to is not None:
-        high = min(high, up_to)
-    if high <= after:
-        return [], after
-    rows = conn.execute(
-        sa.select(events.c.id, events.c.kind, events.c.frame)
-        .where(
-            events.c.account == account,
-            events.c.id > after,
-            events.c.id <= high,
-            events.c.kind.in_(sorted(kinds)),
-        )
-        .order_by(events.c.id)
-        .limit(limit)
-    ).all()
-    out = []
-    for r in rows:
-        try:
-            payload = parse_frame(r.frame)
-        except ValueError:
-            payload = None  # counted as skipped by the fold
-        out.append(Event(r.id, r.kind, payload))
-    covered = rows[-1].id if len(rows) == limit else high
-    return out, covered
 
 
 def _full_row(table: sa.Table, account: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -182,14 +181,15 @@ def write_output(conn: sa.Connection, account: str, out: Output) -> None:
 
 def write_checkpoint(conn: sa.Connection, fold: Fold, account: str, event_id: int) -> None:
     stmt = _insert(conn, projector_checkpoints)
+    flags = fold.snapshot()
     values = {
         "projector": fold.name,
         "account": account,
         "event_id": event_id,
         "updated_at": datetime.now(UTC),
-        "stale": fold.stale,
-        "synced": fold.synced,
-        "skipped": fold.skipped,
+        "stale": flags.stale,
+        "synced": flags.synced,
+        "skipped": flags.skipped,
     }
     conn.execute(
         stmt.values(**values).on_conflict_do_update(
@@ -206,30 +206,28 @@ class Projector:
         self, engine: sa.Engine, fold_factory: Callable[[], Fold], account: str, batch: int = BATCH
     ) -> None:
         self.engine = engine
+        self.log = EventLog(engine)
         self.fold_factory = fold_factory
+        self.name = fold_factory().name
         self.account = account
         self.batch = batch
         self.fold: Fold | None = None
         self.checkpoint = 0
         self.folded = 0
 
-    @property
-    def name(self) -> str:
-        return self.fold_factory().name if self.fold is None else self.fold.name
-
     def step(self, up_to: int | None = None) -> int | None:
         """Fold one batch in one transaction; returns the number of events folded, or None
         when already caught up. On any error the in-memory state is dropped (and reloaded
         from the database next time)."""
         try:
-            with self.engine.begin() as conn:
+            with store_errors(), self.engine.begin() as conn:
                 if self.fold is None:
                     fold = self.fold_factory()
-                    self.checkpoint = load_fold(conn, fold, self.account)
+                    self.checkpoint = load_fold(conn, self.log, fold, self.account)
                     self.fold = fold
                 fold = self.fold
-                batch, covered = read_batch(
-                    conn, self.account, fold.kinds, self.checkpoint, self.batch, up_to
+                batch, covered = read_events(
+                    conn, self.log, self.account, fold.kinds, self.checkpoint, self.batch, up_to
                 )
                 if covered == self.checkpoint:
                     return None
@@ -255,11 +253,8 @@ class Projector:
 def projectors_for(
     engine: sa.Engine, account: str, only: str | None = None, batch: int = BATCH
 ) -> list[Projector]:
-    names = [f.name for f in make_folds(only)]
-    return [
-        Projector(engine, (lambda n=n: make_folds(n)[0]), account, batch)  # type: ignore[misc]
-        for n in names
-    ]
+    names = list(FOLDS) if only is None else [only]
+    return [Projector(engine, FOLDS[n], account, batch) for n in names]
 
 
 # --- live: inside run/demo ------------------------------------------------------------------
@@ -279,7 +274,7 @@ async def run_live(
             n = await db.run(projector.step, limiter=limiter)
             delay = 0.1
         except StoreUnavailable as exc:
-            log_event(
+            log_fields(
                 log,
                 "projector waiting for the database",
                 logging.WARNING,
@@ -299,7 +294,7 @@ async def run_live(
 
 def clear_projection(engine: sa.Engine, name: str, account: str) -> None:
     table = PROJECTION_TABLES[name]
-    with engine.begin() as conn:
+    with store_errors(), engine.begin() as conn:
         conn.execute(table.delete().where(table.c.account == account))
         conn.execute(
             reconciliations.delete().where(
@@ -316,8 +311,6 @@ def clear_projection(engine: sa.Engine, name: str, account: str) -> None:
 
 def _one_pass_folds(only: str | None) -> list[Fold]:
     """The folds of a rebuild; the state snapshots reuse the table folds when all run."""
-    from recorder.projections.state import STATE_PROJECTIONS, StateFold
-
     folds = make_folds(only)
     shared = {f.name: f for f in folds if isinstance(f, CollectionFold)}
     if only is None and set(STATE_PROJECTIONS) <= set(shared):
@@ -342,6 +335,7 @@ def rebuild(
     result is the same rows (tests/test_projections.py checks rebuild == live).
     """
     total = 0
+    log = EventLog(engine)
     for account in accounts:
         folds = _one_pass_folds(only)
         for fold in folds:
@@ -352,8 +346,8 @@ def rebuild(
                 by_kind.setdefault(kind, []).append(fold)
         after = 0
         while True:
-            with engine.begin() as conn:
-                events_, covered = read_batch(conn, account, by_kind, after, batch)
+            with store_errors(), engine.begin() as conn:
+                events_, covered = read_events(conn, log, account, by_kind, after, batch)
                 if covered == after:
                     break
                 out = Output()
@@ -368,3 +362,9 @@ def rebuild(
             if progress:
                 progress(len(events_))
     return total
+
+
+def rebuild_work(engine: sa.Engine, accounts: list[str], only: str | None) -> int:
+    """Events a rebuild will fold (the kinds its projections read), for a progress bar."""
+    kinds = {k for f in make_folds(only) for k in f.kinds}
+    return EventLog(engine).count(accounts, kinds=kinds)

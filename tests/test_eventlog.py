@@ -1,0 +1,163 @@
+"""The event-log interface (``EventLog``) and the store's error boundary, on both backends."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+import sqlalchemy.exc
+import trio
+from sqlalchemy import event
+
+from recorder.config import DatabaseConfig, WriterConfig
+from recorder.replay.verify import verify
+from recorder.store import migrate
+from recorder.store.database import Database
+from recorder.store.engine import create_engine
+from recorder.store.errors import StoreError, StoreUnavailable, store_errors, translate
+from recorder.store.eventlog import EventLog, NewEvent
+from recorder.store.hashchain import GENESIS
+from recorder.writer import Writer
+from tests.conftest import PG_URL
+
+T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def ev(account: str, n: int, kind: str = "on", chan_id: int | None = 0) -> NewEvent:
+    frame = f'[0,"{kind}",[{n}]]'
+    return NewEvent(account, None, T0 + timedelta(seconds=n), chan_id, kind, None, None, frame)
+
+
+def test_append_read_positions(engine: sa.Engine) -> None:
+    log = EventLog(engine)
+    assert log.accounts() == []
+    assert log.high_water("a") == 0
+    assert log.head("a") == (0, GENESIS)
+    items = [ev("a" if n % 3 else "b", n, "on" if n % 2 else "wu") for n in range(1, 31)]
+    result = log.append(items, {})
+    assert result.count == 30
+    assert log.accounts() == ["a", "b"]
+    top_a = log.high_water("a")
+    assert top_a == result.last_ids["a"]
+    assert log.head("a") == (top_a, result.last_hashes["a"])
+
+    # Every event of an account once, in order, across pages of any size.
+    every_a = [e for e in log.iterate("a", page=4)]
+    assert [e.frame for e in every_a] == [i.frame for i in items if i.account == "a"]
+    assert [e.id for e in every_a] == sorted(e.id for e in every_a)
+    # Kinds filter and `covered`: a page that is not full covers up to the high-water mark.
+    page = log.read("a", 0, 1000, kinds=["wu"])
+    assert {e.kind for e in page.events} == {"wu"}
+    assert page.covered == top_a
+    # A full page covers only up to its last event.
+    page = log.read("a", 0, 3, kinds=["wu"])
+    assert len(page.events) == 3 and page.covered == page.events[-1].id
+    # up_to bounds the page.
+    cut = every_a[5].id
+    page = log.read("a", 0, 1000, up_to=cut)
+    assert page.events[-1].id == cut and page.covered == cut
+    # brief reads carry what a fold needs.
+    brief = log.read("a", 0, 2, brief=True).events[0]
+    assert (brief.id, brief.kind, brief.frame) == (every_a[0].id, every_a[0].kind, every_a[0].frame)
+    assert brief.received_at is None
+    # at_time: the last event received at or before a moment.
+    assert log.at_time("a", T0 + timedelta(seconds=10)) == max(
+        e.id for e in every_a if e.received_at <= T0 + timedelta(seconds=10)
+    )
+    assert log.at_time("a", T0) == 0
+    assert log.count(["a"]) == len(every_a)
+    assert log.count_by_kind("b") == {"on": 5, "wu": 5}
+    assert log.totals("b").events == 10
+    assert log.totals("b").last_received_at == T0 + timedelta(seconds=30)
+
+
+def test_error_mapping_covers_every_driver() -> None:
+    assert isinstance(
+        translate(sqlite3.OperationalError("database or disk is full")), StoreUnavailable
+    )
+    assert isinstance(
+        translate(sqlite3.OperationalError("attempt to write a readonly database")),
+        StoreUnavailable,
+    )
+    assert isinstance(translate(sqlite3.OperationalError("database is locked")), StoreUnavailable)
+    no_table = translate(sqlite3.OperationalError("no such table: events"))
+    assert type(no_table) is StoreError
+    assert isinstance(
+        translate(psycopg.OperationalError("server closed the connection")), StoreUnavailable
+    )
+    assert type(translate(psycopg.errors.UniqueViolation("dup"))) is StoreError
+    wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("locked"))
+    assert isinstance(translate(wrapped), StoreUnavailable)
+    with pytest.raises(StoreUnavailable) as info:
+        with store_errors():
+            raise psycopg.errors.AdminShutdown("terminating connection")
+    assert isinstance(info.value.__cause__, psycopg.Error)
+
+
+def test_reading_a_database_without_tables_is_a_store_error(tmp_path: Any) -> None:
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    try:
+        with pytest.raises(StoreError, match="no such table"):
+            EventLog(engine).accounts()
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_backend_killed_during_copy_keeps_the_batch(pg_url: str) -> None:
+    """A psycopg error raised on the raw COPY path (the writer's connection terminated by the
+    server mid-append) is a StoreUnavailable: the writer keeps the batch and retries."""
+    engine = create_engine(DatabaseConfig(url=pg_url))
+    migrate.upgrade(engine)
+    admin = sa.create_engine(PG_URL)
+    killed: list[int] = []
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def kill_after_lock(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # After the append transaction took its lock, before the COPY: terminate the backend.
+        if statement.startswith("LOCK TABLE events") and not killed:
+            pid = cursor.connection.info.backend_pid
+            with admin.connect() as c:
+                assert c.execute(sa.text("SELECT pg_terminate_backend(:p, 5000)"), {"p": pid})
+            killed.append(pid)
+
+    writer = Writer(Database(engine), WriterConfig(batch_max_ms=5))
+    items = [ev("main", n) for n in range(1, 201)]
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            async with writer.send_channel as send:
+                for item in items:
+                    await send.send(item)
+            with trio.fail_after(30):
+                await writer.done.wait()
+        assert killed, "the fault was never injected"
+        assert writer.stats.retries >= 1
+        stored = list(EventLog(engine).iterate("main"))
+        assert [e.frame for e in stored] == [i.frame for i in items]  # once each, in order
+        report = verify(engine, "main")
+        assert report.ok and report.checked["main"] == len(items)
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_copy_the_server_refuses_is_a_store_error(pg_url: str) -> None:
+    """An error raised by psycopg itself on the raw COPY path, with the connection still
+    alive (here PostgreSQL's refusal of a NUL character in text), is mapped at the boundary,
+    not leaked as a driver exception."""
+    engine = create_engine(DatabaseConfig(url=pg_url))
+    migrate.upgrade(engine)
+    try:
+        bad = ev("main", 1)._replace(frame='[0,"on",\x00]')
+        with pytest.raises(StoreError) as info:
+            EventLog(engine).append([bad], {})
+        assert isinstance(info.value.__cause__, psycopg.Error)
+        assert EventLog(engine).high_water("main") == 0
+    finally:
+        engine.dispose()
