@@ -92,9 +92,8 @@ def test_error_mapping_covers_every_driver() -> None:
     assert type(translate(psycopg.errors.UniqueViolation("dup"))) is StoreError
     wrapped = sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("locked"))
     assert isinstance(translate(wrapped), StoreUnavailable)
-    with pytest.raises(StoreUnavailable) as info:
-        with store_errors():
-            raise psycopg.errors.AdminShutdown("terminating connection")
+    with pytest.raises(StoreUnavailable) as info, store_errors():
+        raise psycopg.errors.AdminShutdown("terminating connection")
     assert isinstance(info.value.__cause__, psycopg.Error)
 
 
