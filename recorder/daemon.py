@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -44,7 +44,6 @@ class AccountStatus:
     connected: bool = False
     last_reason: str | None = None
     stopped: SessionOutcome | None = None
-    reasons: dict[str, int] = field(default_factory=dict)
 
 
 class Recorder:
@@ -153,21 +152,23 @@ class Recorder:
                     session_store.open_session, self.db.engine, account, url, at
                 )
 
+            def connected() -> None:
+                status.connected = True
+
             def make_session() -> Session:
                 status.sessions += 1
-                status.connected = True
                 return Session(
                     params,
                     sink=sink,
                     open_session=open_session,
                     next_nonce=nonces.next,
                     connector=self.connector,
+                    on_connected=connected,
                 )
 
             def on_outcome(outcome: SessionOutcome) -> None:
                 status.connected = False
                 status.last_reason = outcome.reason
-                status.reasons[outcome.reason] = status.reasons.get(outcome.reason, 0) + 1
 
             status.stopped = await supervise(
                 acc.name,

@@ -196,7 +196,7 @@ def test_layout_record_tolerates_short_and_long_arrays() -> None:
 
 
 def test_auth_checker_codes() -> None:
-    from recorder.protocol.authcheck import AuthChecker
+    from recorder.protocol.exchange import AuthChecker
 
     chk = AuthChecker({"k": SECRET})
 

@@ -14,6 +14,7 @@ the last session the connection stays open and idle. One client at a time.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
 
 from recorder.logs import log_fields
-from recorder.protocol.authcheck import AuthChecker
+from recorder.protocol import exchange
+from recorder.protocol.exchange import AuthChecker
 from recorder.serving import listen
 from recorder.store.eventlog import EventLog
 from recorder.store.sessions import user_ids
@@ -114,13 +116,7 @@ class ReplayServer:
         self.sent_log.append((conn, text))
 
     async def _converse(self, ws: WebSocketConnection, conn: int) -> None:
-        info = {
-            "event": "info",
-            "version": 2,
-            "serverId": str(uuid.uuid4()),
-            "platform": {"status": 1},
-        }
-        await self._send(ws, conn, orjson.dumps(info).decode())
+        await self._send(ws, conn, orjson.dumps(exchange.info_event(str(uuid.uuid4()))).decode())
         async with trio.open_nursery() as nursery:
             while True:
                 try:
@@ -136,24 +132,15 @@ class ReplayServer:
                     continue
                 ev = msg.get("event")
                 if ev == "ping":
-                    reply: dict[str, Any] = {"event": "pong", "ts": int(trio.current_time() * 1000)}
-                    if "cid" in msg:
-                        reply["cid"] = msg["cid"]
+                    reply = exchange.pong(msg, int(time.time() * 1000))
                     await self._send(ws, conn, orjson.dumps(reply).decode())
                 elif ev == "conf":
-                    reply = {"event": "conf", "status": "OK", "flags": msg.get("flags", 0)}
+                    reply, _ = exchange.conf_reply(msg)
                     await self._send(ws, conn, orjson.dumps(reply).decode())
                 elif ev == "auth":
                     failure = self._check_auth(msg)
                     if failure:
-                        code, why = failure
-                        reply = {
-                            "event": "auth",
-                            "status": "FAILED",
-                            "chanId": 0,
-                            "code": code,
-                            "msg": why,
-                        }
+                        reply = exchange.auth_failed(*failure)
                         await self._send(ws, conn, orjson.dumps(reply).decode())
                         continue
                     nursery.start_soon(self._play, ws, conn)
@@ -169,14 +156,7 @@ class ReplayServer:
             session = self.sessions[self.next_session]
             self.next_session += 1
             frames = session_frames(self.engine, session.id, self.start, self.end)
-        ok = {
-            "event": "auth",
-            "status": "OK",
-            "chanId": 0,
-            "userId": session.user_id or 0,
-            "auth_id": str(uuid.uuid4()),
-            "caps": {},
-        }
+        ok = exchange.auth_ok(session.user_id or 0, str(uuid.uuid4()), {})
         await self._send(ws, conn, orjson.dumps(ok).decode())
         origin: datetime | None = None
         t0 = trio.current_time()

@@ -19,7 +19,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,8 +31,8 @@ from trio_websocket import (
     WebSocketRequest,
 )
 
-from recorder.protocol import SEQ_ALL
-from recorder.protocol.authcheck import AuthChecker
+from recorder.protocol import SEQ_ALL, exchange
+from recorder.protocol.exchange import AuthChecker, ConnectionWindow
 from recorder.serving import listen
 from recorder.simulator.faults import ScheduledFault
 from recorder.simulator.model import AccountModel, Message
@@ -99,7 +98,7 @@ class Simulator:
         self.rate = rate
         self.auth = AuthChecker(api_keys or {})
         self.heartbeat_period = heartbeat_period
-        self.connection_limit = connection_limit
+        self.window = ConnectionWindow(*connection_limit) if connection_limit else None
         self.faults = list(faults or [])
         self.wall_clock = wall_clock
         self.close_after_20051 = close_after_20051
@@ -108,7 +107,6 @@ class Simulator:
         self.port: int | None = None
         self.connection_count = 0
         self.rejected_connections = 0
-        self._attempts: deque[float] = deque()
         self._paused_until = 0.0
         self._refuse_until = 0.0
         self._ids = _SeededIds(seed)
@@ -250,16 +248,7 @@ class Simulator:
     # --- one connection -----------------------------------------------------------------------
 
     def _over_limit(self) -> bool:
-        if self.connection_limit is None:
-            return False
-        count, window = self.connection_limit
-        now = trio.current_time()
-        while self._attempts and self._attempts[0] <= now - window:
-            self._attempts.popleft()
-        if len(self._attempts) >= count:
-            return True
-        self._attempts.append(now)
-        return False
+        return self.window is not None and not self.window.admit(trio.current_time())
 
     def refuse(self, seconds: float = float("inf")) -> None:
         """Answer handshakes with HTTP 503 for ``seconds`` (as during exchange maintenance);
@@ -283,15 +272,7 @@ class Simulator:
             with conn.scope:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._heartbeats, conn)
-                    await self._send_event(
-                        conn,
-                        {
-                            "event": "info",
-                            "version": 2,
-                            "serverId": self._ids.uuid(),
-                            "platform": {"status": 1},
-                        },
-                    )
+                    await self._send_event(conn, exchange.info_event(self._ids.uuid()))
                     await self._receive(conn)
                     nursery.cancel_scope.cancel()
         except ConnectionClosed:
@@ -308,9 +289,7 @@ class Simulator:
             try:
                 msg = orjson.loads(text)
             except orjson.JSONDecodeError:
-                await self._send_event(
-                    conn, {"event": "error", "msg": "Unknown event", "code": 10000}
-                )
+                await self._send_event(conn, exchange.UNKNOWN_EVENT)
                 continue
             if isinstance(msg, list):
                 # Input messages ([0, "on", null, {...}]) are accepted but not acted upon.
@@ -320,62 +299,33 @@ class Simulator:
             event = msg.get("event")
             if event == "ping":
                 if not self._stalled(conn):
-                    reply = {"event": "pong", "ts": int(self.wall_clock() * 1000)}
-                    if "cid" in msg:
-                        reply["cid"] = msg["cid"]
-                    await self._send_event(conn, reply)
+                    await self._send_event(conn, exchange.pong(msg, int(self.wall_clock() * 1000)))
             elif event == "conf":
-                flags = msg.get("flags")
-                if isinstance(flags, int) and not isinstance(flags, bool):
+                reply, flags = exchange.conf_reply(msg)
+                if flags is not None:
                     conn.flags = flags
-                    await self._send_event(conn, {"event": "conf", "status": "OK", "flags": flags})
-                else:
-                    await self._send_event(
-                        conn, {"event": "error", "msg": "conf: invalid", "code": 10050}
-                    )
+                await self._send_event(conn, reply)
             elif event == "auth":
                 await self._auth(conn, msg)
             elif event == "simulator":
                 await self._control(conn, msg)
             else:
-                await self._send_event(
-                    conn, {"event": "error", "msg": "Unknown event", "code": 10000}
-                )
+                await self._send_event(conn, exchange.UNKNOWN_EVENT)
 
     async def _auth(self, conn: _Connection, msg: dict[str, Any]) -> None:
         self.auth_requests.append(msg)
         if conn.authenticated:
-            await self._send_event(
-                conn,
-                {
-                    "event": "auth",
-                    "status": "FAILED",
-                    "chanId": 0,
-                    "code": 10100,
-                    "msg": "already authenticated",
-                },
-            )
+            await self._send_event(conn, exchange.ALREADY_AUTHENTICATED)
             return
         failure = self.auth.check(msg)
         if failure is not None:
-            code, text = failure
-            await self._send_event(
-                conn, {"event": "auth", "status": "FAILED", "chanId": 0, "code": code, "msg": text}
-            )
+            await self._send_event(conn, exchange.auth_failed(*failure))
             return
         # Under the stepping lock: no account action can slip between the auth reply and
         # the snapshots, and the snapshots are the state right before the next update.
         async with self._stepping:
             await self._send_event(
-                conn,
-                {
-                    "event": "auth",
-                    "status": "OK",
-                    "chanId": 0,
-                    "userId": self.model.user_id,
-                    "auth_id": self._ids.uuid(),
-                    "caps": READ_ONLY_CAPS,
-                },
+                conn, exchange.auth_ok(self.model.user_id, self._ids.uuid(), READ_ONLY_CAPS)
             )
             conn.authenticated = True
             conn.last_account_frame = trio.current_time()

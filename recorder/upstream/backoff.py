@@ -6,9 +6,10 @@ Both read time from trio, so tests drive them with ``trio.testing.MockClock``.
 from __future__ import annotations
 
 import random
-from collections import deque
 
 import trio
+
+from recorder.protocol.exchange import ConnectionWindow
 
 
 class Backoff:
@@ -34,18 +35,11 @@ class ConnectionRateLimit:
     on the authenticated host). Shared by every account that dials the same host."""
 
     def __init__(self, count: int = 5, window: float = 15.0) -> None:
-        self.count = count
         self.window = window
-        self._attempts: deque[float] = deque()
+        self._rule = ConnectionWindow(count, window)
         self._lock = trio.Lock()
 
     async def acquire(self) -> None:
         async with self._lock:
-            while True:
-                now = trio.current_time()
-                while self._attempts and self._attempts[0] <= now - self.window:
-                    self._attempts.popleft()
-                if len(self._attempts) < self.count:
-                    self._attempts.append(now)
-                    return
-                await trio.sleep_until(self._attempts[0] + self.window)
+            while not self._rule.admit(trio.current_time()):
+                await trio.sleep_until(self._rule.next_admission())

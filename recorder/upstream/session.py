@@ -1,7 +1,9 @@
 """One upstream session: connect, ``info``, ``conf`` (SEQ_ALL), ``auth``, then read until the
 connection ends, forwarding every frame (and local markers) to the writer in read order.
 
-The session only moves bytes and time; what a frame means comes from :mod:`recorder.protocol`.
+The session only moves bytes and time: receive -> stamp -> classify -> hand over -> act on
+what :class:`recorder.protocol.client.ClientState` says. Every protocol rule (info codes,
+versions, sequence numbers, final auth codes, what silence means) lives there.
 It ends for one reason, recorded in the ``sessions`` row and in a ``recorder.disconnected``
 marker: ``closed`` (the exchange closed), ``heartbeat-timeout`` (no frame for twice the
 heartbeat period and no pong after a ping), ``info-20051`` / ``info-20061`` (reconnect now),
@@ -23,16 +25,19 @@ import trio
 
 from recorder.config import Secret
 from recorder.logs import log_fields
-from recorder.protocol import (
-    MALFORMED,
-    SEQ_ALL,
-    Frame,
-    SeqProblem,
-    SequenceChecker,
-    auth_message,
-    classify,
-    conf_message,
-    ping_message,
+from recorder.protocol import Frame, auth_message, classify
+from recorder.protocol.client import (
+    FORWARD,
+    FORWARD_ONLY,
+    Action,
+    Authenticated,
+    AuthFailed,
+    ClientState,
+    End,
+    Mark,
+    Notice,
+    Send,
+    SendAuth,
 )
 from recorder.store.eventlog import NewEvent, SessionChange
 from recorder.upstream.connection import ConnectionLost, Connector, HandshakeFailed, connect
@@ -40,8 +45,6 @@ from recorder.writer import Item
 
 log = logging.getLogger(__name__)
 
-# Auth failures that retrying cannot fix: a wrong key or secret, a malformed request.
-FINAL_AUTH_CODES = frozenset({10100, 10111, 10112, 10113})
 SHUTDOWN_GRACE = 5.0
 
 
@@ -108,6 +111,7 @@ class Session:
         next_nonce: Callable[[], Awaitable[int]],
         connector: Connector = connect,
         now: Callable[[], datetime] = utcnow,
+        on_connected: Callable[[], None] | None = None,
     ) -> None:
         self.p = params
         self.sink = sink
@@ -115,8 +119,9 @@ class Session:
         self.next_nonce = next_nonce
         self.connector = connector
         self.now = now
+        self.on_connected = on_connected
         self.outcome = SessionOutcome()
-        self.seq = SequenceChecker()
+        self.client = ClientState()
         self._connected = False
 
     # --- output -----------------------------------------------------------------------------
@@ -149,21 +154,17 @@ class Session:
             frame.text,
         )
 
-    async def _record(self, frame: Frame, received_at: datetime) -> None:
-        await self._emit(self._event(frame, received_at))
-
-    async def _mark(self, what: str, **fields: Any) -> None:
-        await self._emit(
-            NewEvent(
-                self.p.account,
-                self.outcome.session_id,
-                self.now(),
-                None,
-                f"recorder.{what}",
-                None,
-                None,
-                _marker(what, **fields),
-            )
+    def _marker(self, what: str, fields: dict[str, Any]) -> NewEvent:
+        text = orjson.dumps({"event": f"recorder.{what}", **fields}).decode()
+        return NewEvent(
+            self.p.account,
+            self.outcome.session_id,
+            self.now(),
+            None,
+            f"recorder.{what}",
+            None,
+            None,
+            text,
         )
 
     async def _change(self, **values: Any) -> None:
@@ -183,9 +184,11 @@ class Session:
         try:
             async with self.connector(self.p.url) as ws:
                 self._connected = True
+                if self.on_connected is not None:
+                    self.on_connected()
                 try:
                     await self._change(connected_at=self.now())
-                    await self._mark("connected", url=self.p.url)
+                    await self._emit(self._marker("connected", {"url": self.p.url}))
                     await self._converse(ws)
                 except _End as end:
                     out.reason, out.final, out.reconnect_now = (
@@ -218,18 +221,8 @@ class Session:
                 await self.sink.send(pending)
             with trio.move_on_after(SHUTDOWN_GRACE):
                 if self._connected:
-                    await self.sink.send(
-                        NewEvent(
-                            self.p.account,
-                            out.session_id,
-                            self.now(),
-                            None,
-                            "recorder.disconnected",
-                            None,
-                            None,
-                            _marker("disconnected", reason=out.reason, code=close_code),
-                        )
-                    )
+                    fields = {"reason": out.reason, "code": close_code}
+                    await self.sink.send(self._marker("disconnected", fields))
                 assert out.session_id is not None
                 await self.sink.send(
                     SessionChange(
@@ -249,129 +242,82 @@ class Session:
         )
 
     async def _converse(self, ws: Any) -> None:
-        p = self.p
-        with trio.fail_after(p.info_timeout):
+        """The first frame (within ``info_timeout``), then the receive loop. The watchdog is
+        one deadline that every frame pushes back; when it passes, the client state says
+        what silence means (ping, then give up). One long-lived scope, not one per frame:
+        this loop runs for every frame read."""
+        with trio.fail_after(self.p.info_timeout):
             text = await ws.get_message()
-        received_at = self.now()
-        first = classify(text)
-        await self._record(first, received_at)
-        if first.kind != "info" or not isinstance(first.payload, dict):
-            raise _End("error: first frame is not an info event")
-        if first.payload.get("version") != 2:
-            raise _End(f"error: unsupported API version {first.payload.get('version')!r}")
-        await ws.send_message(conf_message(SEQ_ALL))
-        nonce = await self.next_nonce()  # persisted before the auth frame leaves
-        await ws.send_message(
-            auth_message(
-                p.api_key.reveal(), p.api_secret.reveal(), nonce, filter=p.filter, dms=p.dms
-            )
-        )
-        await self._receive_loop(ws)
-
-    async def _receive_loop(self, ws: Any) -> None:
-        """Read until the session ends. The watchdog is one deadline that every frame pushes
-        back: after ``2 x heartbeat`` of silence, ping; ``pong_timeout`` later, give up.
-        (One long-lived scope, not one per frame: this loop runs for every frame read.)"""
+        await self._on_frame(ws, text, self.now())
         quiet_limit = 2 * self.p.heartbeat_period
-        ping_cid = 0
+        client = self.client
         while True:
-            with trio.CancelScope(deadline=trio.current_time() + quiet_limit) as watchdog:
-                # The hot path: no coroutine calls unless a frame needs more than the hand-over.
-                sink, seq = self.sink, self.seq
+            wait = self.p.pong_timeout if client.awaiting_pong else quiet_limit
+            with trio.CancelScope(deadline=trio.current_time() + wait) as watchdog:
+                sink = self.sink
                 while True:
                     text = await ws.get_message()
                     received_at = self.now()
+                    # The hot path, inlined: no coroutine call unless there is more to do
+                    # than hand the frame over.
                     frame = classify(text)
                     item = self._event(frame, received_at)
                     try:
                         sink.send_nowait(item)
                     except trio.WouldBlock:
                         await self._emit(item)
-                    if frame.chan_id == 0:
-                        problems = seq.check(frame.kind, frame.seq, frame.auth_seq)
-                        if problems:
-                            await self._sequence_problems(problems)
-                    else:
-                        await self._interpret(frame)
+                    actions = client.receive(frame)
+                    if actions is not FORWARD_ONLY:
+                        await self._act(ws, actions)
                     watchdog.deadline = trio.current_time() + quiet_limit
-            # Silence: ask whether the connection is still there.
-            ping_cid += 1
-            await ws.send_message(ping_message(ping_cid))
-            with trio.move_on_after(self.p.pong_timeout) as wait:
-                text = await ws.get_message()
-            if wait.cancelled_caught:
-                raise _End("heartbeat-timeout")
-            frame = classify(text)  # the pong, or any frame: the connection is alive
-            await self._record(frame, self.now())
-            await self._interpret(frame)
+            await self._act(ws, client.silence())
 
-    async def _interpret(self, frame: Frame) -> None:
-        kind = frame.kind
-        if frame.chan_id == 0:
-            await self._sequence_problems(self.seq.check(kind, frame.seq, frame.auth_seq))
-            return
-        if kind == MALFORMED:
-            log_fields(
-                log,
-                "malformed frame kept",
-                logging.WARNING,
-                account=self.p.account,
-                reason=frame.reason,
-            )
-            return
-        payload = frame.payload if isinstance(frame.payload, dict) else {}
-        if kind == "auth":
-            await self._on_auth(payload)
-        elif kind == "info":
-            code = payload.get("code")
-            if "version" in payload and payload["version"] != 2:
-                raise _End(f"error: unsupported API version {payload['version']!r}")
-            if code == 20051:
-                raise _End("info-20051", reconnect_now=True)
-            if code == 20060:
-                log_fields(
-                    log,
-                    "exchange maintenance started (20060)",
-                    logging.WARNING,
-                    account=self.p.account,
+    async def _on_frame(self, ws: Any, text: str, received_at: datetime) -> None:
+        frame = classify(text)
+        await self._act(ws, self.client.receive(frame), self._event(frame, received_at))
+
+    async def _act(
+        self, ws: Any, actions: tuple[Action, ...], forward: NewEvent | None = None
+    ) -> None:
+        """Carry out the client state's actions in order (``forward``: the frame to hand
+        over, when it has not been already)."""
+        for action in actions:
+            if action is FORWARD:
+                if forward is not None:
+                    await self._emit(forward)
+            elif isinstance(action, Send):
+                await ws.send_message(action.text)
+            elif isinstance(action, SendAuth):
+                nonce = await self.next_nonce()  # persisted before the auth frame leaves
+                p = self.p
+                await ws.send_message(
+                    auth_message(
+                        p.api_key.reveal(), p.api_secret.reveal(), nonce, filter=p.filter, dms=p.dms
+                    )
                 )
-            elif code == 20061:
-                # Maintenance over: reconnect and re-authenticate for fresh snapshots.
-                raise _End("info-20061", reconnect_now=True)
+            elif isinstance(action, Mark):
+                await self._emit(self._marker(action.what, action.fields))
+            elif isinstance(action, Authenticated):
+                await self._authenticated(action)
+            elif isinstance(action, AuthFailed):
+                self.outcome.auth_code = action.code
+                self.outcome.auth_msg = action.msg
+                await self._change(auth_status=action.status, auth_code=action.code)
+            elif isinstance(action, Notice):
+                log_fields(
+                    log, action.message, logging.WARNING, account=self.p.account, **action.fields
+                )
+            elif isinstance(action, End):
+                raise _End(action.reason, final=action.final, reconnect_now=action.reconnect_now)
 
-    async def _sequence_problems(self, problems: list[SeqProblem]) -> None:
-        """Mark each problem in the log; a public sequence gap ends the session (fresh
-        snapshots after the reconnect repair what was missed)."""
-        for pr in problems:
-            await self._mark(
-                "seq-gap", counter=pr.counter, problem=pr.problem, expected=pr.expected, got=pr.got
-            )
-        if any(pr.problem == "gap" and pr.counter == "seq" for pr in problems):
-            raise _End("seq-gap", reconnect_now=True)
-
-    async def _on_auth(self, payload: dict[str, Any]) -> None:
+    async def _authenticated(self, action: Authenticated) -> None:
         out = self.outcome
-        status = payload.get("status")
-        code = payload.get("code")
-        if status == "OK":
-            out.authenticated = True
-            user_id = payload.get("userId")
-            await self._change(
-                authenticated_at=self.now(),
-                auth_status="OK",
-                user_id=user_id if isinstance(user_id, int) else None,
-            )
-            log_fields(
-                log,
-                "authenticated",
-                account=self.p.account,
-                session=out.session_id,
-                user_id=user_id,
-            )
-            return
-        out.auth_code = code if isinstance(code, int) else None
-        out.auth_msg = str(payload.get("msg", ""))
-        await self._change(
-            auth_status=str(status) if status is not None else None, auth_code=out.auth_code
+        out.authenticated = True
+        await self._change(authenticated_at=self.now(), auth_status="OK", user_id=action.user_id)
+        log_fields(
+            log,
+            "authenticated",
+            account=self.p.account,
+            session=out.session_id,
+            user_id=action.user_id,
         )
-        raise _End("auth-failed", final=out.auth_code in FINAL_AUTH_CODES)
