@@ -35,12 +35,6 @@ class Layout:
     def names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
 
-    def index_of(self, name: str) -> int:
-        for f in self.fields:
-            if f.name == name:
-                return f.index
-        raise KeyError(name)
-
     def record(self, array: Sequence[Any]) -> dict[str, Any]:
         """Name the values of ``array``; fields past its end are ``None`` (older, shorter
         arrays), values past the layout are ignored (newer, longer arrays)."""
@@ -283,19 +277,3 @@ def _types() -> dict[str, MessageType]:
 
 
 MESSAGE_TYPES: dict[str, MessageType] = _types()
-
-ALL_LAYOUTS: tuple[Layout, ...] = (
-    ORDER,
-    POSITION,
-    WALLET,
-    TRADE,
-    FUNDING_OFFER,
-    FUNDING_CREDIT,
-    FUNDING_LOAN,
-    FUNDING_TRADE,
-    BALANCE_INFO,
-    MARGIN_INFO_BASE,
-    MARGIN_INFO_SYM,
-    FUNDING_INFO,
-    NOTIFICATION,
-)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 import orjson
 
 SEQ_ALL = 65536
-TIMESTAMP = 32768
 DMS_CANCEL_ON_DISCONNECT = 4
 
 

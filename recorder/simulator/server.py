@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import time
 import uuid
 from collections.abc import Callable
@@ -79,6 +80,11 @@ class _Connection:
     stalled_until: float = 0.0
     seq_fault: str | None = None
     lock: trio.Lock = field(default_factory=trio.Lock)
+
+
+def generated_credentials() -> tuple[str, str]:
+    """A fresh key and secret for a simulated account (demo, simulate without --api-key)."""
+    return f"sim-{secrets.token_hex(8)}", secrets.token_hex(24)
 
 
 class Simulator:

@@ -10,6 +10,7 @@ import io
 import sys
 from typing import Any
 
+import click
 import sqlalchemy as sa
 import trio
 from rich.console import Console
@@ -17,12 +18,12 @@ from rich.live import Live
 from rich.table import Table
 
 from recorder import logs
+from recorder.commands.common import open_engine, with_config
 from recorder.config import AccountConfig, Config, Credentials, Secret
 from recorder.daemon import Recorder
-from recorder.runner import prepare_database
-from recorder.simulator.cli import generated_credentials
 from recorder.simulator.faults import parse_schedule
-from recorder.simulator.server import Simulator
+from recorder.simulator.server import Simulator, generated_credentials
+from recorder.store.database import Database
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import PROJECTION_TABLES
 from recorder.store.sessions import end_reasons
@@ -61,11 +62,27 @@ def summary(engine: sa.Engine, account: str) -> dict[str, Any]:
     }
 
 
+@click.command("demo")
+@click.option("--seconds", type=float, default=20.0, show_default=True, help="How long to record.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Simulator seed.")
+@click.option("--rate", type=float, default=50.0, show_default=True, help="Frames per second.")
+@click.option(
+    "--faults",
+    default="malformed@4/10,drop@7/20,info-20051@13/20",
+    show_default=True,
+    help="Simulator fault schedule ('' for none); see `simulate --help`.",
+)
+@with_config
+def command(cfg: Config, seconds: float, seed: int, rate: float, faults: str) -> None:
+    """Record a simulated account (no Bitfinex account needed) into the configured database."""
+    sys.exit(run_demo(cfg, seconds=seconds, seed=seed, rate=rate, faults=faults))
+
+
 def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str) -> int:
     log_stream = io.StringIO() if sys.stderr.isatty() else sys.stderr
     logs.setup(cfg.logging.format, cfg.logging.level, stream=log_stream)
     console = Console()
-    db = prepare_database(cfg)
+    db = Database(open_engine(cfg, read_only=False))
     key, secret = generated_credentials()
     sim = Simulator(seed=seed, rate=rate, api_keys={key: secret}, faults=parse_schedule(faults))
 

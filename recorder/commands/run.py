@@ -3,32 +3,16 @@
 from __future__ import annotations
 
 import signal
+import sys
 
+import click
 import trio
 
 from recorder import logs
+from recorder.commands.common import open_engine, with_config
 from recorder.config import Config, ConfigError
 from recorder.daemon import Recorder
-from recorder.store import migrate
 from recorder.store.database import Database
-from recorder.store.engine import create_engine
-
-
-def prepare_database(cfg: Config) -> Database:
-    """An engine on the configured database, at the schema head (or a ConfigError)."""
-    engine = create_engine(cfg.database)
-    if cfg.database.auto_migrate:
-        migrate.upgrade(engine)
-    else:
-        current, head = migrate.current(engine), migrate.head()
-        if current != head:
-            engine.dispose()
-            raise ConfigError(
-                "database.auto_migrate",
-                f"the schema is at {current or 'nothing'}, the code needs {head}",
-                "run `bfx-recorder db upgrade` or set auto_migrate = true",
-            )
-    return Database(engine)
 
 
 async def run_until_signal(recorder: Recorder) -> int:
@@ -46,15 +30,19 @@ async def run_until_signal(recorder: Recorder) -> int:
     return code
 
 
-def run(cfg: Config) -> int:
+@click.command("run")
+@with_config
+def command(cfg: Config) -> None:
+    """Record every configured account until SIGINT/SIGTERM."""
     logs.setup(cfg.logging.format, cfg.logging.level)
     if not cfg.accounts:
         raise ConfigError(
             "accounts", "no [[accounts]] configured", "add an [[accounts]] table (see the example)"
         )
     accounts = [(acc, acc.credentials()) for acc in cfg.accounts]
-    db = prepare_database(cfg)
+    engine = open_engine(cfg, read_only=False)
     try:
-        return trio.run(run_until_signal, Recorder(cfg, accounts, db))
+        code = trio.run(run_until_signal, Recorder(cfg, accounts, Database(engine)))
     finally:
-        db.engine.dispose()
+        engine.dispose()
+    sys.exit(code)

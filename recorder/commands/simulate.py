@@ -2,27 +2,44 @@
 
 from __future__ import annotations
 
-import secrets
 import signal
-import sys
 from pathlib import Path
 
 import click
 import trio
 
 from recorder import logs
-from recorder.config import Config
+from recorder.commands.common import with_config
+from recorder.config import Config, ConfigError
 from recorder.simulator.faults import FAULTS, FaultSpecError, parse_schedule
-from recorder.simulator.server import Simulator
+from recorder.simulator.server import Simulator, generated_credentials
 
 
-def generated_credentials() -> tuple[str, str]:
-    return f"sim-{secrets.token_hex(8)}", secrets.token_hex(24)
-
-
-def run_simulator(
+@click.command("simulate")
+@click.option("--port", type=int, required=True, help="TCP port (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--api-key", default=None, help="API key the simulator accepts.")
+@click.option(
+    "--api-secret",
+    default=None,
+    envvar="BFX_SIM_API_SECRET",
+    help="Its secret (or $BFX_SIM_API_SECRET, which keeps it out of the process list).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rate", type=float, default=20.0, show_default=True, help="Frames per second.")
+@click.option("--faults", default="", help="Fault schedule, e.g. 'drop@30,stall:60@90/300'.")
+@click.option(
+    "--truth",
+    "truth_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the true account state here on exit and on SIGUSR1.",
+)
+@click.option("--heartbeat", type=float, default=15.0, show_default=True)
+@click.option("--no-rate-limit", is_flag=True, help="Accept more than 5 connections per 15 s.")
+@with_config
+def command(
     cfg: Config,
-    *,
     port: int,
     host: str,
     api_key: str | None,
@@ -32,22 +49,23 @@ def run_simulator(
     faults: str,
     truth_path: str | None,
     heartbeat: float,
-    rate_limit: bool,
+    no_rate_limit: bool,
 ) -> None:
+    """Run the simulated Bitfinex exchange until SIGINT/SIGTERM."""
     logs.setup(cfg.logging.format, cfg.logging.level)
     try:
         schedule = parse_schedule(faults)
     except FaultSpecError as exc:
-        click.echo(f"bfx-recorder simulate: --faults: {exc}", err=True)
-        click.echo(
-            "known faults:\n" + "\n".join(f"  {k}: {v}" for k, v in FAULTS.items()), err=True
-        )
-        sys.exit(2)
+        known = "; ".join(f"{k}: {v}" for k, v in FAULTS.items())
+        raise ConfigError(
+            "--faults", str(exc), f"use NAME[:ARG]@T[/P] with one of: {known}"
+        ) from None
     if bool(api_key) != bool(api_secret):
-        click.echo(
-            "bfx-recorder simulate: give both --api-key and --api-secret, or neither", err=True
+        raise ConfigError(
+            "--api-key",
+            "give both --api-key and --api-secret, or neither",
+            "set BFX_SIM_API_SECRET with --api-key",
         )
-        sys.exit(2)
     if not api_key:
         api_key, api_secret = generated_credentials()
         click.echo(f"generated credentials: api key {api_key} api secret {api_secret}")
@@ -56,7 +74,7 @@ def run_simulator(
         rate=rate,
         api_keys={api_key: api_secret},  # type: ignore[dict-item]
         heartbeat_period=heartbeat,
-        connection_limit=(5, 15.0) if rate_limit else None,
+        connection_limit=None if no_rate_limit else (5, 15.0),
         faults=schedule,
     )
 

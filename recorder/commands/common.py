@@ -1,0 +1,152 @@
+"""What every command shares: ``--config``, one way to fail, opening the database.
+
+Failures reach the user the same way from every command: a bad configuration or usage is one
+line naming the key and the fix, exit 2 (:class:`~recorder.config.ConfigError`); a database
+that cannot be used is one line naming it and the cause, exit 1
+(:class:`~recorder.store.errors.StoreError`). Never a traceback, never a secret (the texts are
+built from key names, redacted URLs and driver messages only).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+import sqlalchemy as sa
+
+from recorder import config as config_mod
+from recorder.config import Config, ConfigError
+from recorder.store.errors import StoreError, store_errors
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"bfx-recorder: {message}", err=True)
+    sys.exit(code)
+
+
+def with_config(func: F) -> F:
+    """Add ``--config FILE``, pass the validated :class:`Config` as ``cfg``, and turn the
+    two expected failures into one line and an exit code."""
+
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="TOML configuration file (default: $BFX_RECORDER_CONFIG, then config/recorder.toml).",
+    )
+    @functools.wraps(func)
+    def wrapper(*args: Any, config_path: str | None, **kwargs: Any) -> Any:
+        cfg: Config | None = None
+        try:
+            cfg = config_mod.load(config_path)
+            return func(*args, cfg=cfg, **kwargs)
+        except ConfigError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except StoreError as exc:
+            where = config_mod.redact_url(cfg.database.url) if cfg else "the database"
+            fail(f"database {where}: {exc}", EXIT_FAILURE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _sqlite_path(url: sa.URL) -> Path | None:
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return Path(url.database)
+
+
+def open_engine(cfg: Config, *, read_only: bool, check_schema: bool = True) -> sa.Engine:
+    """An engine on the configured database.
+
+    ``read_only``: the command only looks. It never creates a database (a missing SQLite file
+    is exit 2 naming it) and never migrates: a schema behind the code is exit 2 with the fix.
+    Otherwise the schema is brought to head when ``database.auto_migrate`` (else refused the
+    same way). Unreachable databases raise :class:`StoreError` (exit 1)."""
+    from recorder.store import migrate
+    from recorder.store.engine import create_engine
+
+    url = sa.make_url(cfg.database.url)
+    path = _sqlite_path(url)
+    if read_only and path is not None and not path.exists():
+        raise ConfigError(
+            "database.url",
+            f"there is no database at {path}",
+            "check database.url (or --config), or record first with `bfx-recorder run`",
+        )
+    engine = create_engine(cfg.database)
+    try:
+        with store_errors():
+            if not read_only and cfg.database.auto_migrate:
+                migrate.upgrade(engine)
+            elif check_schema:
+                current, head = migrate.current(engine), migrate.head()
+                if current != head:
+                    fix = (
+                        "run `bfx-recorder db upgrade`"
+                        if read_only
+                        else "run `bfx-recorder db upgrade` or set auto_migrate = true"
+                    )
+                    raise ConfigError(
+                        "database.auto_migrate" if not read_only else "database",
+                        f"the schema is at {current or 'nothing'}, the code needs {head}",
+                        fix,
+                    )
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def parse_time(option: str, value: str | None) -> datetime | None:
+    """ISO 8601; a time without a zone is UTC."""
+    if value is None:
+        return None
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigError(
+            option, f"{value!r} is not an ISO 8601 time", "write e.g. 2026-11-27T21:00:00Z"
+        ) from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+def pick_account(known: list[str], account: str | None, *, required: bool = True) -> str | None:
+    """``account`` if the log has it (exit 2 listing the known ones otherwise); without one,
+    the only recorded account, or (``required``) exit 2 asking for one."""
+    if account:
+        if account not in known:
+            raise ConfigError(
+                "--account",
+                f"no events for account {account!r}",
+                f"use one of {', '.join(known)}" if known else "record something first",
+            )
+        return account
+    if len(known) == 1 or not required:
+        return known[0] if len(known) == 1 else None
+    raise ConfigError(
+        "--account",
+        f"the log has {len(known)} accounts",
+        f"choose one with --account ({', '.join(known) or 'none recorded'})",
+    )
+
+
+def account_option(func: F) -> F:
+    return click.option("--account", default=None, help="Only this account.")(func)
+
+
+def time_range_options(func: F) -> F:
+    func = click.option("--to", "end", default=None, help="ISO 8601 time (UTC if no zone).")(func)
+    return click.option("--from", "start", default=None, help="ISO 8601 time (UTC if no zone).")(
+        func
+    )

@@ -1,0 +1,51 @@
+"""``bfx-recorder rebuild``: clear and refold projections, with a progress bar."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+from recorder.commands.common import open_engine, pick_account, with_config
+from recorder.config import Config, ConfigError
+from recorder.projections.projector import rebuild, rebuild_work
+from recorder.projections.registry import PROJECTION_NAMES
+from recorder.store.eventlog import EventLog
+
+
+@click.command("rebuild")
+@click.option("--projection", default=None, help="Only this projection (a table name).")
+@click.option("--account", default=None, help="Only this account (default: every account).")
+@with_config
+def command(cfg: Config, projection: str | None, account: str | None) -> None:
+    """Clear projections and refold them from the whole event log."""
+    if projection is not None and projection not in PROJECTION_NAMES:
+        raise ConfigError(
+            "--projection",
+            f"unknown projection {projection!r}",
+            f"use one of {', '.join(PROJECTION_NAMES)}",
+        )
+    engine = open_engine(cfg, read_only=False)
+    try:
+        known = EventLog(engine).accounts()
+        accounts = [pick_account(known, account)] if account else known
+        total = rebuild_work(engine, accounts, projection)  # type: ignore[arg-type]
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not sys.stderr.isatty(),
+        ) as progress:
+            task = progress.add_task("folding events", total=total)
+            folded = rebuild(
+                engine,
+                accounts,  # type: ignore[arg-type]
+                projection,
+                lambda n: progress.advance(task, n),
+            )
+        what = projection or "all projections"
+        click.echo(f"rebuilt {what} for {len(accounts)} account(s) from {folded} events")
+    finally:
+        engine.dispose()
