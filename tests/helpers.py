@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 import trio
 
 from recorder.simulator.server import Simulator
+from recorder.store.schema import events
+
+if TYPE_CHECKING:
+    from recorder.daemon import Recorder
 
 
 class SimThread:
@@ -60,3 +65,74 @@ def dump_database(engine: sa.Engine) -> str:
             for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
                 out.append(f"{table}: {tuple(row)!r}")
     return "\n".join(out)
+
+
+# --- waiting on conditions, not on time -----------------------------------------------------
+# Each helper waits for a state the test needs (a bounded wait: a timeout is a failure), so
+# no test passes or fails by timing luck.
+
+
+async def wait_until(
+    condition: Callable[[], bool], what: str = "condition", timeout: float = 20.0
+) -> None:
+    """Wait until ``condition()`` holds, looking again after each short pause."""
+    with trio.fail_after(timeout):
+        while not condition():
+            await trio.sleep(0.01)
+
+
+async def progressed(recorder: Recorder, events_: int = 20) -> None:
+    """Wait until the writer has committed ``events_`` more events than now: frames are
+    flowing through the current session."""
+    target = recorder.writer.stats.committed_events + events_
+    await wait_until(lambda: recorder.writer.stats.committed_events >= target, "progress")
+
+
+def recorded_on_last_session(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(
+                    events.c.session_id
+                    == sa.select(sa.func.max(events.c.session_id)).scalar_subquery(),
+                    events.c.kind.not_like("recorder.%"),
+                )
+            ).scalar_one()
+        )
+
+
+async def settle(recorder: Recorder, account: str = "main") -> None:
+    """Wait until every projector of ``account`` has folded everything committed so far."""
+
+    def folded() -> bool:
+        high = recorder.writer.high_water.get(account, 0)
+        return all(p.checkpoint >= high for p in recorder.projectors if p.account == account)
+
+    await wait_until(folded, "projectors caught up")
+
+
+async def drain(sim: Simulator, recorder: Recorder, engine: sa.Engine) -> None:
+    """With the simulator paused: wait until the current session has recorded every frame the
+    simulator sent on it, then until the projections have folded them."""
+    await wait_until(
+        lambda: recorded_on_last_session(engine) == len(sim.frames_for(sim.connection_count)),
+        "the last session recorded everything sent",
+    )
+    await settle(recorder)
+
+
+async def quiesce(sim: Simulator, recorder: Recorder, engine: sa.Engine) -> None:
+    """Stop the simulated account (no activity, no heartbeats), then :func:`drain`."""
+    sim.pause()
+    sim.heartbeat_period = 1e9
+    await drain(sim, recorder, engine)
+
+
+async def reauth(sim: Simulator, fault: str, arg: float | None = None) -> None:
+    """Inject ``fault`` and wait until a client has authenticated again."""
+    auth = sim.auth_events
+    await sim.inject(fault, arg)
+    with trio.fail_after(20):
+        await auth.wait()

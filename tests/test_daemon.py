@@ -16,9 +16,10 @@ from recorder.daemon import Recorder
 from recorder.protocol import classify, sign
 from recorder.simulator.server import Simulator
 from recorder.store.database import Database
+from recorder.store.eventlog import EventLog
 from recorder.store.hashchain import GENESIS, chain_hash
 from recorder.store.schema import events, sessions
-from tests.helpers import dump_database
+from tests.helpers import dump_database, progressed, quiesce, reauth, wait_until
 
 KEY = "daemon-test-key"
 SECRET = "daemon-test-secret-3f9a0c1e5b7d"
@@ -81,12 +82,6 @@ def event_rows(engine: sa.Engine, account: str = "main") -> list[Any]:
         )
 
 
-async def wait_auth(sim: Simulator) -> None:
-    with trio.fail_after(10):
-        await sim.auth_events.wait()
-    await trio.sleep(0.1)
-
-
 async def test_every_frame_recorded_verbatim_through_every_fault(engine: sa.Engine) -> None:
     """Invariants 1 and 2: per session, events == what the simulator put on the wire."""
     sim = Simulator(
@@ -94,7 +89,7 @@ async def test_every_frame_recorded_verbatim_through_every_fault(engine: sa.Engi
     )
     async with trio.open_nursery() as nursery:
         recorder = await start_recording(nursery, sim, engine)
-        await trio.sleep(0.2)
+        await progressed(recorder)
         for fault, arg in [
             ("malformed", None),
             ("truncated", None),
@@ -112,10 +107,8 @@ async def test_every_frame_recorded_verbatim_through_every_fault(engine: sa.Engi
             if fault not in ("malformed", "truncated", "seq-repeat", "burst"):
                 with trio.fail_after(10):
                     await next_auth.wait()
-            await trio.sleep(0.2)
-        sim.pause()
-        sim.heartbeat_period = 1e9
-        await trio.sleep(0.5)
+            await progressed(recorder)
+        await quiesce(sim, recorder, engine)
         recorder.stop()
         with trio.fail_after(10):
             await recorder.finished.wait()
@@ -189,10 +182,12 @@ async def test_bad_credentials_stop_one_account_not_the_other(engine: sa.Engine)
             engine, port, accounts=[("good", KEY, SECRET), ("bad", "unknown-key", SECRET)]
         )
         await nursery.start(recorder.run)
-        with trio.fail_after(10):
-            while recorder.status["bad"].stopped is None:
-                await trio.sleep(0.05)
-        await trio.sleep(0.5)
+        await wait_until(lambda: recorder.status["bad"].stopped is not None, "bad stopped")
+        log = EventLog(engine)
+        data = ("os", "ws", "on", "wu")
+        await wait_until(
+            lambda: sum(log.count_by_kind("good").get(k, 0) for k in data) > 5, "good records"
+        )
         assert recorder.status["good"].connected
         recorder.stop()
         with trio.fail_after(10):
@@ -257,10 +252,14 @@ async def test_secret_and_signature_never_logged_or_stored(engine: sa.Engine) ->
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve)
         recorder = make_recorder(engine, port, accounts=[("main", KEY, SECRET), ("x", KEY, "bad")])
+        first = sim.auth_events
         await nursery.start(recorder.run)
-        await trio.sleep(0.5)
-        await sim.inject("drop")
-        await trio.sleep(0.5)
+        with trio.fail_after(10):
+            await first.wait()
+        await wait_until(lambda: recorder.status["x"].stopped is not None, "x stopped")
+        await progressed(recorder)
+        await reauth(sim, "drop")
+        await progressed(recorder)
         recorder.stop()
         await recorder.finished.wait()
         nursery.cancel_scope.cancel()
@@ -288,8 +287,8 @@ async def test_database_unavailable_ends_session_and_loses_nothing(engine: sa.En
     cfg_writer = WriterConfig(batch_max_ms=5, queue_size=50, unavailable_timeout_s=0.5)
     async with trio.open_nursery() as nursery:
         recorder = await start_recording(nursery, sim, engine, writer=cfg_writer)
-        await trio.sleep(0.3)
-        # Take the events table away from the writer for two seconds.
+        await progressed(recorder)
+        # Take the events table away from the writer until the session gives up on it.
         trans = blocker.begin()
         if engine.dialect.name == "postgresql":
             blocker.exec_driver_sql("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
@@ -297,16 +296,15 @@ async def test_database_unavailable_ends_session_and_loses_nothing(engine: sa.En
             blocker.exec_driver_sql(
                 "INSERT INTO sessions (account, started_at) VALUES ('blocker', '2020-01-01')"
             )
-        await trio.sleep(2.0)
+        # The session gives up on the writer after its bound and closes the socket (its end is
+        # recorded once the database is back).
+        await wait_until(lambda: not sim.connections, "the session gave up")
         trans.rollback()
         blocker.close()
-        with trio.fail_after(20):
-            while recorder.status["main"].sessions < 2 or not recorder.status["main"].connected:
-                await trio.sleep(0.05)
-        await trio.sleep(0.5)
-        sim.pause()
-        sim.heartbeat_period = 1e9
-        await trio.sleep(0.3)
+        status = recorder.status["main"]
+        await wait_until(lambda: status.sessions >= 2 and status.connected, "reconnected")
+        await progressed(recorder)
+        await quiesce(sim, recorder, engine)
         recorder.stop()
         with trio.fail_after(20):
             await recorder.finished.wait()

@@ -34,7 +34,10 @@ def readme_queries() -> dict[str, str]:
 def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url: str) -> None:
     env = {**os.environ, "BFX_RECORDER_DATABASE_URL": db_url}
     proc = subprocess.run(
-        [sys.executable, "-m", "recorder", "demo", "--seconds", "9", "--rate", "80"],
+        [
+            *(sys.executable, "-m", "recorder", "demo", "--seconds", "3", "--rate", "300"),
+            *("--faults", "malformed@0.5,drop@1.5"),
+        ],
         env=env,
         capture_output=True,
         text=True,

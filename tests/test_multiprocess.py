@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from recorder.config import DatabaseConfig
 from recorder.projections.projector import rebuild
 from recorder.store.engine import create_engine
+from recorder.store.eventlog import EventLog
 from recorder.store.schema import events, projector_checkpoints
 from tests.helpers import SimThread
 from tests.test_projections import everything
@@ -53,9 +54,22 @@ def test_two_processes_one_database(pg_url: str, tmp_path: Path) -> None:
             while len(st.sim.auth_requests) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert len(st.sim.auth_requests) >= 2
-            time.sleep(1.0)
-            st.run(st.sim.inject, "burst", 3000)
-            time.sleep(1.0)
+            watcher = create_engine(DatabaseConfig(url=pg_url))
+            log = EventLog(watcher)
+
+            def committed_each(at_least: dict[str, int]) -> dict[str, int]:
+                """Wait until every account has committed ``at_least`` events."""
+                while time.monotonic() < deadline:
+                    counts = {acc: log.count([acc]) for acc in ACCOUNTS}
+                    if all(counts[a] >= n for a, n in at_least.items()):
+                        return counts
+                    time.sleep(0.05)
+                raise AssertionError(f"not committed in time: {at_least}")
+
+            before = committed_each({acc: 50 for acc in ACCOUNTS})  # both record
+            st.run(st.sim.inject, "burst", 3000)  # on both connections at once
+            committed_each({acc: n + 3000 for acc, n in before.items()})
+            watcher.dispose()
             for p in procs:
                 p.send_signal(signal.SIGTERM)
             outputs = [p.communicate(timeout=60) for p in procs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -65,8 +66,14 @@ def make_engine(tmp_path: Path) -> sa.Engine:
     return engine
 
 
+# Each example records and rebuilds a log twice (batch 1 and 1000): CI gets a smaller budget.
+EXAMPLES = 6 if os.environ.get("CI", "").lower() == "true" else 12
+
+
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     seed=st.integers(0, 10_000),

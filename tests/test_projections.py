@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 import trio
 
-from recorder.daemon import Recorder
 from recorder.projections.projector import rebuild
 from recorder.simulator.server import Simulator
 from recorder.store.schema import PROJECTION_TABLES, events, projector_checkpoints, reconciliations
+from tests.helpers import drain, progressed, reauth, wait_until
 from tests.test_daemon import KEY, SECRET, start_recording
 
 
@@ -109,45 +109,6 @@ def assert_matches_truth(engine: sa.Engine, truth: dict[str, Any], phase: str = 
         assert wallets[(w["wallet_type"], w["currency"])]["balance"] == dec(w["balance"])
 
 
-async def settle(recorder: Recorder, engine: sa.Engine, account: str = "main") -> None:
-    """Wait until every projector has folded everything committed so far."""
-    with trio.fail_after(20):
-        while True:
-            await trio.sleep(0.1)
-            high = recorder.writer.high_water.get(account, 0)
-            if all(p.checkpoint >= high for p in recorder.projectors if p.account == account):
-                return
-
-
-async def drain(sim: Simulator, recorder: Recorder, engine: sa.Engine) -> None:
-    """With the simulator paused: wait until the current session has recorded every frame the
-    simulator sent on it, then until the projections have folded them."""
-    with trio.fail_after(20):
-        while True:
-            await trio.sleep(0.05)
-            with engine.connect() as conn:
-                recorded = conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(events)
-                    .where(
-                        events.c.session_id
-                        == sa.select(sa.func.max(events.c.session_id)).scalar_subquery(),
-                        events.c.kind.not_like("recorder.%"),
-                    )
-                ).scalar_one()
-            if recorded == len(sim.frames_for(sim.connection_count)):
-                break
-    await settle(recorder, engine)
-
-
-async def reauth(sim: Simulator, fault: str, arg: float | None = None) -> None:
-    auth = sim.auth_events
-    await sim.inject(fault, arg)
-    with trio.fail_after(20):
-        await auth.wait()
-    await trio.sleep(0.3)
-
-
 @pytest.mark.parametrize("seed", [101, 202])
 async def test_live_projections_equal_truth_and_reconcile_gaps(
     engine: sa.Engine, seed: int
@@ -158,15 +119,15 @@ async def test_live_projections_equal_truth_and_reconcile_gaps(
     )
     async with trio.open_nursery() as nursery:
         recorder = await start_recording(nursery, sim, engine)
-        await trio.sleep(0.5)
+        await progressed(recorder, 100)
         # Random faults that lose nothing the snapshots do not repair.
         for fault in rng.sample(["malformed", "seq-repeat", "burst", "truncated"], 3):
             await sim.inject(fault, 200 if fault == "burst" else None)
-            await trio.sleep(0.2)
+            await progressed(recorder, 50)
 
         # A clean reconnect (nothing happens while disconnected): no reconciliation rows.
         sim.pause()
-        await trio.sleep(0.3)
+        await drain(sim, recorder, engine)
         await reauth(sim, rng.choice(["drop", "info-20051", "drop-silent"]))
         await drain(sim, recorder, engine)
         with engine.connect() as conn:
@@ -175,16 +136,13 @@ async def test_live_projections_equal_truth_and_reconcile_gaps(
         assert_matches_truth(engine, sim.truth(), "clean")
 
         # A gap: the account trades while the recorder cannot connect.
-        sim.resume()
-        await trio.sleep(0.3)
-        sim.pause()
+        await sim.advance(60)
         await drain(sim, recorder, engine)
         before = sim.truth()
         sim.refuse()
         await sim.inject(rng.choice(["drop", "drop-silent"]))
-        sim.resume()
-        await trio.sleep(0.3)  # the account trades; nobody hears it
-        sim.pause()
+        await wait_until(lambda: not sim.connections, "the recorder is disconnected")
+        await sim.advance(60)  # the account trades; nobody hears it
         after = sim.truth()
         auth = sim.auth_events
         sim.refuse(0)
@@ -225,9 +183,7 @@ async def test_trades_fees_and_stale_flag(engine: sa.Engine) -> None:
     sim.pause()  # no trade before the recorder listens: trades have no snapshot
     async with trio.open_nursery() as nursery:
         recorder = await start_recording(nursery, sim, engine)
-        sim.resume()
-        await trio.sleep(1.0)
-        sim.pause()
+        await sim.advance(200)  # the account trades while the recorder listens
         await drain(sim, recorder, engine)
         recorder.stop()
         await recorder.finished.wait()

@@ -25,9 +25,10 @@ from recorder.simulator.server import Simulator
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, state_snapshots
+from tests.helpers import drain, progressed, reauth
 from tests.test_daemon import KEY, SECRET, make_recorder, start_recording
 from tests.test_projection_folds import T0, store_log, synthetic_log
-from tests.test_projections import drain, everything, reauth
+from tests.test_projections import everything
 from tests.test_simulator_official_client import EVENTS, _fold
 
 
@@ -54,13 +55,13 @@ async def record_simulation(engine: sa.Engine, seed: int, faults: list[str]) -> 
     )
     async with trio.open_nursery() as nursery:
         recorder = await start_recording(nursery, sim, engine)
-        await trio.sleep(0.3)
+        await progressed(recorder, 60)
         for fault in faults:
             if fault == "malformed":
                 await sim.inject(fault)
             else:
                 await reauth(sim, fault)
-            await trio.sleep(0.3)
+            await progressed(recorder, 60)
         sim.pause()
         await drain(sim, recorder, engine)
         recorder.stop()
@@ -109,7 +110,6 @@ async def test_round_trip_through_serve_replay(tmp_path: Path, engine: sa.Engine
                 await trio.sleep(0.05)
             while len(chan0(engine)) < len(chan0(source)):
                 await trio.sleep(0.05)
-        await trio.sleep(0.2)
         recorder.stop()
         await recorder.finished.wait()
         nursery.cancel_scope.cancel()
@@ -147,22 +147,6 @@ def test_official_client_backtests_against_serve_replay(tmp_path: Path) -> None:
     for name in EVENTS:
         client.wss.on(name, lambda data, _n=name: received.append((_n, data)))
 
-    async def drive() -> None:
-        task = asyncio.create_task(client.wss.start())
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if server.frames_sent >= len(chan0(source)):
-                break
-        await asyncio.sleep(0.3)
-        await client.wss.close()
-        await asyncio.wait_for(task, 10)
-
-    try:
-        asyncio.run(drive())
-    finally:
-        stop.set()
-        thread.join(10)
-    # The handlers saw the recorded data frames, in recorded order.
     abbrev = {
         "order_snapshot": "os",
         "order_new": "on",
@@ -175,6 +159,22 @@ def test_official_client_backtests_against_serve_replay(tmp_path: Path) -> None:
     }
     recorded = [orjson.loads(f)[1] for f in chan0(source)]
     wanted = [k for k in recorded if k in set(abbrev.values())]
+
+    async def drive() -> None:
+        task = asyncio.create_task(client.wss.start())
+        for _ in range(800):  # until the handlers have seen as many as were recorded
+            if sum(1 for n, _ in received if n in abbrev) >= len(wanted):
+                break
+            await asyncio.sleep(0.025)
+        await client.wss.close()
+        await asyncio.wait_for(task, 10)
+
+    try:
+        asyncio.run(drive())
+    finally:
+        stop.set()
+        thread.join(10)
+    # The handlers saw the recorded data frames, in recorded order.
     got = [abbrev[n] for n, _ in received if n in abbrev]
     assert got == wanted
     # What the bot knows at the end equals the projections at the same point.

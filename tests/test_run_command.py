@@ -50,7 +50,8 @@ def test_sigterm_during_burst_commits_everything_read(tmp_path: Path) -> None:
             while not st.sim.auth_requests and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert st.sim.auth_requests, "the recorder never authenticated"
-            time.sleep(0.3)
+            while len(st.sim.frames_for(1)) < 20 and time.monotonic() < deadline:
+                time.sleep(0.01)  # the snapshots and some updates have gone out
             st.spawn(st.sim.inject, "burst", 200_000)
             while len(st.sim.sent_log) < 5000 and time.monotonic() < deadline:
                 time.sleep(0.01)

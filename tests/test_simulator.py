@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,26 +29,49 @@ class Client:
     def __init__(self, port: int) -> None:
         self.url = f"ws://127.0.0.1:{port}/ws/2"
         self.received: list[str] = []
+        self.current: list[str] = []  # the frames of the session under way
         self.nonces = NonceSource()
 
     async def session(
-        self, *, seq: bool = True, until: float = 0.5, key: str = KEY, secret: str = SECRET
+        self,
+        *,
+        seq: bool = True,
+        stop: Callable[[list[str]], bool] | None = None,
+        until: float = 10.0,
+        key: str = KEY,
+        secret: str = SECRET,
     ) -> tuple[list[str], Any]:
-        """Connect, conf, auth; collect for ``until`` seconds or until the server closes."""
+        """Connect, conf, auth; collect until ``stop(frames)`` holds (looked at as frames
+        arrive, and every 10 ms) or the server closes. ``until`` bounds the wait: past it
+        with ``stop`` unmet the test fails; without ``stop`` it is how long to collect."""
         got: list[str] = []
+        self.current = got
         close = None
         try:
             async with open_websocket_url(self.url) as ws:
                 if seq:
                     await ws.send_message(conf_message())
                 await ws.send_message(auth_message(key, secret, self.nonces.next()))
-                with trio.move_on_after(until):
-                    while True:
-                        got.append(await ws.get_message())
+                with trio.move_on_after(until) as window:
+                    while not (stop and stop(got)):
+                        with trio.move_on_after(0.01):
+                            got.append(await ws.get_message())
+                if stop is not None and window.cancelled_caught:
+                    raise AssertionError(f"not seen within {until} s; got {len(got)} frames")
         except ConnectionClosed as exc:
             close = exc.reason
         self.received.extend(got)
         return got, close
+
+
+def answered(got: list[str]) -> bool:
+    """The auth request has its answer."""
+    return any(t.startswith('{"event":"auth"') for t in got)
+
+
+def all_sent(sim: Simulator, conn_id: int) -> Callable[[list[str]], bool]:
+    """Everything the simulator has sent on connection ``conn_id`` so far has arrived."""
+    return lambda got: bool(got) and len(got) == len(sim.frames_for(conn_id))
 
 
 def snapshot_state(frames: list[str]) -> dict[str, Any]:
@@ -73,7 +98,7 @@ async def test_auth_failures_use_real_codes() -> None:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve)
         client = Client(port)
-        frames, _ = await client.session(key="nope", until=0.3)
+        frames, _ = await client.session(key="nope", stop=answered)
         assert orjson.loads(frames[-1]) == {
             "event": "auth",
             "status": "FAILED",
@@ -81,13 +106,13 @@ async def test_auth_failures_use_real_codes() -> None:
             "code": 10100,
             "msg": "apikey: invalid",
         }
-        frames, _ = await client.session(secret="wrong", until=0.3)
+        frames, _ = await client.session(secret="wrong", stop=answered)
         assert orjson.loads(frames[-1])["code"] == 10100
         assert orjson.loads(frames[-1])["msg"] == "apikey: digest invalid"
-        frames, _ = await client.session(until=0.3)
+        frames, _ = await client.session(stop=answered)
         assert orjson.loads(frames[2])["status"] == "OK"
         client.nonces = NonceSource(clock=lambda: 1.0)  # a nonce below the last one
-        frames, _ = await client.session(until=0.3)
+        frames, _ = await client.session(stop=answered)
         last = orjson.loads(frames[-1])
         assert (last["status"], last["code"], last["msg"]) == ("FAILED", 10114, "nonce: small")
         nursery.cancel_scope.cancel()
@@ -98,13 +123,19 @@ async def test_sequence_layout_and_heartbeats() -> None:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve)
         client = Client(port)
+        advanced = trio.Event()
 
         async def act() -> None:
-            await trio.sleep(0.1)
+            await sim.auth_events.wait()
             await sim.advance(5)
+            advanced.set()
+
+        def done(got: list[str]) -> bool:
+            beats = sum(1 for t in got if classify(t).kind == "hb")
+            return advanced.is_set() and beats >= 2 and all_sent(sim, 1)(got)
 
         nursery.start_soon(act)
-        frames, _ = await client.session(until=0.7)
+        frames, _ = await client.session(stop=done)
         account = [classify(t) for t in frames if classify(t).chan_id == 0]
         seqs = [f.seq for f in account]
         assert seqs == list(range(1, len(account) + 1))  # public seq on every frame, +1 each
@@ -117,44 +148,48 @@ async def test_sequence_layout_and_heartbeats() -> None:
         nursery.cancel_scope.cancel()
 
 
-async def test_every_kind_within_first_seconds_with_defaults() -> None:
-    sim = Simulator(seed=3, api_keys={KEY: SECRET})  # default rate
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(sim.serve)
-        frames, _ = await Client(port).session(until=10.0)
-        kinds = {classify(t).kind for t in frames}
-        wanted = {
-            "os",
-            "on",
-            "ou",
-            "oc",
-            "te",
-            "tu",
-            "ps",
-            "pn",
-            "pu",
-            "pc",
-            "ws",
-            "wu",
-            "bu",
-            "miu",
-            "fiu",
-            "fos",
-            "fon",
-            "fou",
-            "foc",
-            "fcs",
-            "fcn",
-            "fcu",
-            "fcc",
-            "fls",
-            "fln",
-            "flu",
-            "flc",
-            "n",
-        }
-        assert wanted <= kinds, wanted - kinds
-        nursery.cancel_scope.cancel()
+def test_every_kind_within_first_seconds_with_defaults() -> None:
+    """At the simulator's default rate, every account message kind is sent within the first
+    ten seconds (its fixed tour), counted in frames the way its activity loop paces them."""
+    rate = inspect.signature(Simulator).parameters["rate"].default
+    model = AccountModel(seed=3)
+    kinds = {abbr for abbr, _ in model.snapshots()}
+    seconds = 0.0
+    wanted = {
+        "os",
+        "on",
+        "ou",
+        "oc",
+        "te",
+        "tu",
+        "ps",
+        "pn",
+        "pu",
+        "pc",
+        "ws",
+        "wu",
+        "bu",
+        "miu",
+        "fiu",
+        "fos",
+        "fon",
+        "fou",
+        "foc",
+        "fcs",
+        "fcn",
+        "fcu",
+        "fcc",
+        "fls",
+        "fln",
+        "flu",
+        "flc",
+        "n",
+    }
+    while not wanted <= kinds:
+        messages = model.step()
+        seconds += max(len(messages), 1) / rate
+        kinds |= {abbr for abbr, _ in messages}
+        assert seconds <= 10.0, wanted - kinds
 
 
 @pytest.mark.parametrize(
@@ -182,15 +217,23 @@ async def test_faults_then_snapshots_equal_truth(fault: str) -> None:
         paused = trio.Event()
 
         async def trigger() -> None:
-            await trio.sleep(0.3)
+            with trio.fail_after(10):
+                while len(client.current) < 30:  # traffic before the fault
+                    await trio.sleep(0.01)
+            before = len(client.current)
             arg = {"maintenance": 0.3, "stall": 0.3, "burst": 300}.get(fault)
             await sim.inject(fault, arg)
-            await trio.sleep(0.2)
-            sim.pause()  # nothing in flight when the client stops reading
+            with trio.fail_after(10):  # and after it, unless the connection is gone
+                while len(client.current) < before + 30 and sim.connections:
+                    await trio.sleep(0.01)
+            sim.pause()
             paused.set()
 
         nursery.start_soon(trigger)
-        first, close = await client.session(until=1.0)
+        # Until the pause and every frame sent before it arrived (or the server closed).
+        first, close = await client.session(
+            stop=lambda got: paused.is_set() and all_sent(sim, 1)(got)
+        )
         if fault in ("drop", "info-20051"):
             assert close is not None and close.code == (1001 if fault == "drop" else 1012)
         if fault == "drop-silent":
@@ -210,7 +253,10 @@ async def test_faults_then_snapshots_equal_truth(fault: str) -> None:
         assert sim.frames_for(1) == first
         # Next connection: snapshots equal the simulator's true state at that moment.
         await paused.wait()
-        second, _ = await client.session(until=0.5)
+        snapshot_kinds = {abbr for abbr, _ in sim.model.snapshots()}
+        second, _ = await client.session(
+            stop=lambda got: snapshot_kinds <= {classify(t).kind for t in got}
+        )
         assert sim.frames_for(2) == second
         assert snapshot_state(second) == orjson.loads(orjson.dumps(truth_arrays(sim)))
         nursery.cancel_scope.cancel()
@@ -221,12 +267,12 @@ async def test_rate_limit_answers_429() -> None:
     async with trio.open_nursery() as nursery:
         port = await nursery.start(sim.serve)
         client = Client(port)
-        await client.session(until=0.1)
-        await client.session(until=0.1)
+        await client.session(stop=answered)
+        await client.session(stop=answered)
         from trio_websocket import HandshakeError
 
         with pytest.raises(HandshakeError) as info:
-            await client.session(until=0.1)
+            await client.session(stop=answered)
         assert "429" in repr(info.value)
         assert sim.rejected_connections == 1
         nursery.cancel_scope.cancel()
@@ -239,13 +285,17 @@ async def test_same_seed_same_frames() -> None:
             port = await nursery.start(sim.serve)
             client = Client(port)
             client.nonces = NonceSource(clock=lambda: 1.0)
+            advanced = trio.Event()
 
             async def act() -> None:
-                await trio.sleep(0.2)
+                await sim.auth_events.wait()
                 await sim.advance(40)
+                advanced.set()
 
             nursery.start_soon(act)
-            frames, _ = await client.session(until=0.6)
+            frames, _ = await client.session(
+                stop=lambda got: advanced.is_set() and all_sent(sim, 1)(got)
+            )
             nursery.cancel_scope.cancel()
         return frames
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from bfxapi import Client
 
+from recorder.protocol import classify
 from tests.helpers import SimThread
 
 API_KEY, API_SECRET = "official-client-key", "official-client-secret"
@@ -99,7 +100,15 @@ def test_official_client_sees_the_simulated_account() -> None:
                 if {n for n, _ in received} >= set(EVENTS):
                     break
             st.call(st.sim.pause)
-            await asyncio.sleep(0.5)  # let frames already sent arrive
+            # A last wallet update (the state unchanged) after everything else: once the client
+            # has handled as many as were sent, every frame before it has arrived too.
+            wallet = next(p for a, p in st.sim.model.snapshots() if a == "ws")[0]
+            st.run(st.sim.broadcast, [("wu", wallet)])
+            sent = sum(1 for f in st.sim.sent_log if classify(f.text).kind == "wu")
+            for _ in range(400):
+                if sum(1 for n, _ in received if n == "wallet_update") >= sent:
+                    break
+                await asyncio.sleep(0.025)
             await client.wss.close()
             await asyncio.wait_for(task, 10)
 
