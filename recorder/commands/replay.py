@@ -18,7 +18,7 @@ from recorder.commands.common import (
 )
 from recorder.config import Config
 from recorder.replay.stream import as_json, iter_frames
-from recorder.store.eventlog import EventLog
+from recorder.store.eventlog import EventLog, Within
 
 
 @click.command("replay")
@@ -32,7 +32,7 @@ def command(cfg: Config, account: str | None, start: str | None, end: str | None
     try:
         log = EventLog(engine)
         acc = pick_account(log.accounts(), account, required=False) if account else None
-        total = log.count(None if acc is None else [acc], start=t0, end=t1)
+        total = log.count(None if acc is None else [acc], within=Within(start=t0, end=t1))
         out = sys.stdout.buffer
         with Progress(disable=not sys.stderr.isatty(), transient=True) as progress:
             task = progress.add_task("replaying", total=total)

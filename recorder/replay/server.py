@@ -30,7 +30,7 @@ from recorder.logs import log_fields
 from recorder.protocol import exchange
 from recorder.protocol.exchange import AuthChecker
 from recorder.serving import listen
-from recorder.store.eventlog import EventLog
+from recorder.store.eventlog import EventLog, Within
 from recorder.store.sessions import user_ids
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ def recorded_sessions(
 def session_frames(
     engine: sa.Engine, session_id: int, start: datetime | None, end: datetime | None
 ) -> Iterator[tuple[datetime, str]]:
-    for r in EventLog(engine).iterate(
-        None, session_id=session_id, chan0_only=True, start=start, end=end, page=2000
-    ):
+    within = Within(session_id=session_id, chan0_only=True, start=start, end=end)
+    for r in EventLog(engine).iterate(None, within=within, page=2000):
         assert r.received_at is not None
         yield r.received_at, r.frame
 

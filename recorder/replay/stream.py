@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from recorder.store.eventlog import PAGE, EventLog, StoredEvent
+from recorder.store.eventlog import PAGE, EventLog, StoredEvent, Within
 
 
 def iter_frames(
@@ -21,7 +21,8 @@ def iter_frames(
 ) -> Iterator[StoredEvent]:
     """Events in id order (``rec.id``, ``rec.received_at``, ``rec.kind``, ``rec.frame``: the
     text exactly as received, ...), one page per query."""
-    return EventLog(engine).iterate(account, start=start, end=end, chan0_only=chan0_only, page=page)
+    within = Within(chan0_only=chan0_only, start=start, end=end)
+    return EventLog(engine).iterate(account, within=within, page=page)
 
 
 def as_json(rec: StoredEvent) -> dict[str, object]:

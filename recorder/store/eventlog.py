@@ -88,6 +88,31 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Within:
+    """Which events a read keeps besides account, position and kind: one session's, chanId 0
+    frames only, received in ``[start, end]``."""
+
+    session_id: int | None = None
+    chan0_only: bool = False
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def apply(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        if self.session_id is not None:
+            query = query.where(events.c.session_id == self.session_id)
+        if self.chan0_only:
+            query = query.where(events.c.chan_id == 0)
+        if self.start is not None:
+            query = query.where(events.c.received_at >= self.start)
+        if self.end is not None:
+            query = query.where(events.c.received_at <= self.end)
+        return query
+
+
+EVERYTHING = Within()
+
+
+@dataclass(frozen=True)
 class AccountTotals:
     events: int
     last_id: int
@@ -289,10 +314,7 @@ class EventLog:
         kinds: Iterable[str] | None = None,
         up_to: int | None = None,
         *,
-        session_id: int | None = None,
-        chan0_only: bool = False,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        within: Within = EVERYTHING,
         brief: bool = False,
         conn: sa.Connection | None = None,
     ) -> Page:
@@ -306,7 +328,9 @@ class EventLog:
         """
 
         def q(c: sa.Connection) -> Page:
-            query = sa.select(*(_BRIEF if brief else _FULL)).where(events.c.id > after)
+            query = within.apply(sa.select(*(_BRIEF if brief else _FULL))).where(
+                events.c.id > after
+            )
             high: int | None = None
             if account is not None:
                 high = self._high_water(c, account)
@@ -319,14 +343,6 @@ class EventLog:
                 query = query.where(events.c.id <= up_to)
             if kinds is not None:
                 query = query.where(events.c.kind.in_(sorted(kinds)))
-            if session_id is not None:
-                query = query.where(events.c.session_id == session_id)
-            if chan0_only:
-                query = query.where(events.c.chan_id == 0)
-            if start is not None:
-                query = query.where(events.c.received_at >= start)
-            if end is not None:
-                query = query.where(events.c.received_at <= end)
             rows = c.execute(query.order_by(events.c.id).limit(limit)).all()
             if brief:
                 found = [
@@ -350,26 +366,13 @@ class EventLog:
         after: int = 0,
         kinds: Iterable[str] | None = None,
         up_to: int | None = None,
-        session_id: int | None = None,
-        chan0_only: bool = False,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        within: Within = EVERYTHING,
         page: int = PAGE,
     ) -> Iterator[StoredEvent]:
         """Every matching event in id order, one page per query (keyset pagination:
         constant memory, and no transaction held open while the caller consumes them)."""
         while True:
-            got = self.read(
-                account,
-                after,
-                page,
-                kinds,
-                up_to,
-                session_id=session_id,
-                chan0_only=chan0_only,
-                start=start,
-                end=end,
-            )
+            got = self.read(account, after, page, kinds, up_to, within=within)
             yield from got.events
             if got.covered == after or not got.events:
                 return
@@ -382,18 +385,13 @@ class EventLog:
         accounts: Iterable[str] | None = None,
         *,
         kinds: Iterable[str] | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        within: Within = EVERYTHING,
     ) -> int:
-        query = sa.select(sa.func.count()).select_from(events)
+        query = within.apply(sa.select(sa.func.count()).select_from(events))
         if accounts is not None:
             query = query.where(events.c.account.in_(list(accounts)))
         if kinds is not None:
             query = query.where(events.c.kind.in_(sorted(kinds)))
-        if start is not None:
-            query = query.where(events.c.received_at >= start)
-        if end is not None:
-            query = query.where(events.c.received_at <= end)
         return self._query(lambda c: int(c.execute(query).scalar_one()))
 
     def count_by_kind(self, account: str) -> dict[str, int]:
