@@ -73,6 +73,8 @@ def open_engine(cfg: Config, *, read_only: bool, check_schema: bool = True) -> s
     is exit 2 naming it) and never migrates: a schema behind the code is exit 2 with the fix.
     Otherwise the schema is brought to head when ``database.auto_migrate`` (else refused the
     same way). Unreachable databases raise :class:`StoreError` (exit 1)."""
+    # Here, not at the top: `config check` and `simulate` import this module too and have no
+    # use for alembic.
     from recorder.store import migrate
     from recorder.store.engine import create_engine
 
