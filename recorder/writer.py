@@ -6,7 +6,11 @@ most ``batch_max_ms`` for more) and appends it in one transaction in a worker th
 receive loops never wait on the database unless the channel is full (backpressure).
 
 A failed batch is never dropped: the writer keeps it and retries with capped back-off until
-the database takes it. While it retries, the channel fills and the sessions notice (they end
+the database takes it. A failure can hide a commit (the connection lost after the server got
+``COMMIT`` but before its reply reached us), so before each retry the writer asks the log
+whether the batch landed (``EventLog.landed``: the account's head equals the hash the batch
+ends on) and retries only if the head is still where the batch starts: never a duplicate,
+never a gap. While it retries, the channel fills and the sessions notice (they end
 with ``database-unavailable`` after their bound, see upstream.session), but every frame already
 read stays queued and is committed once the database returns.
 
@@ -25,13 +29,14 @@ import trio
 from recorder.config import WriterConfig
 from recorder.logs import log_fields
 from recorder.store.database import Database
-from recorder.store.errors import StoreError, StoreUnavailable
+from recorder.store.errors import StoreUnavailable
 from recorder.store.eventlog import EventLog, NewEvent, SessionChange
 
 log = logging.getLogger(__name__)
 
 Item = NewEvent | SessionChange
 GATHER_POLL = 0.002  # seconds between looks at the queue while a batch fills
+UNAVAILABLE_LOG_EVERY = 30.0  # seconds: one warning per interval while the database is away
 
 
 @dataclass
@@ -93,28 +98,43 @@ class Writer:
 
     async def _commit(self, batch: list[Item]) -> None:
         delay = 0.05
+        outcome_unknown = False
+        logged_at = -math.inf
         while True:
             try:
-                result = await self.db.run(
-                    self.log.append, batch, dict(self._hashes), limiter=self._limiter
-                )
+                await self._know_heads(batch)
+                before = dict(self._hashes)
+                if outcome_unknown:
+                    landed = await self.db.run(
+                        self.log.landed, batch, before, limiter=self._limiter
+                    )
+                    outcome_unknown = False
+                    if landed is not None:
+                        result = landed
+                        log_fields(log, "the batch had been committed", frames=len(batch))
+                        break
+                result = await self.db.run(self.log.append, batch, before, limiter=self._limiter)
                 break
             except StoreUnavailable as exc:
+                outcome_unknown = True  # it may have committed before the error
                 self.stats.retries += 1
-                log_fields(
-                    log,
-                    "database unavailable, batch kept for retry",
-                    logging.WARNING,
-                    error=str(exc),
-                    frames=len(batch),
-                    retry_in=round(delay, 2),
-                )
+                now = trio.current_time()
+                if now - logged_at >= UNAVAILABLE_LOG_EVERY:
+                    logged_at = now
+                    log_fields(
+                        log,
+                        "database unavailable, batch kept for retry",
+                        logging.WARNING,
+                        error=str(exc),
+                        frames=len(batch),
+                        retries=self.stats.retries,
+                    )
                 # Shielded: a shutdown must not discard frames already read.
                 with trio.CancelScope(shield=True):
                     await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-            except StoreError:
-                raise
+        if logged_at > -math.inf:
+            log_fields(log, "database available again", frames=len(batch))
         self._hashes.update(result.last_hashes)
         for acc, last in result.last_ids.items():
             self.high_water[acc] = last
@@ -122,6 +142,15 @@ class Writer:
         self.stats.batches += 1
         self._committed.set()
         self._committed = trio.Event()
+
+    async def _know_heads(self, batch: list[Item]) -> None:
+        """Read the chain head of accounts this writer has not appended to yet (the lease
+        makes this writer the only one for them, so the head cannot move meanwhile)."""
+        missing = {i.account for i in batch if isinstance(i, NewEvent)} - self._hashes.keys()
+        if missing:
+            self._hashes.update(
+                await self.db.run(self.log.heads, sorted(missing), limiter=self._limiter)
+            )
 
     async def wait_beyond(self, account: str, event_id: int, timeout: float = math.inf) -> int:
         """Wait until ``account`` has committed events past ``event_id`` (or the timeout)."""

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
-from recorder.store.errors import store_errors
+from recorder.store.errors import StoreError, store_errors
 from recorder.store.hashchain import GENESIS, chain_hash_iso
 from recorder.store.schema import events, sessions
 from recorder.store.sessions import update_session
@@ -157,12 +157,66 @@ def _as_utc(value: Any) -> datetime | None:
     return value
 
 
+class ChainConflict(StoreError):
+    """The account's log does not end where this writer left it: someone else appends."""
+
+
+def chain_rows(
+    items: Sequence[NewEvent | SessionChange], prev: dict[str, str], *, sqlite: bool
+) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
+    """The rows to insert for ``items`` (in the columns' storage form) and each account's
+    hash after them, chained from ``prev`` (account -> hash of its last stored row). Pure:
+    the writer can recompute what a batch would end on without touching the database."""
+    hashes: dict[str, str] = {}
+    rows: list[tuple[Any, ...]] = []
+    for item in items:
+        if isinstance(item, SessionChange):
+            continue
+        acc = item.account
+        before = hashes.get(acc) or prev.get(acc) or GENESIS
+        at = item.received_at
+        if at.tzinfo is not UTC:
+            at = at.astimezone(UTC)
+        iso = at.isoformat(timespec="microseconds")  # once, for the hash and SQLite
+        h = chain_hash_iso(
+            before,
+            acc,
+            item.session_id,
+            iso,
+            item.chan_id,
+            item.kind,
+            item.seq,
+            item.auth_seq,
+            item.frame,
+        )
+        hashes[acc] = h
+        # SQLite stores SQLAlchemy's DATETIME text ('YYYY-MM-DD HH:MM:SS.ffffff', UTC).
+        stored = f"{iso[:10]} {iso[11:26]}" if sqlite else at
+        rows.append(
+            (
+                acc,
+                item.session_id,
+                stored,
+                item.chan_id,
+                item.kind,
+                item.seq,
+                item.auth_seq,
+                item.frame,
+                h,
+            )
+        )
+    return rows, hashes
+
+
 class EventLog:
     """The event log of one database (every account)."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
+        # Tests only: called after an append committed, to fake a connection lost before
+        # the commit's reply (the writer must then find out that the batch landed).
+        self.after_commit: Callable[[], None] | None = None
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -181,8 +235,12 @@ class EventLog:
         """Append ``items`` in one transaction, chaining hashes from ``known_hashes`` (account
         -> hash of its last row; missing accounts are read from the database under the
         lock). Session changes are applied in the same transaction."""
-        with store_errors(), self.engine.begin() as conn:
-            return self._append(conn, items, known_hashes)
+        with store_errors():
+            with self.engine.begin() as conn:
+                result = self._append(conn, items, known_hashes)
+            if self.after_commit is not None:
+                self.after_commit()
+        return result
 
     def _append(
         self,
@@ -190,60 +248,57 @@ class EventLog:
         items: Sequence[NewEvent | SessionChange],
         known_hashes: dict[str, str],
     ) -> AppendResult:
-        hashes: dict[str, str] = {}
-        rows: list[tuple[Any, ...]] = []
-        changes: list[SessionChange] = []
-        sqlite = self.sqlite
-        if not sqlite:
+        if not self.sqlite:
             conn.exec_driver_sql("LOCK TABLE events IN EXCLUSIVE MODE")
+        prev = dict(known_hashes)
         for item in items:
-            if isinstance(item, SessionChange):
-                changes.append(item)
-                continue
-            acc = item.account
-            prev = hashes.get(acc) or known_hashes.get(acc) or self._last_hash(conn, acc)
-            at = item.received_at
-            if at.tzinfo is not UTC:
-                at = at.astimezone(UTC)
-            iso = at.isoformat(timespec="microseconds")  # once, for the hash and SQLite
-            h = chain_hash_iso(
-                prev,
-                acc,
-                item.session_id,
-                iso,
-                item.chan_id,
-                item.kind,
-                item.seq,
-                item.auth_seq,
-                item.frame,
-            )
-            hashes[acc] = h
-            # SQLite stores SQLAlchemy's DATETIME text ('YYYY-MM-DD HH:MM:SS.ffffff', UTC).
-            stored = f"{iso[:10]} {iso[11:26]}" if sqlite else at
-            rows.append(
-                (
-                    acc,
-                    item.session_id,
-                    stored,
-                    item.chan_id,
-                    item.kind,
-                    item.seq,
-                    item.auth_seq,
-                    item.frame,
-                    h,
-                )
-            )
+            if isinstance(item, NewEvent) and item.account not in prev:
+                prev[item.account] = self._last_hash(conn, item.account)
+        rows, hashes = chain_rows(items, prev, sqlite=self.sqlite)
         if rows:
             # The hot path: no per-row SQLAlchemy parameter processing (the values are already
             # in the columns' storage form).
-            if sqlite:
+            if self.sqlite:
                 conn.exec_driver_sql(_insert_sql("sqlite"), rows)
             else:
                 _copy_rows(conn, rows)
-        for change in changes:
-            update_session(conn, change.session_id, change.values)
+        for item in items:
+            if isinstance(item, SessionChange):
+                update_session(conn, item.session_id, item.values)
         last_ids = {acc: self._high_water(conn, acc) for acc in hashes}
         return AppendResult(last_ids, hashes, len(rows))
+
+    def landed(
+        self, items: Sequence[NewEvent | SessionChange], known_hashes: dict[str, str]
+    ) -> AppendResult | None:
+        """After an append whose outcome is unknown (the connection was lost around the
+        commit): did it commit? Compares each account's head with the hash the batch would
+        end on (committed: its result) and the hash before it (not committed: None). Anything
+        else means another writer appended to the account: :class:`ChainConflict`."""
+        _, after = chain_rows(items, known_hashes, sqlite=self.sqlite)
+        count = sum(1 for i in items if isinstance(i, NewEvent))
+        if not after:  # only session changes: applying them again is harmless
+            return None
+        heads = {acc: self.head(acc) for acc in after}
+        if all(heads[acc][1] == h for acc, h in after.items()):
+            return AppendResult({acc: heads[acc][0] for acc in after}, after, count)
+        if all(heads[acc][1] == known_hashes.get(acc, GENESIS) for acc in after):
+            return None
+        conflicts = [
+            f"{acc} (head {heads[acc][0]}:{heads[acc][1][:12]}, expected "
+            f"{known_hashes.get(acc, GENESIS)[:12]} or {after[acc][:12]})"
+            for acc in after
+            if heads[acc][1] not in (after[acc], known_hashes.get(acc, GENESIS))
+        ]
+        raise ChainConflict(
+            "the event log changed under this writer for account(s) "
+            + ", ".join(conflicts)
+            + ": another process appends to it; stop it (one recorder per account)"
+        )
+
+    def heads(self, accounts: Iterable[str]) -> dict[str, str]:
+        """The chain hash of each account's last row (GENESIS for an empty account)."""
+        return {acc: self.head(acc)[1] for acc in accounts}
 
     # --- positions --------------------------------------------------------------------------
 
