@@ -27,6 +27,9 @@ from recorder.logs import log_fields
 from recorder.projections.projector import projectors_for, run_live
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
+from recorder.store.errors import StoreError, StoreUnavailable
+from recorder.store.eventlog import EventLog
+from recorder.store.lease import Lease
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
 from recorder.upstream.connection import Connector, connect
 from recorder.upstream.nonces import PersistentNonces
@@ -35,6 +38,16 @@ from recorder.upstream.supervisor import supervise
 from recorder.writer import Item, Writer
 
 log = logging.getLogger(__name__)
+
+LEASE_CHECK_EVERY = 5.0  # seconds between checks that this process still holds its leases
+HEAD_LOG_EVERY = 600.0  # seconds between "chain head" log lines
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return out
 
 
 @dataclass
@@ -57,6 +70,9 @@ class Recorder:
         connection_limit: tuple[int, float] = (5, 15.0),
         nonce_clock: Callable[[], float] = time.time,
         project: bool = True,
+        leases: list[Lease] | None = None,
+        lease_check_every: float = LEASE_CHECK_EVERY,
+        head_log_every: float = HEAD_LOG_EVERY,
     ) -> None:
         self.cfg = cfg
         self.accounts = accounts
@@ -74,6 +90,11 @@ class Recorder:
         self._nonces: dict[str, PersistentNonces] = {}
         self._limits: dict[str, ConnectionRateLimit] = {}
         self._scope: trio.CancelScope | None = None
+        self._account_scopes: dict[str, trio.CancelScope] = {}
+        self.leases = {lease.account: lease for lease in leases or []}
+        self.lease_check_every = lease_check_every
+        self.head_log_every = head_log_every
+        self.log = EventLog(db.engine)
         self.stopping = False
         self.finished = trio.Event()
 
@@ -84,24 +105,24 @@ class Recorder:
             self._scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> int:
-        """Record until stop() (exit code 0) or until every account failed finally (1)."""
+        """Record until stop() (exit code 0) or until every account failed finally (1). A
+        store error the writer cannot get past (the log changed under it) is exit 1 too."""
         log_fields(log, "recorder start", accounts=",".join(self.status))
-        async with trio.open_nursery() as outer:
-            await outer.start(self.writer.run)
-            projecting = trio.CancelScope()
-            outer.start_soon(self._project, projecting)
-            async with self.writer.send_channel, trio.open_nursery() as accounts:
-                self._scope = accounts.cancel_scope
-                for acc, creds in self.accounts:
-                    accounts.start_soon(self._account, acc, creds, self.writer.send_channel.clone())
-                task_status.started()
-            await self.writer.done.wait()
-            projecting.cancel()
-        # Everything read is committed; bring the projections up to the end of the log.
-        with trio.CancelScope(shield=True), trio.move_on_after(60):
-            for projector in self.projectors:
-                await self.db.run(projector.catch_up)
+        broken: StoreError | None = None
+        try:
+            await self._run(task_status)
+        except* (StoreError, trio.BrokenResourceError) as group:
+            found = [e for e in _leaves(group) if isinstance(e, StoreError)]
+            broken = found[0] if found else StoreError("the writer stopped")
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._log_heads("at shutdown")
+                for lease in self.leases.values():
+                    await self.db.run(lease.release)
         self.finished.set()
+        if broken is not None:
+            log_fields(log, f"recorder stopped: {broken}", logging.ERROR)
+            return 1
         failed = [s for s in self.status.values() if s.stopped is not None]
         log_fields(
             log,
@@ -113,15 +134,78 @@ class Recorder:
             return 1
         return 0
 
-    async def _project(self, scope: trio.CancelScope) -> None:
-        """One task per projection and account, woken by the writer's commits."""
-        limiter = trio.CapacityLimiter(2)
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
+        async with trio.open_nursery() as outer:
+            await outer.start(self.writer.run)
+            background = trio.CancelScope()
+            outer.start_soon(self._background, background)
+            async with self.writer.send_channel, trio.open_nursery() as accounts:
+                self._scope = accounts.cancel_scope
+                for acc, creds in self.accounts:
+                    accounts.start_soon(self._account, acc, creds, self.writer.send_channel.clone())
+                task_status.started()
+            await self.writer.done.wait()
+            background.cancel()
+        # Everything read is committed; bring the projections up to the end of the log.
+        with trio.CancelScope(shield=True), trio.move_on_after(60):
+            for projector in self.projectors:
+                await self.db.run(projector.catch_up)
+
+    async def _background(self, scope: trio.CancelScope) -> None:
+        """Projectors, the lease watch and the periodic chain-head line, until the writer
+        has drained."""
         with scope:
             async with trio.open_nursery() as nursery:
-                for projector in self.projectors:
-                    nursery.start_soon(
-                        run_live, self.db, projector, self.writer.wait_beyond, limiter
-                    )
+                nursery.start_soon(self._project)
+                nursery.start_soon(self._watch_leases)
+                nursery.start_soon(self._heads_every)
+
+    async def _watch_leases(self) -> None:
+        """A lease can be lost (the PostgreSQL server restarted and another process took
+        it): then this process stops recording that account rather than write beside it."""
+        while self.leases:
+            await trio.sleep(self.lease_check_every)
+            for account, lease in list(self.leases.items()):
+                try:
+                    if await self.db.run(lease.still_held) or await self.db.run(lease.try_acquire):
+                        continue
+                    holder = await self.db.run(lease.holder)
+                except StoreUnavailable:
+                    continue  # the database is away; the writer waits for it too
+                log_fields(
+                    log,
+                    f"account {account} stopped: its lease is now held by {holder or 'another'}"
+                    " process",
+                    logging.ERROR,
+                    account=account,
+                )
+                del self.leases[account]
+                scope = self._account_scopes.get(account)
+                if scope is not None:
+                    scope.cancel()
+
+    async def _heads_every(self) -> None:
+        while True:
+            await trio.sleep(self.head_log_every)
+            await self._log_heads("periodic")
+
+    async def _log_heads(self, when: str) -> None:
+        """One line per account with its chain head, to keep outside the database (a
+        truncated tail then fails `verify --head`)."""
+        for account in self.status:
+            try:
+                last_id, head = await self.db.run(self.log.head, account)
+            except StoreUnavailable:
+                return
+            if last_id:
+                log_fields(log, "chain head", account=account, id=last_id, hash=head, when=when)
+
+    async def _project(self) -> None:
+        """One task per projection and account, woken by the writer's commits."""
+        limiter = trio.CapacityLimiter(2)
+        async with trio.open_nursery() as nursery:
+            for projector in self.projectors:
+                nursery.start_soon(run_live, self.db, projector, self.writer.wait_beyond, limiter)
 
     async def _account(
         self, acc: AccountConfig, creds: Credentials, sink: trio.MemorySendChannel[Item]
@@ -170,11 +254,13 @@ class Recorder:
                 status.connected = False
                 status.last_reason = outcome.reason
 
-            status.stopped = await supervise(
-                acc.name,
-                make_session,
-                backoff=Backoff(cap=acc.backoff_cap_s),
-                rate_limit=self._limits[host],
-                on_outcome=on_outcome,
-            )
+            with trio.CancelScope() as scope:
+                self._account_scopes[acc.name] = scope
+                status.stopped = await supervise(
+                    acc.name,
+                    make_session,
+                    backoff=Backoff(cap=acc.backoff_cap_s),
+                    rate_limit=self._limits[host],
+                    on_outcome=on_outcome,
+                )
             status.connected = False

@@ -1,22 +1,40 @@
-"""The log's promise at its edges: exactly once under ambiguous commits, ..."""
+"""The log's promise at its edges: exactly once under ambiguous commits, one recorder per
+account, transient store errors, guards, chain anchoring, signals."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import trio
+from click.testing import CliRunner
 
+from recorder.cli import main
 from recorder.config import DatabaseConfig, WriterConfig
+from recorder.projections.projector import rebuild
 from recorder.replay.verify import verify
 from recorder.store import migrate
 from recorder.store.database import Database
 from recorder.store.engine import create_engine
 from recorder.store.errors import StoreUnavailable
 from recorder.store.eventlog import EventLog, NewEvent
+from recorder.store.lease import LeaseHeld, hold_all, lease_for
 from recorder.writer import Writer
+from tests.helpers import SimThread
 from tests.proxy import CommitCutter
+from tests.test_projections import everything
+
+KEY = "reliability-key"
+SECRET = "reliability-secret-5c1d7e"
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -94,3 +112,146 @@ async def test_ambiguous_commit_postgres_is_not_stored_twice(pg_url: str) -> Non
     engine.dispose()
     assert_once_in_order(direct, items)
     direct.dispose()
+
+
+# --- one recorder per account -----------------------------------------------------------------
+
+
+def test_lease_is_exclusive_and_names_its_holder(engine: sa.Engine) -> None:
+    first, second = lease_for(engine, "main"), lease_for(engine, "main")
+    other = lease_for(engine, "other")
+    assert first.try_acquire()
+    assert not second.try_acquire()
+    holder = second.holder()
+    assert holder is not None and f"pid {os.getpid()} on " in holder and " since " in holder
+    assert other.try_acquire()  # per account
+    with pytest.raises(LeaseHeld, match=f"account main is recorded by pid {os.getpid()}"):
+        hold_all(engine, ["main"])
+    assert first.still_held()
+    first.release()
+    assert second.try_acquire()
+    second.release()
+    other.release()
+
+
+def run_config(tmp_path: Path, db_url: str, port: int) -> Path:
+    cfg = tmp_path / "recorder.toml"
+    cfg.write_text(
+        f'[database]\nurl = "{db_url}"\n[writer]\nbatch_max_ms = 5\n'
+        f'[[accounts]]\nname = "main"\nurl = "ws://127.0.0.1:{port}/ws/2"\n'
+        'api_key_env = "REL_KEY"\napi_secret_env = "REL_SECRET"\nbackoff_cap_s = 0.5\n'
+    )
+    return cfg
+
+
+def start(cfg: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "recorder", *extra, "--config", str(cfg)],
+        env={**os.environ, "REL_KEY": KEY, "REL_SECRET": SECRET},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def poll(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_second_recorder_is_refused_standby_takes_over_after_kill_9(
+    tmp_path: Path, db_url: str
+) -> None:
+    """Two `run` processes, one account: the second is refused (exit 2, naming the holder);
+    a `--standby` one takes over when the first is killed with SIGKILL in the middle of a
+    burst; nothing is stored twice, the chain verifies, projections equal a rebuild."""
+    engine = create_engine(DatabaseConfig(url=db_url))
+    migrate.upgrade(engine)
+    with SimThread(seed=50, rate=100, api_keys={KEY: SECRET}, connection_limit=None) as st:
+        cfg = run_config(tmp_path, db_url, st.port)
+        first = start(cfg, "run")
+        standby: subprocess.Popen[str] | None = None
+        try:
+            poll(lambda: len(st.sim.auth_requests) >= 1, "the first recorder's auth")
+            refused = subprocess.run(
+                [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
+                env={**os.environ, "REL_KEY": KEY, "REL_SECRET": SECRET},
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert refused.returncode == 2, refused.stderr
+            line = refused.stderr.strip().splitlines()[-1]
+            assert f"account main is recorded by pid {first.pid} on " in line
+            assert "--standby" in line and "Traceback" not in refused.stderr
+            assert len(st.sim.auth_requests) == 1  # it never connected
+
+            standby = start(cfg, "run", "--standby")
+            said: list[str] = []
+            reader = threading.Thread(
+                target=lambda: said.extend(iter(standby.stderr.readline, "")),  # type: ignore[union-attr]
+                daemon=True,
+            )
+            reader.start()
+            poll(lambda: any("standing by" in line for line in said), "the standby waiting")
+            st.spawn(st.sim.inject, "burst", 100_000)
+            poll(lambda: len(st.sim.sent_log) > 3000, "the burst under way")
+            first.kill()  # SIGKILL mid-burst: no drain, no end marker
+            killed_at = time.monotonic()
+            first.wait(10)
+            poll(lambda: len(st.sim.auth_requests) >= 2, "the standby's auth")
+            print(
+                f"failover: standby authenticated {time.monotonic() - killed_at:.2f} s after kill"
+            )
+            poll(lambda: len(st.sim.frames_for(st.sim.connection_count)) > 50, "traffic")
+            standby.send_signal(signal.SIGTERM)
+            assert standby.wait(60) == 0
+            reader.join(10)
+            err = "".join(said)
+            assert f"standing by: account main is recorded by pid {first.pid}" in err, err
+            assert "reason=shutdown" in err
+        finally:
+            for p in (first, standby):
+                if p is not None and p.poll() is None:
+                    p.kill()
+        st.call(st.sim.pause)
+        sessions = st.sim.connection_count
+        sent = {n: st.sim.frames_for(n) for n in range(1, sessions + 1)}
+
+    report = verify(engine, "main")
+    assert report.ok, report.broken
+    stored = list(EventLog(engine).iterate("main"))
+    by_session: dict[int | None, list[str]] = {}
+    for e in stored:
+        if not e.kind.startswith("recorder."):
+            by_session.setdefault(e.session_id, []).append(e.frame)
+    frames_per_session = [by_session[s] for s in sorted(k for k in by_session if k is not None)]
+    assert len(frames_per_session) == sessions
+    for n, recorded in enumerate(frames_per_session, start=1):
+        # Each session's frames once, verbatim, in order; the killed one lost only its
+        # uncommitted tail (and no later frame of it was committed).
+        assert recorded and recorded == sent[n][: len(recorded)], n
+    live = everything(engine, "main")
+    rebuild(engine, ["main"])
+    assert everything(engine, "main") == live
+    engine.dispose()
+
+
+def test_rebuild_refuses_while_the_account_is_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = create_engine(DatabaseConfig(url=url))
+    migrate.upgrade(engine)
+    EventLog(engine).append(frames("main", 1, 5), {})
+    holder = lease_for(engine, "main")
+    assert holder.try_acquire()  # as a running recorder would
+    result = CliRunner().invoke(main, ["rebuild"], env={"BFX_RECORDER_DATABASE_URL": url})
+    assert result.exit_code == 2, result.output
+    assert f"account main is recorded by pid {os.getpid()}" in result.output
+    assert "stop it before rebuilding" in result.output
+    holder.release()
+    result = CliRunner().invoke(main, ["rebuild"], env={"BFX_RECORDER_DATABASE_URL": url})
+    assert result.exit_code == 0, result.output
+    engine.dispose()

@@ -18,13 +18,14 @@ from rich.live import Live
 from rich.table import Table
 
 from recorder import logs
-from recorder.commands.common import open_engine, with_config
+from recorder.commands.common import EXIT_USAGE, fail, open_engine, with_config
 from recorder.config import AccountConfig, Config, Credentials, Secret
 from recorder.daemon import Recorder
 from recorder.simulator.faults import parse_schedule
 from recorder.simulator.server import Simulator, generated_credentials
 from recorder.store.database import Database
 from recorder.store.eventlog import EventLog
+from recorder.store.lease import LeaseHeld, hold_all
 from recorder.store.schema import PROJECTION_TABLES
 from recorder.store.sessions import end_reasons
 
@@ -83,6 +84,11 @@ def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str
     logs.setup(cfg.logging.format, cfg.logging.level, stream=log_stream)
     console = Console()
     db = Database(open_engine(cfg, read_only=False))
+    try:
+        leases = hold_all(db.engine, [ACCOUNT])
+    except LeaseHeld as exc:
+        db.engine.dispose()
+        fail(f"{exc}; wait for that demo to end, or use another database", EXIT_USAGE)
     key, secret = generated_credentials()
     sim = Simulator(seed=seed, rate=rate, api_keys={key: secret}, faults=parse_schedule(faults))
 
@@ -90,7 +96,8 @@ def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str
         async with trio.open_nursery() as nursery:
             port = await nursery.start(sim.serve)
             account = AccountConfig(name=ACCOUNT, url=f"ws://127.0.0.1:{port}/ws/2")
-            recorder = Recorder(cfg, [(account, Credentials(Secret(key), Secret(secret)))], db)
+            creds = Credentials(Secret(key), Secret(secret))
+            recorder = Recorder(cfg, [(account, creds)], db, leases=leases)
             console.print(
                 f"recording the simulated account [bold]{ACCOUNT}[/] from {account.url} into "
                 f"{db.engine.url.render_as_string(hide_password=True)} for {seconds:.0f}s"
@@ -111,6 +118,8 @@ def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str
         code = trio.run(main)
         result = summary(db.engine, ACCOUNT)
     finally:
+        for lease in leases:
+            lease.release()
         db.engine.dispose()
     table = Table(title="recorded")
     table.add_column("what")

@@ -1,0 +1,262 @@
+"""One recorder per account: a lease per (database, account), held for as long as a process
+records (or rebuilds) that account.
+
+* PostgreSQL: a session-level advisory lock, taken on a connection of its own that stays open
+  (``AUTOCOMMIT``, so it is never idle in a transaction). Its ``application_name`` says who
+  holds it (pid and host), and the backend's start time says since when; another process
+  reads both from ``pg_locks`` and ``pg_stat_activity``. When the holder dies the server ends
+  its backend and the lock is free at once.
+* SQLite: an OS file lock (``flock``) on ``<database file>.lease-<account>``, beside the
+  database; the file holds the holder's pid, host and start time as JSON. The kernel releases
+  it when the holder's process dies, however it dies.
+
+The key includes the PostgreSQL schema, so recorders in different schemas of one database do
+not exclude each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+import sqlalchemy as sa
+
+from recorder.store.errors import StoreError, store_errors
+
+
+class LeaseHeld(Exception):
+    """The account is recorded by another process."""
+
+    def __init__(self, account: str, holder: str | None) -> None:
+        self.account = account
+        self.holder = holder
+        who = holder or "another process (it did not say who)"
+        super().__init__(f"account {account} is recorded by {who}")
+
+
+def _me() -> tuple[int, str]:
+    return os.getpid(), socket.gethostname()
+
+
+class Lease(Protocol):
+    account: str
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free; True when this process holds it now."""
+        ...
+
+    def holder(self) -> str | None:
+        """Who holds it ("pid 4242 on host h since T"), if anyone says."""
+        ...
+
+    def still_held(self) -> bool:
+        """Whether this process still holds it (False: lost, e.g. the server restarted)."""
+        ...
+
+    def release(self) -> None: ...
+
+
+class FileLease:
+    """SQLite: ``flock`` on a file beside the database."""
+
+    def __init__(self, database: Path, account: str) -> None:
+        self.account = account
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", account)
+        self.path = database.with_name(f"{database.name}.lease-{safe}")
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        pid, host = _me()
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, orjson.dumps({"pid": pid, "host": host, "since": since}), 0)
+        self._fd = fd
+        return True
+
+    def holder(self) -> str | None:
+        try:
+            info = orjson.loads(self.path.read_bytes())
+            return f"pid {info['pid']} on host {info['host']} since {info['since']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def still_held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+
+class AdvisoryLease:
+    """PostgreSQL: a session-level advisory lock on a connection of its own."""
+
+    def __init__(self, engine: sa.Engine, account: str) -> None:
+        self.engine = engine
+        self.account = account
+        self._conn: sa.Connection | None = None
+        self._key: int | None = None
+
+    def _lock_key(self, conn: sa.Connection) -> int:
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+        digest = hashlib.sha256(f"bfx-recorder lease {schema}/{self.account}".encode()).digest()
+        return int.from_bytes(digest[:8], "big", signed=True)
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None:
+            return True
+        with store_errors():
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                key = self._lock_key(conn)
+                pid, host = _me()
+                name = f"bfx-recorder pid {pid} on {host}"[:63]
+                conn.execute(
+                    sa.text("SELECT set_config('application_name', :n, false)"), {"n": name}
+                )
+                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            except BaseException:
+                self._discard(conn)
+                raise
+        if not got:
+            self._discard(conn)
+            return False
+        self._conn, self._key = conn, key
+        return True
+
+    def holder(self) -> str | None:
+        with store_errors(), self.engine.connect() as conn:
+            key = self._lock_key(conn)
+            row: Any = conn.execute(
+                sa.text(
+                    "SELECT a.application_name, a.backend_start FROM pg_locks l "
+                    "JOIN pg_stat_activity a ON a.pid = l.pid "
+                    "WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND l.classid = ((:k >> 32) & 4294967295)::oid "
+                    "AND l.objid = (:k & 4294967295)::oid AND l.objsubid = 1"
+                ),
+                {"k": key},
+            ).first()
+        if row is None or not row.application_name:
+            return None
+        who = str(row.application_name).removeprefix("bfx-recorder ")
+        since = row.backend_start.astimezone(UTC).isoformat(timespec="seconds")
+        return f"{who} since {since}"
+
+    def still_held(self) -> bool:
+        if self._conn is None:
+            return False
+        try:
+            with store_errors():
+                held = self._conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND pid = pg_backend_pid() AND granted "
+                        "AND classid = ((:k >> 32) & 4294967295)::oid "
+                        "AND objid = (:k & 4294967295)::oid AND objsubid = 1"
+                    ),
+                    {"k": self._key},
+                ).scalar()
+        except StoreError:  # the connection is gone, and the lock with it
+            held = 0
+        if not held:
+            self.release()
+        return bool(held)
+
+    @staticmethod
+    def _discard(conn: sa.Connection) -> None:
+        """Close the connection for good (not back to the pool): its session ends, and with
+        it any advisory lock and the application_name naming this process."""
+        with contextlib.suppress(sa.exc.SQLAlchemyError):
+            conn.invalidate()
+            conn.close()
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._discard(self._conn)  # a lost connection has released the lock already
+            self._conn = None
+
+
+class NoLease:
+    """An in-memory SQLite database: nothing else can open it."""
+
+    def __init__(self, account: str) -> None:
+        self.account = account
+
+    def try_acquire(self) -> bool:
+        return True
+
+    def holder(self) -> str | None:
+        return None
+
+    def still_held(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        pass
+
+
+def lease_for(engine: sa.Engine, account: str) -> Lease:
+    url = engine.url
+    if url.get_backend_name() == "sqlite":
+        if url.database in (None, "", ":memory:"):
+            return NoLease(account)
+        return FileLease(Path(url.database).resolve(), account)
+    return AdvisoryLease(engine, account)
+
+
+def acquire(lease: Lease) -> None:
+    """Take ``lease`` or raise :class:`LeaseHeld` naming the holder."""
+    if not lease.try_acquire():
+        raise LeaseHeld(lease.account, lease.holder())
+
+
+def hold_all(
+    engine: sa.Engine,
+    accounts: list[str],
+    *,
+    standby: bool = False,
+    poll: float = 1.0,
+    on_wait: Callable[[LeaseHeld], None] | None = None,
+) -> list[Lease]:
+    """Take the lease of every account. Without ``standby`` a held one raises
+    :class:`LeaseHeld` (and nothing stays taken); with it, wait, trying every ``poll``
+    seconds, until each is free (``on_wait`` hears about the first refusal of each)."""
+    held: list[Lease] = []
+    try:
+        for account in accounts:
+            lease = lease_for(engine, account)
+            told = False
+            while not lease.try_acquire():
+                refusal = LeaseHeld(account, lease.holder())
+                if not standby:
+                    raise refusal
+                if not told and on_wait is not None:
+                    on_wait(refusal)
+                told = True
+                time.sleep(poll)
+            held.append(lease)
+    except BaseException:
+        for lease in held:
+            lease.release()
+        raise
+    return held
