@@ -4,14 +4,18 @@ account, transient store errors, guards, chain anchoring, signals."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +26,7 @@ from recorder.cli import main
 from recorder.config import DatabaseConfig, WriterConfig
 from recorder.projections.projector import rebuild
 from recorder.replay.verify import verify
+from recorder.simulator.server import Simulator
 from recorder.store import migrate
 from recorder.store.database import Database
 from recorder.store.engine import create_engine
@@ -29,8 +34,11 @@ from recorder.store.errors import StoreUnavailable
 from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import LeaseHeld, hold_all, lease_for
 from recorder.writer import Writer
-from tests.helpers import SimThread
+from tests.helpers import SimThread, progressed, quiesce, wait_until
 from tests.proxy import CommitCutter
+from tests.test_daemon import KEY as DAEMON_KEY
+from tests.test_daemon import SECRET as DAEMON_SECRET
+from tests.test_daemon import start_recording
 from tests.test_projections import everything
 
 KEY = "reliability-key"
@@ -255,3 +263,133 @@ def test_rebuild_refuses_while_the_account_is_recorded(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["rebuild"], env={"BFX_RECORDER_DATABASE_URL": url})
     assert result.exit_code == 0, result.output
     engine.dispose()
+
+
+# --- transient store errors -----------------------------------------------------------------
+
+
+async def test_disk_full_sqlite_daemon_stays_up_and_loses_nothing(tmp_path: Path) -> None:
+    """SQLITE_FULL (``PRAGMA max_page_count`` lowered on every connection by this test's
+    hook): the writer keeps its batch, projectors wait, the session ends with
+    database-unavailable, and everything recovers when there is room again."""
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{tmp_path / 'full.db'}"))
+    migrate.upgrade(engine)
+    limit = [1 << 30]
+
+    @sa.event.listens_for(engine, "checkout")
+    def cap(dbapi_conn: Any, *_: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count = {limit[0]}")
+
+    sim = Simulator(seed=61, rate=400, api_keys={DAEMON_KEY: DAEMON_SECRET}, connection_limit=None)
+    cfg_writer = WriterConfig(batch_max_ms=5, queue_size=50, unavailable_timeout_s=0.5)
+    async with trio.open_nursery() as nursery:
+        recorder = await start_recording(nursery, sim, engine, writer=cfg_writer)
+        await progressed(recorder, 100)
+        with engine.connect() as conn:
+            pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
+        limit[0] = pages + 1  # the disk is full
+        await wait_until(lambda: not sim.connections, "the session gave up on the database")
+        assert recorder.writer.stats.retries > 0 and not recorder.finished.is_set()
+        limit[0] = 1 << 30  # room again
+        status = recorder.status["main"]
+        await wait_until(lambda: status.sessions >= 2 and status.connected, "reconnected")
+        await progressed(recorder, 100)
+        await quiesce(sim, recorder, engine)
+        recorder.stop()
+        with trio.fail_after(20):
+            await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    with engine.connect() as conn:
+        reasons = [
+            r for (r,) in conn.execute(sa.text("SELECT end_reason FROM sessions ORDER BY id"))
+        ]
+    assert reasons[0] == "database-unavailable" and reasons[-1] == "shutdown"
+    stored = list(EventLog(engine).iterate("main"))
+    for n, sid in enumerate(sorted({e.session_id for e in stored if e.session_id}), start=1):
+        recorded = [
+            e.frame for e in stored if e.session_id == sid and not e.kind.startswith("recorder.")
+        ]
+        assert recorded and recorded == sim.frames_for(n)[: len(recorded)]
+    assert verify(engine, "main").ok
+    engine.dispose()
+
+
+class ThrowawayPostgres:
+    """A PostgreSQL cluster of this test's own (initdb + pg_ctl on a free port, in a temporary
+    directory), so that it can be restarted without touching the shared server."""
+
+    def __init__(self, root: Path) -> None:
+        self.dir = root / "pgdata"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run([*self.as_postgres, *args], check=True, capture_output=True, timeout=120)
+
+    def init(self) -> None:
+        if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+            pytest.skip("initdb/pg_ctl not found: no throwaway PostgreSQL cluster")
+        self.dir.parent.chmod(0o777)
+        self._run("initdb", "-D", str(self.dir), "-A", "trust", "-U", "postgres", "--no-sync")
+        self.start()
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.dir.parent / "server.log")  # not our pipes: pg_ctl would never return
+        self._run("pg_ctl", "-D", str(self.dir), "-l", log, "-o", options, "-w", "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.dir), "-m", "fast", "-w", "stop")
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+async def test_postgres_restart_loses_nothing_and_recovers_without_restart(
+    tmp_path: Path,
+) -> None:
+    server = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="bfx-pg-")))
+    server.init()
+    engine = create_engine(DatabaseConfig(url=server.url))
+    try:
+        migrate.upgrade(engine)
+        lease = lease_for(engine, "main")
+        assert lease.try_acquire()
+        sim = Simulator(
+            seed=62, rate=300, api_keys={DAEMON_KEY: DAEMON_SECRET}, connection_limit=None
+        )
+        cfg_writer = WriterConfig(batch_max_ms=5, unavailable_timeout_s=30)
+        async with trio.open_nursery() as nursery:
+            recorder = await start_recording(
+                nursery, sim, engine, writer=cfg_writer, leases=[lease], lease_check_every=0.2
+            )
+            await progressed(recorder, 100)
+            await trio.to_thread.run_sync(server.stop)  # every connection is cut
+            retries = recorder.writer.stats.retries
+            await wait_until(lambda: recorder.writer.stats.retries > retries, "writer retrying")
+            await trio.to_thread.run_sync(server.start)
+            await progressed(recorder, 200)  # recovered by itself
+            assert not recorder.finished.is_set()
+            await wait_until(lambda: recorder.leases.get("main") is lease, "lease kept")
+            await quiesce(sim, recorder, engine)
+            recorder.stop()
+            with trio.fail_after(20):
+                await recorder.finished.wait()
+            nursery.cancel_scope.cancel()
+        assert recorder.writer.stats.retries > 0
+        stored = list(EventLog(engine).iterate("main"))
+        sessions = sorted({e.session_id for e in stored if e.session_id})
+        for n, sid in enumerate(sessions, start=1):
+            recorded = [
+                e.frame
+                for e in stored
+                if e.session_id == sid and not e.kind.startswith("recorder.")
+            ]
+            assert recorded and recorded == sim.frames_for(n)[: len(recorded)]
+        assert verify(engine, "main").ok
+    finally:
+        engine.dispose()
+        server.stop()
+        shutil.rmtree(server.dir.parent, ignore_errors=True)
