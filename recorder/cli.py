@@ -19,6 +19,7 @@ COMMANDS = {
     "state": "recorder.commands.state:command",
     "serve-replay": "recorder.commands.serve_replay:command",
     "verify": "recorder.commands.verify:command",
+    "head": "recorder.commands.head:command",
     "status": "recorder.commands.status:command",
     "simulate": "recorder.commands.simulate:command",
 }

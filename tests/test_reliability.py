@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -391,5 +392,152 @@ async def test_postgres_restart_loses_nothing_and_recovers_without_restart(
         assert verify(engine, "main").ok
     finally:
         engine.dispose()
+        server.stop()
+        shutil.rmtree(server.dir.parent, ignore_errors=True)
+
+
+# --- guards, chain anchoring, signals ---------------------------------------------------------
+
+
+def cli(url: str, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), env={"BFX_RECORDER_DATABASE_URL": url})
+    return result.exit_code, result.output
+
+
+def test_downgrade_below_the_log_refuses_while_it_holds_events(db_url: str) -> None:
+    engine = create_engine(DatabaseConfig(url=db_url))
+    migrate.upgrade(engine)
+    EventLog(engine).append(frames("main", 1, 3), {})
+    code, out = cli(db_url, "db", "downgrade", "base")
+    assert code == 2, out
+    assert "drops the events table, which holds 3 events" in out and "--destroy-history" in out
+    assert migrate.current(engine) == migrate.head()  # nothing was done
+    code, out = cli(db_url, "db", "downgrade", "0002")  # keeps the log: allowed
+    assert code == 0, out
+    code, out = cli(db_url, "db", "downgrade", "base", "--destroy-history")
+    assert code == 0, out
+    assert migrate.current(engine) is None
+    engine.dispose()
+
+
+def test_verify_head_catches_a_truncated_tail(db_url: str, tmp_path: Path) -> None:
+    engine = create_engine(DatabaseConfig(url=db_url))
+    migrate.upgrade(engine)
+    EventLog(engine).append(frames("main", 1, 20) + frames("other", 1, 5), {})
+    code, out = cli(db_url, "head")
+    assert code == 0, out
+    lines = dict(line.split(" ", 1) for line in out.splitlines())
+    last_id, last_hash = EventLog(engine).head("main")
+    assert lines["main"] == f"{last_id}:{last_hash}"
+    code, as_json = cli(db_url, "head", "--json")
+    kept = tmp_path / "heads.json"
+    kept.write_text(as_json)
+    assert cli(db_url, "verify", "--head", lines["main"])[0] == 0
+    assert cli(db_url, "verify", "--heads", str(kept))[0] == 0
+    with engine.begin() as conn:  # remove the tail behind the triggers' back
+        if engine.dialect.name == "postgresql":
+            conn.exec_driver_sql("DROP TRIGGER events_no_update_delete ON events")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER events_no_delete")
+        conn.execute(
+            sa.text("DELETE FROM events WHERE account = 'main' AND id > :i"), {"i": last_id - 3}
+        )
+    code, out = cli(db_url, "verify")
+    assert code == 0, out  # the chain that is left is intact: only the kept head can tell
+    code, out = cli(db_url, "verify", "--head", lines["main"])
+    assert code == 1 and f"kept head {last_id}:" in out and "missing" in out
+    code, out = cli(db_url, "verify", "--heads", str(kept))
+    assert code == 1 and "the log was altered" in out
+    code, out = cli(db_url, "verify", "--head", "12:nothex")
+    assert code == 2 and "is not ID:HASH" in out
+    engine.dispose()
+
+
+class Lines:
+    """A process's stderr, read line by line in a thread (to wait for a line)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.lines: list[str] = []
+        assert proc.stderr is not None
+        stream = proc.stderr
+        self.thread = threading.Thread(
+            target=lambda: self.lines.extend(iter(stream.readline, "")), daemon=True
+        )
+        self.thread.start()
+
+    def wait_for(self, text: str) -> None:
+        poll(lambda: any(text in line for line in self.lines), repr(text))
+
+    def text(self) -> str:
+        self.thread.join(10)
+        return "".join(self.lines)
+
+
+@pytest.mark.slow
+def test_second_signal_does_not_abort_the_drain_and_a_third_forces(tmp_path: Path) -> None:
+    """The drain is held up (the test holds SQLite's write lock), so each signal surely
+    arrives while it runs: the second is noted and ignored, a third forces exit 1."""
+    for signals, expected in ((2, 0), (3, 1)):
+        db = tmp_path / f"s{signals}.db"
+        url = f"sqlite:///{db}"
+        with SimThread(seed=63, rate=200, api_keys={KEY: SECRET}, connection_limit=None) as st:
+            cfg = run_config(tmp_path, url, st.port)
+            proc = start(cfg, "run")
+            said = Lines(proc)
+            blocker = sqlite3.connect(db, timeout=30, isolation_level=None)
+            try:
+                poll(lambda: len(st.sim.frames_for(1)) > 100, "recording")
+                blocker.execute("BEGIN IMMEDIATE")  # the writer cannot commit now
+                proc.send_signal(signal.SIGTERM)
+                said.wait_for("stopping: draining")
+                proc.send_signal(signal.SIGTERM)
+                said.wait_for("already stopping")
+                if signals == 3:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(30)
+                blocker.execute("ROLLBACK")  # the drain can finish
+                proc.wait(60)
+            finally:
+                blocker.close()
+                if proc.poll() is None:
+                    proc.kill()
+        err = said.text()
+        assert proc.returncode == expected, err
+        assert "Traceback" not in err and "Aborted" not in err
+        if expected == 0:
+            assert "reason=shutdown" in err and "recorder stopped" in err
+            engine = create_engine(DatabaseConfig(url=url))
+            assert verify(engine, "main").ok
+            engine.dispose()
+        else:
+            assert "forced exit before the drain finished" in err
+
+
+@pytest.mark.postgres
+@pytest.mark.slow
+def test_run_waits_for_a_database_that_is_not_up_yet(tmp_path: Path) -> None:
+    server = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="bfx-pg-")))
+    server.init()
+    server.stop()  # the database is down when the daemon starts
+    try:
+        with SimThread(seed=64, rate=50, api_keys={KEY: SECRET}, connection_limit=None) as st:
+            cfg = run_config(tmp_path, server.url + "?connect_timeout=2", st.port)
+            proc = start(cfg, "run")
+            said = Lines(proc)
+            try:
+                said.wait_for("waiting for the database")
+                assert proc.poll() is None and not st.sim.auth_requests
+                server.start()
+                poll(lambda: len(st.sim.auth_requests) >= 1, "recording once it is up")
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        err = said.text()
+        assert proc.returncode == 0, err
+        assert err.count("waiting for the database") == 1  # one line per interval, not a flood
+        assert "Traceback" not in err
+    finally:
         server.stop()
         shutil.rmtree(server.dir.parent, ignore_errors=True)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import click
+from alembic.util import CommandError as AlembicCommandError
 
 from recorder.commands.common import open_engine, with_config
-from recorder.config import Config, redact_url
+from recorder.config import Config, ConfigError, redact_url
 from recorder.store import migrate
 from recorder.store.errors import store_errors
+from recorder.store.eventlog import EventLog
 
 
 @click.group("db")
@@ -46,12 +48,31 @@ def current(cfg: Config) -> None:
 
 @group.command("downgrade")
 @click.argument("revision")
+@click.option(
+    "--destroy-history",
+    is_flag=True,
+    help="Allow a downgrade that drops the events table while it holds events.",
+)
 @with_config
-def downgrade(cfg: Config, revision: str) -> None:
+def downgrade(cfg: Config, revision: str, destroy_history: bool) -> None:
     """Downgrade the schema to REVISION ('base' removes every table)."""
     engine = open_engine(cfg, read_only=True, check_schema=False)
     try:
         with store_errors():
+            try:
+                undone = migrate.undoes(engine, revision)
+            except AlembicCommandError as exc:
+                raise ConfigError("REVISION", str(exc), "see `bfx-recorder db current`") from None
+            if migrate.HISTORY_REVISION in undone and not destroy_history:
+                held = EventLog(engine).count()
+                if held:
+                    raise ConfigError(
+                        "REVISION",
+                        f"downgrading to {revision} drops the events table, which holds "
+                        f"{held} events: the whole recorded history",
+                        "back the database up; to destroy the history anyway, add "
+                        "--destroy-history",
+                    )
             migrate.downgrade(engine, revision)
             click.echo(f"database at {migrate.current(engine) or 'base'}")
     finally:

@@ -3,27 +3,83 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
+import orjson
 
 from recorder.commands.common import account_option, open_engine, pick_account, with_config
-from recorder.config import Config
+from recorder.config import Config, ConfigError
 from recorder.replay.verify import verify
 from recorder.store.eventlog import EventLog
 
 
+def parse_head(option: str, text: str) -> tuple[int, str]:
+    """``ID:HASH`` (an ``ACCOUNT `` prefix, as `head` prints it, is allowed)."""
+    value = text.strip().split()[-1] if text.strip() else ""
+    ident, _, digest = value.partition(":")
+    if not ident.isdigit() or len(digest) != 64:
+        raise ConfigError(option, f"{text!r} is not ID:HASH", "copy a line of `bfx-recorder head`")
+    return int(ident), digest
+
+
+def read_heads(path: str) -> list[tuple[int, str]]:
+    """A file of heads: the output of `head --json`, or of `head` (one per line)."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError("--heads", f"cannot read {path}: {exc.strerror}", "give a file") from None
+    if text.lstrip().startswith("["):
+        try:
+            return [(int(h["id"]), str(h["hash"])) for h in orjson.loads(text)]
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(
+                "--heads", f"{path} is not `head --json` output", "regenerate it"
+            ) from None
+    return [parse_head("--heads", line) for line in text.splitlines() if line.strip()]
+
+
 @click.command("verify")
 @account_option
+@click.option(
+    "--head",
+    "heads",
+    multiple=True,
+    help="ID:HASH kept from `bfx-recorder head`; fail if the log no longer has it (repeatable).",
+)
+@click.option(
+    "--heads",
+    "heads_file",
+    type=click.Path(dir_okay=False),
+    help="A file of heads (`head` or `head --json` output).",
+)
 @with_config
-def command(cfg: Config, account: str | None) -> None:
-    """Check the hash chain and list every gap; exit 1 if the chain is broken."""
+def command(
+    cfg: Config, account: str | None, heads: tuple[str, ...], heads_file: str | None
+) -> None:
+    """Check the hash chain and list every gap; exit 1 if the chain is broken or a kept head
+    is no longer in the log."""
+    wanted = [parse_head("--head", h) for h in heads]
+    if heads_file:
+        wanted += read_heads(heads_file)
     engine = open_engine(cfg, read_only=True)
     try:
+        log = EventLog(engine)
         if account:
-            pick_account(EventLog(engine).accounts(), account)
+            pick_account(log.accounts(), account)
         report = verify(engine, account)
+        found = {ident: log.hash_at(ident) for ident, _ in wanted}
     finally:
         engine.dispose()
+    lost = 0
+    for ident, digest in wanted:
+        row = found[ident]
+        if row is not None and row[1] == digest:
+            click.echo(f"{row[0]}: kept head {ident}:{digest[:16]}… is in the log")
+            continue
+        lost += 1
+        why = "missing (the tail was removed)" if row is None else f"changed (now {row[1][:16]}…)"
+        click.echo(f"kept head {ident}:{digest[:16]}… is {why}: the log was altered")
     for acc, n in sorted(report.checked.items()):
         if acc in report.broken:
             click.echo(
@@ -37,4 +93,4 @@ def command(cfg: Config, account: str | None) -> None:
         where = f" event {f.event_id}" if f.event_id else ""
         click.echo(f"  {at} {f.account} {f.what}{where}: {f.detail}")
     click.echo(f"{len(report.findings)} gap(s) listed")
-    sys.exit(0 if report.ok else 1)
+    sys.exit(0 if report.ok and not lost else 1)

@@ -337,6 +337,13 @@ class EventLog:
 
         return self._query(q, conn)
 
+    def hash_at(self, event_id: int) -> tuple[str, str] | None:
+        """(account, hash) of the row at position ``event_id``, if the log has it."""
+        query = sa.select(events.c.account, events.c.hash).where(events.c.id == event_id)
+        return self._query(
+            lambda c: (lambda r: None if r is None else (r[0], r[1]))(c.execute(query).first())
+        )
+
     def accounts(self, *, conn: sa.Connection | None = None) -> list[str]:
         """Every account with at least one event, sorted."""
         return self._query(

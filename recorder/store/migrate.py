@@ -66,3 +66,17 @@ def current(engine: Engine) -> str | None:
 
 def head() -> str | None:
     return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+# The revision that creates the event log: undoing it drops every recorded event.
+HISTORY_REVISION = "0001"
+
+
+def undoes(engine: Engine, target: str) -> list[str]:
+    """The revisions a downgrade from the database's current revision to ``target`` would
+    undo, newest first (raises alembic's CommandError for a target it cannot resolve)."""
+    now = current(engine)
+    if now is None:
+        return []
+    script = ScriptDirectory.from_config(_config())
+    return [r.revision for r in script.iterate_revisions(now, target)]
