@@ -14,6 +14,7 @@ import trio
 from sqlalchemy import event
 
 from recorder.config import DatabaseConfig, WriterConfig
+from recorder.protocol import classify
 from recorder.replay.verify import verify
 from recorder.store import migrate
 from recorder.store.database import Database
@@ -148,15 +149,28 @@ async def test_backend_killed_during_copy_keeps_the_batch(pg_url: str) -> None:
 @pytest.mark.postgres
 def test_a_copy_the_server_refuses_is_a_store_error(pg_url: str) -> None:
     """An error raised by psycopg itself on the raw COPY path, with the connection still
-    alive (here PostgreSQL's refusal of a NUL character in text), is mapped at the boundary,
-    not leaked as a driver exception."""
+    alive (here a foreign key the server checks: no such session), is mapped at the
+    boundary, not leaked as a driver exception."""
     engine = create_engine(DatabaseConfig(url=pg_url))
     migrate.upgrade(engine)
     try:
-        bad = ev("main", 1)._replace(frame='[0,"on",\x00]')
+        bad = ev("main", 1)._replace(session_id=424242)
         with pytest.raises(StoreError) as info:
             EventLog(engine).append([bad], {})
         assert isinstance(info.value.__cause__, psycopg.Error)
         assert EventLog(engine).high_water("main") == 0
     finally:
         engine.dispose()
+
+
+def test_a_frame_with_a_raw_nul_is_kept_on_both_backends(engine: sa.Engine) -> None:
+    """Remote garbage with a NUL character (which PostgreSQL text cannot hold) is stored, with
+    the NUL as its JSON escape, classified malformed, and the chain verifies."""
+    text = '[0,"on",\x00]'
+    frame = classify(text)
+    assert frame.kind == "malformed"
+    item = NewEvent("main", None, T0, frame.chan_id, frame.kind, None, None, frame.text)
+    EventLog(engine).append([item, ev("main", 2)], {})
+    stored = list(EventLog(engine).iterate("main"))
+    assert [e.frame for e in stored] == ['[0,"on",\\u0000]', ev("main", 2).frame]
+    assert verify(engine, "main").ok

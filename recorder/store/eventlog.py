@@ -161,6 +161,13 @@ class ChainConflict(StoreError):
     """The account's log does not end where this writer left it: someone else appends."""
 
 
+def storable(frame: str) -> str:
+    """``frame`` as it can be stored: PostgreSQL text cannot hold a NUL character, so a raw
+    NUL (never valid in JSON: such a frame is classified ``malformed``) is stored as the JSON
+    escape ``\\u0000``, on both backends alike. Every other character is kept as received."""
+    return frame.replace("\x00", "\\u0000")
+
+
 def chain_rows(
     items: Sequence[NewEvent | SessionChange], prev: dict[str, str], *, sqlite: bool
 ) -> tuple[list[tuple[Any, ...]], dict[str, str]]:
@@ -172,6 +179,8 @@ def chain_rows(
     for item in items:
         if isinstance(item, SessionChange):
             continue
+        if "\x00" in item.frame:
+            item = item._replace(frame=storable(item.frame))
         acc = item.account
         before = hashes.get(acc) or prev.get(acc) or GENESIS
         at = item.received_at

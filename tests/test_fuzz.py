@@ -1,0 +1,147 @@
+"""Arbitrary input never raises where the promise is "kept and flagged, never a crash":
+classification (tests/test_protocol.py fuzzes text, JSON and bytes), every fold on any payload
+of any of its kinds, and the configuration loader (only ConfigError, naming a key).
+
+Example counts (hypothesis ``max_examples``): folds 400, fold frames 200, configuration 400,
+configuration from TOML text 300; classify: 3 x 100 in tests/test_protocol.py."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recorder import config as config_mod
+from recorder.config import ConfigError
+from recorder.projections.base import DISCONNECTED, Event, Output
+from recorder.projections.registry import FOLDS, PROJECTION_NAMES
+from recorder.projections.values import parse_frame
+
+KINDS = sorted({k for name in PROJECTION_NAMES for k in FOLDS[name]().kinds} - {DISCONNECTED})
+
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.decimals(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=34), st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=60,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.sampled_from(PROJECTION_NAMES), data=st.data())
+def test_every_fold_takes_any_payload_of_its_kinds(name: str, data: st.DataObject) -> None:
+    fold = FOLDS[name]()
+    out = Output()
+    for n in range(data.draw(st.integers(1, 6))):
+        kind = data.draw(st.sampled_from(sorted(fold.kinds)))
+        payload = data.draw(json_values)
+        frame = data.draw(
+            st.sampled_from(
+                [[0, kind, payload], payload, [0, kind], [0, kind, payload, 1, 2], None]
+            )
+        )
+        fold.apply(Event(n + 1, kind, frame), out)  # must not raise
+    flags = fold.snapshot()
+    assert flags.skipped >= 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(kind=st.sampled_from(KINDS), payload=json_values)
+def test_folds_take_frames_as_parsed_from_text(kind: str, payload: Any) -> None:
+    """The path a live frame takes: text -> parse_frame (Decimal numbers) -> every fold."""
+    text = json.dumps([0, kind, payload], default=str)
+    for name in PROJECTION_NAMES:
+        fold = FOLDS[name]()
+        if kind in fold.kinds:
+            fold.apply(Event(1, kind, parse_frame(text)), Output())
+
+
+toml_scalars = st.one_of(
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.decimals(allow_nan=False, allow_infinity=False).map(lambda d: float(d)),
+)
+toml_values = st.recursive(
+    toml_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=3), st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+section_keys = st.sampled_from(
+    [
+        "url",
+        "auto_migrate",
+        "batch_max_frames",
+        "batch_max_ms",
+        "queue_size",
+        "format",
+        "level",
+        "max_frame_age_s",
+        "name",
+        "api_key_env",
+        "api_secret_env",
+        "filter",
+        "dms",
+        "heartbeat_period_s",
+        "backoff_cap_s",
+        "api_secret_file",
+        "unknown",
+    ]
+)
+documents = st.dictionaries(
+    st.sampled_from(["database", "writer", "logging", "status", "accounts", "other"]),
+    st.one_of(
+        st.dictionaries(section_keys, toml_values, max_size=4),
+        st.lists(st.dictionaries(section_keys, toml_values, max_size=5), max_size=3),
+        toml_values,
+    ),
+    max_size=4,
+)
+environments = st.dictionaries(
+    st.sampled_from(
+        [
+            "BFX_RECORDER_DATABASE_URL",
+            "BFX_RECORDER_WRITER_BATCH_MAX_MS",
+            "BFX_RECORDER_LOGGING_LEVEL",
+            "BFX_RECORDER_STATUS_MAX_FRAME_AGE_S",
+        ]
+    ),
+    st.text(max_size=20),
+    max_size=2,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(raw=documents, environ=environments)
+def test_config_loader_raises_only_config_errors(
+    raw: dict[str, Any], environ: dict[str, str]
+) -> None:
+    try:
+        config_mod.parse(raw, environ, "fuzz")
+    except ConfigError as exc:
+        assert exc.key and str(exc)  # names the key
+    # anything else (TypeError, KeyError, ValueError, ...) fails the test
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(max_size=200))
+def test_config_from_any_toml_text(text: str, tmp_path_factory: Any) -> None:
+    """A file of any text: a Config or a ConfigError (syntax errors included), nothing else."""
+    path = tmp_path_factory.mktemp("cfg") / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    with contextlib.suppress(ConfigError):
+        config_mod.load(path, {})
