@@ -25,7 +25,7 @@ from click.testing import CliRunner
 
 from recorder.cli import main
 from recorder.config import DatabaseConfig, WriterConfig
-from recorder.projections.projector import rebuild
+from recorder.projections.projector import projectors_for, rebuild
 from recorder.replay.verify import verify
 from recorder.simulator.server import Simulator
 from recorder.store import migrate
@@ -34,12 +34,14 @@ from recorder.store.engine import create_engine
 from recorder.store.errors import StoreUnavailable
 from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import LeaseHeld, hold_all, lease_for
+from recorder.store.schema import projector_checkpoints as checkpoints
 from recorder.writer import Writer
 from tests.helpers import SimThread, progressed, quiesce, wait_until
 from tests.proxy import CommitCutter
 from tests.test_daemon import KEY as DAEMON_KEY
 from tests.test_daemon import SECRET as DAEMON_SECRET
 from tests.test_daemon import start_recording
+from tests.test_projection_folds import store_log, synthetic_log
 from tests.test_projections import everything
 
 KEY = "reliability-key"
@@ -541,3 +543,38 @@ def test_run_waits_for_a_database_that_is_not_up_yet(tmp_path: Path) -> None:
     finally:
         server.stop()
         shutil.rmtree(server.dir.parent, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_kill_9_during_rebuild_leaves_a_consistent_prefix(tmp_path: Path) -> None:
+    """SIGKILL in the middle of `rebuild`: the log is untouched, the lease is free again, and
+    projectors that resume from what the killed rebuild committed (as a restarted daemon
+    would) give exactly the rows of a full rebuild."""
+    url = f"sqlite:///{tmp_path / 'rb.db'}"
+    engine = create_engine(DatabaseConfig(url=url))
+    migrate.upgrade(engine)
+    store_log(engine, "main", synthetic_log(7, 15000, 0, 400))
+    cfg = tmp_path / "rb.toml"
+    cfg.write_text(f'[database]\nurl = "{url}"\n')
+
+    def folded_something() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.select(sa.func.count()).select_from(checkpoints)).scalar())
+
+    proc = start(cfg, "rebuild")
+    try:
+        poll(folded_something, "the rebuild's first committed batch", timeout=60)
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -signal.SIGKILL  # it was killed mid-way, not finished
+    assert verify(engine, "main").ok
+    for projector in projectors_for(engine, "main"):
+        projector.catch_up()
+    resumed = everything(engine, "main")
+    code, out = cli(url, "rebuild")  # the killed process's lease died with it
+    assert code == 0, out
+    assert everything(engine, "main") == resumed
+    engine.dispose()
