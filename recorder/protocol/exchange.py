@@ -11,11 +11,13 @@ the real code and message.
 
 from __future__ import annotations
 
+import hmac
 from collections import deque
 from typing import Any
 
 from recorder.protocol.messages import signature_matches
 from recorder.protocol.nonce import MAX_NONCE
+from recorder.protocol.rest import rest_signature
 
 
 class AuthChecker:
@@ -38,12 +40,30 @@ class AuthChecker:
             nonce = int(raw) if isinstance(raw, int | str) else int(str(raw))
         except ValueError:
             return 10114, "nonce: invalid"
+        return self._use_nonce(key, nonce)
+
+    def _use_nonce(self, key: str, nonce: int) -> tuple[int, str] | None:
+        """One nonce sequence per key, shared by WebSocket auth and REST (rest.md §1.4)."""
         if nonce > MAX_NONCE:
             return 10114, "nonce: too big"
         if nonce <= self.last_nonce.get(key, 0):
             return 10114, "nonce: small"
         self.last_nonce[key] = nonce
         return None
+
+    def check_rest(self, headers: dict[str, str], path: str, body: bytes) -> tuple[int, str] | None:
+        """A signed REST request (``bfx-apikey``, ``bfx-nonce``, ``bfx-signature`` over
+        ``/api/v2/<path><nonce><body>``), checked as the exchange does."""
+        key = headers.get("bfx-apikey", "")
+        if key not in self.api_keys:
+            return 10100, "apikey: invalid"
+        raw = headers.get("bfx-nonce", "")
+        if not raw.isdigit():
+            return 10114, "nonce: invalid"
+        expected = rest_signature(self.api_keys[key], path, int(raw), body)
+        if not hmac.compare_digest(expected, headers.get("bfx-signature", "")):
+            return 10100, "apikey: digest invalid"
+        return self._use_nonce(key, int(raw))
 
 
 # --- replies ---------------------------------------------------------------------------------

@@ -190,6 +190,20 @@ FUNDING_TRADE = _layout(
     (7, "maker", "int"),
 )
 
+# REST ledger entries (rest.md §3.4): index 2 is documented as the wallet but real answers
+# carry null there; the wallet then ends the description ("... on wallet exchange").
+LEDGER = _layout(
+    "ledger",
+    9,
+    (0, "id", "int"),
+    (1, "currency", "text"),
+    (2, "wallet", "text"),
+    (3, "mts", "mts"),
+    (5, "amount", "dec"),
+    (6, "balance", "dec"),
+    (8, "description", "text"),
+)
+
 BALANCE_INFO = _layout("balance_info", 2, (0, "aum", "dec"), (1, "aum_net", "dec"))
 
 # miu/fiu carry a variant tag and (for sym) a symbol before the value array; these layouts

@@ -67,6 +67,16 @@ class AccountModel:
         self.orders: dict[int, dict[str, Any]] = {}  # open orders
         self.closed_orders: dict[int, dict[str, Any]] = {}
         self.positions: dict[str, dict[str, Any]] = {}  # active, by symbol
+        # History the REST API serves (rest.md §3): closed positions and funding, and one
+        # ledger entry per wallet change.
+        self.closed_positions: dict[int, dict[str, Any]] = {}
+        self.closed_funding: dict[str, dict[int, dict[str, Any]]] = {
+            "offer": {},
+            "credit": {},
+            "loan": {},
+        }
+        self.ledger: list[dict[str, Any]] = []
+        self.next_ledger_id = 5_000_000_000
         self.trades: dict[int, dict[str, Any]] = {}
         self.funding_offers: dict[int, dict[str, Any]] = {}
         self.funding_credits: dict[int, dict[str, Any]] = {}
@@ -105,6 +115,8 @@ class AccountModel:
             self.market_order,
             self.position_update,
             self.close_position,
+            self.transfer,
+            self.price_alert,
         ]
         # Record a few open orders up front, so the very first snapshot is not empty.
         for _ in range(3):
@@ -140,6 +152,18 @@ class AccountModel:
         w["balance"] = _r(w["balance"] + delta)
         w["last_change"] = text
         w["trade_details"] = details
+        self.next_ledger_id += 1
+        self.ledger.append(
+            {
+                "id": self.next_ledger_id,
+                "currency": ccy,
+                "wallet": None,  # real answers carry null here; the wallet ends the text
+                "mts": self.clock(),
+                "amount": delta,
+                "balance": w["balance"],
+                "description": f"{text} on wallet {wtype}",
+            }
+        )
         return ("wu", layouts.WALLET.array(w))
 
     @staticmethod
@@ -315,6 +339,7 @@ class AccountModel:
         self, symbol: str, fill: float, price: float, details: dict[str, Any]
     ) -> list[Message]:
         pos = self.positions.get(symbol)
+        now = self.clock()
         if pos is None:
             pos = {
                 "symbol": symbol,
@@ -328,8 +353,8 @@ class AccountModel:
                 "price_liq": None,
                 "leverage": None,
                 "position_id": self._id(),
-                "mts_create": None,
-                "mts_update": None,
+                "mts_create": now,
+                "mts_update": now,
                 "type": 0,
                 "collateral": 0,
                 "collateral_min": 0,
@@ -339,9 +364,11 @@ class AccountModel:
             return [("pn", layouts.POSITION.array(pos))]
         pos["amount"] = _r(pos["amount"] + fill)
         pos["meta"] = {**details, "liq_stage": None}
+        pos["mts_update"] = now
         if pos["amount"] == 0:
             pos["status"] = "CLOSED"
             del self.positions[symbol]
+            self.closed_positions[pos["position_id"]] = pos
             return [("pc", layouts.POSITION.array(pos))]
         return [("pu", layouts.POSITION.array(pos))]
 
@@ -442,6 +469,30 @@ class AccountModel:
         closing = self._close_order(order, f"EXECUTED @ {price}({fill}) was ACTIVE (note:POSCLOSE)")
         return [closing, *self._execute(order, fill)]
 
+    def transfer(self) -> list[Message]:
+        """A wallet transfer (exchange -> margin USD): an ``acc_tf`` notification, then a
+        ``wu`` per wallet (and a ledger entry each)."""
+        amount = _r(self.rng.uniform(10, 100), 2)
+        text = f"{amount} US Dollar transfered from Exchange to Margin"
+        note = self._notification(
+            "acc_tf",
+            [self.clock(), "exchange", "margin", None, "USD", "USD", None, amount],
+            "SUCCESS",
+            text,
+        )
+        what = f"Transfer of {amount} USD from wallet Exchange to Margin"
+        return [
+            note,
+            self._wu("exchange", "USD", -amount, what),
+            self._wu("margin", "USD", amount, what),
+        ]
+
+    def price_alert(self) -> list[Message]:
+        """A price alert set by the user (``uca``): a notification and nothing else."""
+        price = self._walk("tBTCUSD")
+        key = f"price:tBTCUSD:{price}"
+        return [self._notification("uca", [key, "price", "tBTCUSD", price, 100], "SUCCESS", key)]
+
     def balance_update(self) -> list[Message]:
         total = 0.0
         for (_wtype, ccy), w in self.wallets.items():
@@ -540,6 +591,7 @@ class AccountModel:
         offer = self.funding_offers.pop(self.rng.choice(sorted(self.funding_offers)))
         offer["offer_status"] = "CANCELED"
         offer["mts_update"] = self.clock()
+        self.closed_funding["offer"][offer["id"]] = offer
         array = layouts.FUNDING_OFFER.array(offer)
         text = f"Submitted for cancellation; waiting for confirmation (ID: {offer['id']})."
         return [self._notification("foc-req", array, "SUCCESS", text), ("foc", array)]
@@ -592,6 +644,7 @@ class AccountModel:
         item = book.pop(self.rng.choice(sorted(book)))
         item["mts_update"] = self.clock()
         item["status"] = "CLOSED (no more position)" if kind == "credit" else "CLOSED"
+        self.closed_funding[kind][item["id"]] = item
         return [(f"{prefix}c", layout.array(item))]
 
     def _funding_cycle(self, kind: str) -> list[Message]:

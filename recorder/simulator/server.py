@@ -37,6 +37,7 @@ from recorder.protocol.exchange import AuthChecker, ConnectionWindow
 from recorder.serving import listen
 from recorder.simulator.faults import ScheduledFault
 from recorder.simulator.model import AccountModel, Message
+from recorder.simulator.rest import READ_ONLY_PERMISSIONS, serve_rest
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,13 @@ class Simulator:
         self._stepping = trio.Lock()
         self.auth_events = trio.Event()  # set on every successful auth, then replaced
         self.auth_requests: list[dict[str, Any]] = []  # every auth message received
+        # The REST side (simulator/rest.py): started with serve_rest().
+        self.rest_port: int | None = None
+        self.rest_requests: list[tuple[str, bytes]] = []  # (path, body) of every request
+        self.rest_fault: str | None = None  # "down" or "rate-limit" while set
+        self.rest_rate_limit: tuple[int, float] | None = (90, 60.0)  # per endpoint
+        self.rest_page_max: dict[str, int] = {}  # endpoint name -> page maximum override
+        self.permissions: list[list[Any]] = [list(p) for p in READ_ONLY_PERMISSIONS]
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -138,6 +146,16 @@ class Simulator:
             for fault in self.faults:
                 nursery.start_soon(self._scheduled, fault)
             task_status.started(self.port)
+
+    async def serve_rest(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve the REST API until cancelled; ``nursery.start`` returns the bound port."""
+        await serve_rest(self, host, port, task_status=task_status)
 
     async def _activity(self) -> None:
         """Advance the account at ``rate`` frames per second, whether or not anyone listens."""

@@ -109,6 +109,8 @@ reconciliations = sa.Table(
     sa.Column("problem", sa.Text, nullable=False),
     sa.Column("folded", JSONDoc),
     sa.Column("snapshot", JSONDoc),
+    # The REST answer (events.id) that accounts for the difference; NULL while unexplained.
+    sa.Column("explained_by", sa.BigInteger),
     sa.Index("ix_reconciliations_account_event", "account", "event_id"),
 )
 
@@ -182,6 +184,30 @@ notifications = sa.Table(
     *_value_columns(layouts.NOTIFICATION),
 )
 
+ledgers = sa.Table(
+    "ledgers",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    *_value_columns(layouts.LEDGER, skip=("id",)),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+)
+backfills = sa.Table(
+    "backfills",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    # the recorder.backfill-start marker's event id
+    sa.Column("id", sa.BigInteger, primary_key=True),
+    sa.Column("session_id", sa.BigInteger),
+    sa.Column("reason", sa.Text),
+    sa.Column("window_from", UTCDateTime),
+    sa.Column("window_to", UTCDateTime),
+    sa.Column("complete", sa.Boolean),  # NULL while running
+    sa.Column("requests", sa.BigInteger),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+)
+
 state_snapshots = sa.Table(
     "state_snapshots",
     metadata,
@@ -206,6 +232,8 @@ PROJECTION_TABLES: dict[str, sa.Table] = {
         margin_info,
         funding_info,
         notifications,
+        ledgers,
+        backfills,
         state_snapshots,
     )
 }

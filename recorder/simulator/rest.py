@@ -1,0 +1,180 @@
+"""The simulated exchange's authenticated REST API (rest.md): the account model's history,
+served by hypercorn's trio worker as a small ASGI app.
+
+What a client sees is what Bitfinex does: ``POST /v2/auth/r/...`` with a JSON body, signed
+headers checked with the same nonce sequence as the WebSocket ``auth`` (one per key), errors
+as ``["error", CODE, "text"]`` with HTTP 500, a per-endpoint rate limit (90 a minute) answered
+with ``ratelimit: error``, rows newest first, both time bounds inclusive in milliseconds, and
+the endpoint's page maximum. Faults for tests: ``rest_fault = "down"`` (HTTP 503, an HTML body,
+as an edge outage) or ``"rate-limit"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+
+from recorder.protocol import layouts as L
+from recorder.protocol.exchange import ConnectionWindow
+from recorder.protocol.rest import BY_PATH, Endpoint
+
+if TYPE_CHECKING:
+    from recorder.simulator.server import Simulator
+
+READ_ONLY_PERMISSIONS = [
+    [scope, 1, 0]
+    for scope in ("account", "history", "orders", "positions", "funding", "settings", "wallets")
+] + [["withdraw", 0, 0]]
+DEFAULT_LIMIT = 25  # what the exchange returns when a request names no limit
+
+
+def _error(code: int, text: str) -> bytes:
+    return orjson.dumps(["error", code, text])
+
+
+class RestApi:
+    """The ASGI app. State (rate windows, faults, page maxima) lives on the simulator."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.windows: dict[str, ConnectionWindow] = {}
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
+        status, payload = self.answer(scope["method"], scope["path"], headers, body)
+        content_type = b"text/html" if payload.startswith(b"<") else b"application/json"
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", content_type)],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+    def answer(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, bytes]:
+        sim = self.sim
+        sim.rest_requests.append((path, body))
+        if sim.rest_fault == "down":
+            return 503, b"<html><body>503 Service Temporarily Unavailable</body></html>"
+        if sim.rest_fault == "rate-limit":
+            return 429, _error(11010, "ratelimit: error")
+        route = path.removeprefix("/v2/")
+        endpoint = BY_PATH.get(route)
+        if method != "POST" or endpoint is None:
+            return 500, _error(10020, "path: invalid")
+        if sim.rest_rate_limit is not None:
+            window = self.windows.setdefault(route, ConnectionWindow(*sim.rest_rate_limit))
+            if not window.admit(trio.current_time()):
+                return 429, _error(11010, "ratelimit: error")
+        refused = sim.auth.check_rest(headers, route, body)
+        if refused is not None:
+            return 500, _error(*refused)
+        try:
+            params = orjson.loads(body) if body else {}
+        except orjson.JSONDecodeError:
+            return 500, _error(10020, "body: invalid")
+        if not isinstance(params, dict):
+            return 500, _error(10020, "body: invalid")
+        return 200, orjson.dumps(self.rows(endpoint, params))
+
+    def rows(self, endpoint: Endpoint, params: dict[str, Any]) -> list[Any]:
+        sim, model = self.sim, self.sim.model
+        if endpoint.name == "permissions":
+            return list(sim.permissions)
+        if endpoint.name == "wallets":
+            return [L.WALLET.array(w) for w in model.wallets.values()]
+        rows = history(model, endpoint.name)
+        ids = params.get("id")
+        if isinstance(ids, list) and ids:
+            id_index = 11 if endpoint.name.startswith("positions") else 0
+            wanted = set(ids)
+            rows = [r for r in rows if r[id_index] in wanted]
+        t = endpoint.time_index
+        start, end = params.get("start"), params.get("end")
+        if t is not None:
+            if isinstance(start, int):
+                rows = [r for r in rows if r[t] is not None and r[t] >= start]
+            if isinstance(end, int):
+                rows = [r for r in rows if r[t] is not None and r[t] <= end]
+            rows.sort(key=lambda r: (r[t] or 0, r[0] if isinstance(r[0], int) else 0), reverse=True)
+        maximum = sim.rest_page_max.get(endpoint.name, endpoint.limit)
+        limit = params.get("limit", DEFAULT_LIMIT)
+        limit = limit if isinstance(limit, int) and limit > 0 else DEFAULT_LIMIT
+        return rows[: min(limit, maximum)]
+
+
+def history(model: Any, name: str) -> list[list[Any]]:
+    """The model's history rows for endpoint ``name``, in the REST layouts (rest.md §3)."""
+    if name == "orders-hist":
+        return [L.ORDER.array(o) for o in model.closed_orders.values()]
+    if name == "trades-hist":
+        return [L.TRADE.array(t) for t in model.trades.values()]
+    if name == "ledgers-hist":
+        return [L.LEDGER.array(e) for e in model.ledger]
+    if name == "positions-hist":
+        return [L.POSITION.array(p) for p in model.closed_positions.values()]
+    if name == "positions-audit":
+        return [
+            L.POSITION.array(p)
+            for p in [*model.closed_positions.values(), *model.positions.values()]
+        ]
+    if name == "funding-trades-hist":
+        return [L.FUNDING_TRADE.array(t) for t in model.funding_trades.values()]
+    if name == "funding-offers-hist":
+        return [L.FUNDING_OFFER.array(o) for o in model.closed_funding["offer"].values()]
+    if name == "funding-credits-hist":
+        return [L.FUNDING_CREDIT.array(c) for c in model.closed_funding["credit"].values()]
+    if name == "funding-loans-hist":
+        return [L.FUNDING_LOAN.array(c) for c in model.closed_funding["loan"].values()]
+    return []  # movements: the simulated account has none
+
+
+async def serve_rest(
+    sim: Simulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``await nursery.start(...)`` returns the bound port."""
+    config = HypercornConfig()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+
+    async def started(
+        *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await serve(RestApi(sim), config, task_status=task_status, mode="asgi")  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(started)
+        bound = int(binds[0].rsplit(":", 1)[1])
+        sim.rest_port = bound
+        task_status.started(bound)
