@@ -101,6 +101,9 @@ class AccountConfig:
     dms: bool = False
     backoff_cap_s: float = 60.0
     heartbeat_period_s: float = 15.0
+    rest_url: str = "https://api.bitfinex.com/v2"
+    backfill: bool = True
+    allow_write_key: bool = False
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials:
         """Read the API key and secret from the environment (or the secret file)."""
@@ -229,6 +232,21 @@ def _ws_url(key: str, value: Any) -> str:
     return value
 
 
+def _rest_url(key: str, value: Any) -> str:
+    _type(str, "a string")(key, value)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"{value!r} is not an HTTP URL", "use https://api.bitfinex.com/v2")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise ConfigError(
+            key,
+            f"plain http:// to non-loopback host {parts.hostname!r} sends signed requests "
+            "unencrypted",
+            "use https://, or http:// only with 127.0.0.1 / localhost",
+        )
+    return value.rstrip("/")
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -312,6 +330,9 @@ ACCOUNT_KEYS: dict[str, Check] = {
     "dms": _type(bool, "true or false"),
     "backoff_cap_s": _positive((int, float), "a number of seconds"),
     "heartbeat_period_s": _positive((int, float), "a number of seconds"),
+    "rest_url": _rest_url,
+    "backfill": _type(bool, "true or false"),
+    "allow_write_key": _type(bool, "true or false"),
 }
 
 

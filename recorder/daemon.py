@@ -15,30 +15,49 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+import httpx
 import trio
 
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.logs import log_fields
 from recorder.projections.projector import projectors_for, run_live
+from recorder.protocol.rest import ENDPOINTS, write_scopes
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
 from recorder.store.errors import StoreError, StoreUnavailable
-from recorder.store.eventlog import EventLog
+from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import Lease
+from recorder.upstream.backfill import OVERLAP, Backfiller, Window
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
 from recorder.upstream.connection import Connector, connect
 from recorder.upstream.nonces import PersistentNonces
+from recorder.upstream.rest import RestClient, RestFailed
 from recorder.upstream.session import Session, SessionOutcome, SessionParams
 from recorder.upstream.supervisor import supervise
 from recorder.writer import Item, Writer
 
 log = logging.getLogger(__name__)
 
+
+class WriteKeyRefused(Exception):
+    """An account's API key has WRITE permissions and ``allow_write_key`` is false."""
+
+    def __init__(self, account: str, scopes: list[str]) -> None:
+        self.account = account
+        self.scopes = scopes
+        super().__init__(
+            f"account {account}: the API key has WRITE permission for {', '.join(scopes)}; "
+            "a recorder needs only READ: create a read-only key (Bitfinex > API keys: leave "
+            "every Write box unchecked), or set allow_write_key = true for this account"
+        )
+
+
+EXIT_USAGE = 2  # a configuration the recorder refuses (a key that can write)
 LEASE_CHECK_EVERY = 5.0  # seconds between checks that this process still holds its leases
 HEAD_LOG_EVERY = 600.0  # seconds between "chain head" log lines
 
@@ -73,6 +92,7 @@ class Recorder:
         leases: list[Lease] | None = None,
         lease_check_every: float = LEASE_CHECK_EVERY,
         head_log_every: float = HEAD_LOG_EVERY,
+        rest_options: dict[str, float] | None = None,
     ) -> None:
         self.cfg = cfg
         self.accounts = accounts
@@ -95,6 +115,11 @@ class Recorder:
         self.lease_check_every = lease_check_every
         self.head_log_every = head_log_every
         self.log = EventLog(db.engine)
+        # RestClient pacing/retry settings (tests shorten them) and each account's backfiller.
+        self.rest_options = rest_options or {}
+        self.backfillers: dict[str, Backfiller] = {}
+        self._stopped_at: dict[str, datetime | None] = {}
+        self._http: httpx.AsyncClient | None = None
         self.stopping = False
         self.finished = trio.Event()
 
@@ -110,7 +135,21 @@ class Recorder:
         log_fields(log, "recorder start", accounts=",".join(self.status))
         broken: StoreError | None = None
         try:
-            await self._run(task_status)
+            async with httpx.AsyncClient() as self._http:
+                # Where each record stopped (before anything of this run is logged): the gap
+                # after it is backfilled after the first auth.
+                for acc, _ in self.accounts:
+                    totals = await self.db.run(self.log.totals, acc.name)
+                    self._stopped_at[acc.name] = totals.last_received_at
+                try:
+                    for acc, creds in self.accounts:
+                        if acc.backfill:
+                            await self._check_permissions(acc, creds)
+                except WriteKeyRefused as exc:
+                    log_fields(log, str(exc), logging.ERROR, account=exc.account)
+                    self.finished.set()
+                    return EXIT_USAGE
+                await self._run(task_status)
         except* (StoreError, trio.BrokenResourceError) as group:
             found = [e for e in _leaves(group) if isinstance(e, StoreError)]
             broken = found[0] if found else StoreError("the writer stopped")
@@ -207,15 +246,86 @@ class Recorder:
             for projector in self.projectors:
                 nursery.start_soon(run_live, self.db, projector, self.writer.wait_beyond, limiter)
 
+    def _nonces_for(self, creds: Credentials) -> PersistentNonces:
+        key = creds.api_key.reveal()
+        if key not in self._nonces:
+            self._nonces[key] = PersistentNonces(self.db, key, self.nonce_clock)
+        return self._nonces[key]
+
+    def _rest_client(
+        self,
+        acc: AccountConfig,
+        creds: Credentials,
+        emit: Callable[[NewEvent], Awaitable[None]],
+    ) -> RestClient:
+        nonces = self._nonces_for(creds)
+        assert self._http is not None
+        return RestClient(
+            account=acc.name,
+            base_url=acc.rest_url,
+            api_key=creds.api_key,
+            api_secret=creds.api_secret,
+            nonce=nonces.next,
+            key_lock=nonces.key_lock,
+            emit=emit,
+            http=self._http,
+            **{k: v for k, v in self.rest_options.items() if k != "retry_every"},  # type: ignore[arg-type]
+        )
+
+    async def _check_permissions(self, acc: AccountConfig, creds: Credentials) -> None:
+        """Ask ``auth/r/permissions`` once at start-up (the answer goes into the log) and
+        refuse a key that can write, unless ``allow_write_key``."""
+        pending: list[NewEvent] = []
+
+        async def keep(item: NewEvent) -> None:
+            pending.append(item)
+
+        client = self._rest_client(acc, creds, keep)
+        try:
+            answer = await client.call(ENDPOINTS["permissions"], {})
+        except RestFailed as exc:
+            log_fields(
+                log,
+                "could not check the key's permissions over REST; the WebSocket caps are "
+                "checked on every auth",
+                logging.WARNING,
+                account=acc.name,
+                error=str(exc)[:200],
+            )
+            answer = None
+        finally:
+            # The request and its answer go into the log like any other (committed first).
+            await self.db.run(
+                self.log.append, pending, await self.db.run(self.log.heads, [acc.name])
+            )
+        scopes = write_scopes(answer.rows) if answer is not None else []
+        if scopes and not acc.allow_write_key:
+            raise WriteKeyRefused(acc.name, scopes)
+        if scopes:
+            log_fields(
+                log,
+                "the API key can write (allow_write_key = true)",
+                logging.WARNING,
+                account=acc.name,
+                scopes=",".join(scopes),
+            )
+
     async def _account(
         self, acc: AccountConfig, creds: Credentials, sink: trio.MemorySendChannel[Item]
     ) -> None:
         status = self.status[acc.name]
-        async with sink:
-            key = creds.api_key.reveal()
-            if key not in self._nonces:
-                self._nonces[key] = PersistentNonces(self.db, key, self.nonce_clock)
-            nonces = self._nonces[key]
+        async with sink, trio.open_nursery() as helpers:
+            nonces = self._nonces_for(creds)
+            backfiller: Backfiller | None = None
+            if acc.backfill:
+                client = self._rest_client(acc, creds, sink.send)
+                backfiller = Backfiller(
+                    client, sink.send, retry_every=self.rest_options.get("retry_every", 60.0)
+                )
+                self.backfillers[acc.name] = backfiller
+                await helpers.start(backfiller.run)
+            last_frame = [self._stopped_at.get(acc.name)]
+            first = [True]
             host = urlsplit(acc.url).netloc
             if host not in self._limits:
                 self._limits[host] = ConnectionRateLimit(*self.connection_limit)
@@ -229,7 +339,15 @@ class Recorder:
                 heartbeat_period=acc.heartbeat_period_s,
                 pong_timeout=min(10.0, acc.heartbeat_period_s),
                 db_unavailable_timeout=self.cfg.writer.unavailable_timeout_s,
+                allow_write_key=acc.allow_write_key,
             )
+
+            def authenticated(session_id: int, at: datetime, snapshots_in: trio.Event) -> None:
+                reason = "restart" if first[0] else "reconnect"
+                first[0] = False
+                if backfiller is not None and last_frame[0] is not None:
+                    start, end = last_frame[0] - OVERLAP, at + OVERLAP
+                    backfiller.request(Window(start, end, reason, session_id, snapshots_in))
 
             async def open_session(account: str, url: str, at: datetime) -> int:
                 return await self.db.run(
@@ -248,11 +366,15 @@ class Recorder:
                     next_nonce=nonces.next,
                     connector=self.connector,
                     on_connected=connected,
+                    on_authenticated=authenticated,
+                    key_lock=nonces.key_lock,
                 )
 
             def on_outcome(outcome: SessionOutcome) -> None:
                 status.connected = False
                 status.last_reason = outcome.reason
+                if outcome.last_frame_at is not None:
+                    last_frame[0] = outcome.last_frame_at
 
             with trio.CancelScope() as scope:
                 self._account_scopes[acc.name] = scope
@@ -264,3 +386,4 @@ class Recorder:
                     on_outcome=on_outcome,
                 )
             status.connected = False
+            helpers.cancel_scope.cancel()

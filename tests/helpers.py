@@ -98,6 +98,7 @@ def recorded_on_last_session(engine: sa.Engine) -> int:
                     events.c.session_id
                     == sa.select(sa.func.max(events.c.session_id)).scalar_subquery(),
                     events.c.kind.not_like("recorder.%"),
+                    events.c.kind.not_like("rest.%"),  # REST answers: not from the socket
                 )
             ).scalar_one()
         )

@@ -31,8 +31,12 @@ def make_recorder(
     *,
     accounts: list[tuple[str, str, str]] | None = None,
     writer: WriterConfig | None = None,
+    rest_port: int | None = None,
+    allow_write_key: bool = False,
     **kw: Any,
 ) -> Recorder:
+    """A recorder on the simulator at ``port``; with ``rest_port`` it backfills gaps from
+    the simulator's REST API (paced and retried fast, for tests), else backfill is off."""
     cfg = Config(
         database=DatabaseConfig(url=str(engine.url)),
         writer=writer or WriterConfig(batch_max_ms=5, unavailable_timeout_s=5),
@@ -45,11 +49,25 @@ def make_recorder(
                 url=f"ws://127.0.0.1:{port}/ws/2",
                 heartbeat_period_s=0.25,
                 backoff_cap_s=0.2,
+                backfill=rest_port is not None,
+                rest_url=f"http://127.0.0.1:{rest_port or 1}/v2",
+                allow_write_key=allow_write_key,
             ),
             Credentials(Secret(key), Secret(secret)),
         )
         for name, key, secret in accounts
     ]
+    if rest_port is not None:
+        kw.setdefault(
+            "rest_options",
+            {
+                "pace": 0.0,
+                "rate_limit_wait": 0.2,
+                "attempts": 3,
+                "retry_delay": 0.05,
+                "retry_every": 0.5,
+            },
+        )
     return Recorder(cfg, accs, Database(engine), connection_limit=(100, 1.0), **kw)
 
 

@@ -37,7 +37,7 @@ def test_two_processes_one_database(pg_url: str, tmp_path: Path) -> None:
             cfg.write_text(
                 f'[database]\nurl = "{pg_url}"\n[writer]\nbatch_max_ms = 2\n'
                 f'[[accounts]]\nname = "{name}"\nurl = "ws://127.0.0.1:{st.port}/ws/2"\n'
-                f'api_key_env = "K_{name}"\napi_secret_env = "S_{name}"\n'
+                f'api_key_env = "K_{name}"\napi_secret_env = "S_{name}"\nbackfill = false\n'
             )
             env = {**os.environ, f"K_{name}": key, f"S_{name}": secret}
             procs.append(

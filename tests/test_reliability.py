@@ -151,6 +151,7 @@ def run_config(tmp_path: Path, db_url: str, port: int) -> Path:
         f'[database]\nurl = "{db_url}"\n[writer]\nbatch_max_ms = 5\n'
         f'[[accounts]]\nname = "main"\nurl = "ws://127.0.0.1:{port}/ws/2"\n'
         'api_key_env = "REL_KEY"\napi_secret_env = "REL_SECRET"\nbackoff_cap_s = 0.5\n'
+        "backfill = false\n"
     )
     return cfg
 

@@ -27,7 +27,7 @@ def write_config(tmp_path: Path, port: int, db: Path) -> Path:
     cfg.write_text(
         f'[database]\nurl = "sqlite:///{db}"\n'
         f'[[accounts]]\nname = "main"\nurl = "ws://127.0.0.1:{port}/ws/2"\n'
-        'api_key_env = "TEST_BFX_KEY"\napi_secret_env = "TEST_BFX_SECRET"\n'
+        'api_key_env = "TEST_BFX_KEY"\napi_secret_env = "TEST_BFX_SECRET"\nbackfill = false\n'
     )
     return cfg
 

@@ -39,6 +39,12 @@ class Output:
         default_factory=dict
     )
     reconciliations: list[Reconciliation] = field(default_factory=list)
+    # (projection, key, event id of a REST answer): mark that key's unexplained
+    # reconciliation rows as explained by the answer.
+    explanations: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def explain(self, projection: str, key: str, event_id: int) -> None:
+        self.explanations.append((projection, key, event_id))
 
     def upsert(self, table: str, key: tuple[Any, ...], row: dict[str, Any] | None) -> None:
         self.upserts.setdefault(table, {})[key] = row
@@ -53,6 +59,7 @@ class Output:
         self.upserts.clear()
         self.inserts_if_absent.clear()
         self.reconciliations.clear()
+        self.explanations.clear()
 
 
 @dataclass(frozen=True)

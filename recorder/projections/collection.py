@@ -57,13 +57,22 @@ class CollectionFold:
         closed_when: tuple[str, Any] | None = None,
         key_columns: tuple[str, ...] = (),
         restore_from: RestoreFrom | None = None,
+        rest_final: tuple[str, ...] = (),
+        rest_current: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.layout = layout
         self.snapshot_kind = snapshot
         self.upsert_kinds = frozenset(upserts)
         self.close_kinds = frozenset(closes)
-        self.kinds = frozenset({snapshot, *upserts, *closes, DISCONNECTED})
+        # REST answers (a JSON array of rows): history rows are final states and are applied
+        # (closed orders with their real status, CLOSED positions, ...); current-state rows
+        # change nothing. Both explain the reconciliation rows of the keys they carry.
+        self.rest_final = frozenset(rest_final)
+        self.rest_current = frozenset(rest_current)
+        self.kinds = frozenset(
+            {snapshot, *upserts, *closes, *rest_final, *rest_current, DISCONNECTED}
+        )
         self.key = key
         self.open_flag = open_flag  # the table has an is_open column
         self.close_row = close_row  # how an entity missing from a snapshot is closed
@@ -122,6 +131,9 @@ class CollectionFold:
             self.stale = True
             return
         frame = event.payload
+        if kind in self.rest_final or kind in self.rest_current:
+            self._rest(event, frame, out)
+            return
         payload = frame[2] if isinstance(frame, list) and len(frame) > 2 else None
         if kind == self.snapshot_kind:
             if not isinstance(payload, list) or not all(isinstance(r, list) for r in payload):
@@ -144,6 +156,23 @@ class CollectionFold:
         else:
             self.open[key] = row
         self._write(out, key, row, event.id)
+
+    def _rest(self, event: Event, rows: Any, out: Output) -> None:
+        if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+            self.skipped += 1
+            return
+        final = event.kind in self.rest_final
+        for array in rows:
+            row = self._row(array, is_open=False)
+            if row is None:
+                continue
+            key = self.key(row)
+            out.explain(self.name, "/".join(map(str, key)), event.id)
+            # A history row is the entity's final state, unless it says otherwise (a
+            # positions audit row can be ACTIVE): then it only explains.
+            if final and (self.closed_when is None or self.is_closed(row)):
+                self.open.pop(key, None)
+                self._write(out, key, row, event.id)
 
     def is_closed(self, row: Row) -> bool:
         """An update that says the entity is over (a ``pu`` with status CLOSED)."""
@@ -220,6 +249,8 @@ def orders_fold() -> CollectionFold:
         closes=("oc",),
         key=_BY_ID,
         close_row=_order_closed,
+        rest_final=("rest.orders-hist",),
+        rest_current=("rest.orders",),
     )
 
 
@@ -236,6 +267,8 @@ def positions_fold() -> CollectionFold:
         closed_when=("status", "CLOSED"),
         key_columns=("position_key",),
         restore_from=RestoreFrom(not_equal=(("status", "CLOSED"),)),
+        rest_final=("rest.positions-hist", "rest.positions-audit"),
+        rest_current=("rest.positions",),
     )
 
 
@@ -251,10 +284,13 @@ def wallets_fold() -> CollectionFold:
         close_row=None,  # a wallet absent from a snapshot is removed
         keep_known=("available_balance",),
         restore_from=RestoreFrom(),  # every stored wallet is current
+        rest_current=("rest.wallets",),
     )
 
 
 def _funding_fold(name: str, layout: Layout, prefix: str) -> Callable[[], CollectionFold]:
+    rest = "rest." + name.replace("_", "-")  # rest.funding-offers, ...
+
     def make() -> CollectionFold:
         return CollectionFold(
             name,
@@ -264,6 +300,8 @@ def _funding_fold(name: str, layout: Layout, prefix: str) -> Callable[[], Collec
             closes=(f"{prefix}c",),
             key=_BY_ID,
             close_row=_order_closed,
+            rest_final=(f"{rest}-hist",),
+            rest_current=(rest,),
         )
 
     return make

@@ -4,6 +4,7 @@ balance info (``bu``), margin info (``miu``), funding info (``fiu``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from recorder.projections.base import Event, FoldFlags, Output, RestoreFrom
@@ -36,21 +37,36 @@ class TradeFold(_RowsOnly):
     without a ``te`` makes a full row; a ``te`` after its ``tu`` changes nothing. Values a
     shorter ``tu`` lacks (11-element ``tu`` has no ``cid``) keep what ``te`` gave."""
 
-    def __init__(self, name: str, layout: Layout, executed: str, updated: str) -> None:
+    def __init__(
+        self, name: str, layout: Layout, executed: str, updated: str, history: str
+    ) -> None:
         self.name = name
         self.layout = layout
         self.executed = executed
-        self.kinds = frozenset({executed, updated})
+        self.history = history  # a REST answer: rows as complete as ``tu`` (fee included)
+        self.kinds = frozenset({executed, updated, history})
         self.skipped = 0
 
     def apply(self, event: Event, out: Output) -> None:
+        if event.kind == self.history:
+            rows = event.payload
+            if not isinstance(rows, list):
+                self.skipped += 1
+                return
+            for array in rows:
+                if isinstance(array, list) and array:
+                    self._apply(event, array, out, complete=True)
+            return
         array = _payload(event)
         if not isinstance(array, list) or not array:
             self.skipped += 1
             return
+        self._apply(event, array, out, complete=event.kind != self.executed)
+
+    def _apply(self, event: Event, array: list[Any], out: Output, *, complete: bool) -> None:
         row = {**to_row(self.layout, array), "event_id": event.id}
         key = (row["id"],)
-        if event.kind == self.executed:
+        if not complete:
             out.insert_if_absent(self.name, key, row)
             return
         pending = out.upserts.get(self.name, {}).get(key) or out.inserts_if_absent.get(
@@ -75,6 +91,101 @@ class NotificationFold(_RowsOnly):
             return
         row = to_row(L.NOTIFICATION, array)
         out.upsert(self.name, (event.id,), {**row, "event_id": event.id})
+
+
+class LedgerFold(_RowsOnly):
+    """``rest.ledgers-hist`` rows into ``ledgers``, by id (a repeated row changes nothing).
+    The wallet is index 2 when it is a string, else the ``on wallet X`` suffix of the
+    description (rest.md §3.4)."""
+
+    name = "ledgers"
+    kinds = frozenset({"rest.ledgers-hist"})
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def apply(self, event: Event, out: Output) -> None:
+        rows = event.payload
+        if not isinstance(rows, list):
+            self.skipped += 1
+            return
+        for array in rows:
+            if not isinstance(array, list) or not array:
+                continue
+            row = to_row(L.LEDGER, array)
+            if row["id"] is None:
+                continue
+            if not row["wallet"]:
+                text = row["description"] or ""
+                _, found, wallet = text.rpartition(" on wallet ")
+                row["wallet"] = wallet.strip() or None if found else None
+            out.upsert(self.name, (row["id"],), {**row, "event_id": event.id})
+
+
+class BackfillFold:
+    """``backfills``: one row per window, from its start and end markers. Windows of an
+    account run one at a time, so an end marker closes the last window started; that window
+    (``complete`` still NULL) is the fold's only state."""
+
+    name = "backfills"
+    kinds = frozenset({"recorder.backfill-start", "recorder.backfill-end"})
+    restore_from = RestoreFrom(equal=(("complete", None),))
+
+    def __init__(self) -> None:
+        self.running: dict[str, Any] | None = None
+        self.skipped = 0
+
+    def snapshot(self) -> FoldFlags:
+        return FoldFlags(skipped=self.skipped)
+
+    def restore(self, rows: list[dict[str, Any]], flags: FoldFlags, checkpoint: int) -> int:
+        latest = max(rows, key=lambda r: r["id"], default=None)
+        self.running = (
+            {c: latest[c] for c in ("id", "session_id", "reason", "window_from", "window_to")}
+            if latest
+            else None
+        )
+        self.skipped = flags.skipped
+        return checkpoint
+
+    def apply(self, event: Event, out: Output) -> None:
+        marker = event.payload
+        if not isinstance(marker, dict):
+            self.skipped += 1
+            return
+        if event.kind == "recorder.backfill-start":
+            session = marker.get("session_id")
+            self.running = {
+                "id": event.id,
+                "session_id": session if isinstance(session, int) else None,
+                "reason": marker.get("reason"),
+                "window_from": _iso(marker.get("window_from")),
+                "window_to": _iso(marker.get("window_to")),
+            }
+            row = {**self.running, "complete": None, "requests": None, "rows": None}
+        elif self.running is not None:
+            row = {
+                **self.running,
+                "complete": marker.get("complete") is True,
+                "requests": _count(marker.get("requests")),
+                "rows": _count(marker.get("rows")),
+            }
+            self.running = None
+        else:
+            self.skipped += 1  # an end without its start
+            return
+        out.upsert(self.name, (row["id"],), {**row, "event_id": event.id})
+
+
+def _iso(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 Built = tuple[tuple[Any, ...], dict[str, Any]]  # (key, row)
@@ -130,8 +241,12 @@ def funding_info_row(payload: list[Any]) -> Built | None:
 
 
 EVENT_FOLDS: dict[str, Callable[[], Any]] = {
-    "trades": lambda: TradeFold("trades", L.TRADE, "te", "tu"),
-    "funding_trades": lambda: TradeFold("funding_trades", L.FUNDING_TRADE, "fte", "ftu"),
+    "trades": lambda: TradeFold("trades", L.TRADE, "te", "tu", "rest.trades-hist"),
+    "funding_trades": lambda: TradeFold(
+        "funding_trades", L.FUNDING_TRADE, "fte", "ftu", "rest.funding-trades-hist"
+    ),
+    "ledgers": lambda: LedgerFold(),
+    "backfills": lambda: BackfillFold(),
     "notifications": NotificationFold,
     "balance_info": lambda: LatestFold("balance_info", "bu", balance_info_row),
     "margin_info": lambda: LatestFold("margin_info", "miu", margin_info_row),

@@ -177,6 +177,20 @@ def write_output(conn: sa.Connection, account: str, out: Output) -> None:
                 for r in out.reconciliations
             ],
         )
+    if out.explanations:
+        rec = reconciliations.c
+        conn.execute(
+            reconciliations.update()
+            .where(
+                rec.account == account,
+                rec.projection == sa.bindparam("p"),
+                rec.key == sa.bindparam("k"),
+                rec.explained_by.is_(None),
+                rec.event_id < sa.bindparam("e"),
+            )
+            .values(explained_by=sa.bindparam("e")),
+            [{"p": p, "k": k, "e": e} for p, k, e in out.explanations],
+        )
 
 
 def write_checkpoint(conn: sa.Connection, fold: Fold, account: str, event_id: int) -> None:

@@ -71,7 +71,14 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint("funding-loans-hist", "auth/r/funding/loans/hist", 500, 4),
         Endpoint("movements-hist", "auth/r/movements/hist", 1000, 6),
         Endpoint("permissions", "auth/r/permissions", 0, None),
+        # Current state (rest.md §3.8): what the snapshots after a reconnect revealed, as
+        # REST sees it; these answers only explain reconciliation rows, they change no row.
         Endpoint("wallets", "auth/r/wallets", 0, None),
+        Endpoint("orders", "auth/r/orders", 0, None),
+        Endpoint("positions", "auth/r/positions", 0, None),
+        Endpoint("funding-offers", "auth/r/funding/offers", 0, None),
+        Endpoint("funding-credits", "auth/r/funding/credits", 0, None),
+        Endpoint("funding-loans", "auth/r/funding/loans", 0, None),
     )
 }
 BY_PATH = {e.path: e for e in ENDPOINTS.values()}
@@ -86,6 +93,14 @@ WINDOW_ENDPOINTS = (
     "funding-credits-hist",
     "funding-loans-hist",
     "movements-hist",
+)
+STATE_ENDPOINTS = (
+    "orders",
+    "positions",
+    "funding-offers",
+    "funding-credits",
+    "funding-loans",
+    "wallets",
 )
 
 # --- answers ----------------------------------------------------------------------------------

@@ -107,8 +107,17 @@ class RestApi:
         sim, model = self.sim, self.sim.model
         if endpoint.name == "permissions":
             return list(sim.permissions)
-        if endpoint.name == "wallets":
-            return [L.WALLET.array(w) for w in model.wallets.values()]
+        current: dict[str, tuple[L.Layout, dict[Any, dict[str, Any]]]] = {
+            "wallets": (L.WALLET, model.wallets),
+            "orders": (L.ORDER, model.orders),
+            "positions": (L.POSITION, model.positions),
+            "funding-offers": (L.FUNDING_OFFER, model.funding_offers),
+            "funding-credits": (L.FUNDING_CREDIT, model.funding_credits),
+            "funding-loans": (L.FUNDING_LOAN, model.funding_loans),
+        }
+        if endpoint.name in current:
+            layout, book = current[endpoint.name]
+            return [layout.array(v) for v in book.values()]
         rows = history(model, endpoint.name)
         ids = params.get("id")
         if isinstance(ids, list) and ids:

@@ -22,6 +22,9 @@ class PersistentNonces:
         self.source: NonceSource | None = None
         self.clock = clock
         self._lock = trio.Lock()
+        # Held by whoever takes a nonce and sends it (WebSocket auth, REST), so requests of
+        # this key reach the exchange in nonce order: one in flight at a time.
+        self.key_lock = trio.Lock()
 
     async def next(self) -> int:
         async with self._lock:

@@ -39,6 +39,7 @@ from recorder.protocol.client import (
     Send,
     SendAuth,
 )
+from recorder.protocol.rest import write_caps
 from recorder.store.eventlog import NewEvent, SessionChange
 from recorder.upstream.connection import ConnectionLost, Connector, HandshakeFailed, connect
 from recorder.writer import Item
@@ -46,6 +47,9 @@ from recorder.writer import Item
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
+# What the exchange sends after every successful auth (protocol.md §6): the backfill waits
+# for them before asking REST for the current state.
+SNAPSHOT_KINDS = ("os", "ps", "ws", "fos", "fcs", "fls")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class SessionParams:
     pong_timeout: float = 10.0
     info_timeout: float = 15.0
     db_unavailable_timeout: float = 30.0
+    allow_write_key: bool = False
 
 
 @dataclass
@@ -73,6 +78,7 @@ class SessionOutcome:
     auth_msg: str | None = None
     handshake_status: int | None = None
     frames: int = 0
+    last_frame_at: datetime | None = None  # when the last frame was read
     started: float = field(default_factory=trio.current_time)
     ended: float | None = None
 
@@ -112,6 +118,8 @@ class Session:
         connector: Connector = connect,
         now: Callable[[], datetime] = utcnow,
         on_connected: Callable[[], None] | None = None,
+        on_authenticated: Callable[[int, datetime, trio.Event], None] | None = None,
+        key_lock: trio.Lock | None = None,
     ) -> None:
         self.p = params
         self.sink = sink
@@ -120,8 +128,16 @@ class Session:
         self.connector = connector
         self.now = now
         self.on_connected = on_connected
+        self.on_authenticated = on_authenticated
+        # Held around taking a nonce and sending it: REST requests of the same key take it
+        # too, so the exchange never sees a smaller nonce after a larger one.
+        self.key_lock = key_lock or trio.Lock()
         self.outcome = SessionOutcome()
         self.client = ClientState()
+        # Set once the snapshots that follow a successful auth have all been handed over
+        # (the backfill asks REST for the current state only after them).
+        self.snapshots_in = trio.Event()
+        self._snapshots_pending: set[str] = set()
         self._connected = False
 
     # --- output -----------------------------------------------------------------------------
@@ -143,6 +159,11 @@ class Session:
 
     def _event(self, frame: Frame, received_at: datetime) -> NewEvent:
         self.outcome.frames += 1
+        self.outcome.last_frame_at = received_at
+        if self._snapshots_pending and frame.kind in self._snapshots_pending:
+            self._snapshots_pending.discard(frame.kind)
+            if not self._snapshots_pending:
+                self.snapshots_in.set()
         return NewEvent(
             self.p.account,
             self.outcome.session_id,
@@ -288,13 +309,18 @@ class Session:
             elif isinstance(action, Send):
                 await ws.send_message(action.text)
             elif isinstance(action, SendAuth):
-                nonce = await self.next_nonce()  # persisted before the auth frame leaves
                 p = self.p
-                await ws.send_message(
-                    auth_message(
-                        p.api_key.reveal(), p.api_secret.reveal(), nonce, filter=p.filter, dms=p.dms
+                async with self.key_lock:
+                    nonce = await self.next_nonce()  # persisted before the auth frame leaves
+                    await ws.send_message(
+                        auth_message(
+                            p.api_key.reveal(),
+                            p.api_secret.reveal(),
+                            nonce,
+                            filter=p.filter,
+                            dms=p.dms,
+                        )
                     )
-                )
             elif isinstance(action, Mark):
                 await self._emit(self._marker(action.what, action.fields))
             elif isinstance(action, Authenticated):
@@ -313,7 +339,30 @@ class Session:
     async def _authenticated(self, action: Authenticated) -> None:
         out = self.outcome
         out.authenticated = True
-        await self._change(authenticated_at=self.now(), auth_status="OK", user_id=action.user_id)
+        at = self.now()
+        self._snapshots_pending = set(SNAPSHOT_KINDS)
+        await self._change(authenticated_at=at, auth_status="OK", user_id=action.user_id)
+        writes = write_caps(action.caps)
+        if writes:
+            if not self.p.allow_write_key:
+                log_fields(
+                    log,
+                    f"account {self.p.account} stopped: its API key can write "
+                    f"({', '.join(writes)}); create a read-only key, or set "
+                    "allow_write_key = true",
+                    logging.ERROR,
+                    account=self.p.account,
+                )
+                raise _End(f"error: key has write permissions ({', '.join(writes)})", final=True)
+            log_fields(
+                log,
+                "the API key can write (allow_write_key = true)",
+                logging.WARNING,
+                account=self.p.account,
+                scopes=",".join(writes),
+            )
+        if self.on_authenticated is not None and out.session_id is not None:
+            self.on_authenticated(out.session_id, at, self.snapshots_in)
         log_fields(
             log,
             "authenticated",

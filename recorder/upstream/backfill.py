@@ -1,0 +1,145 @@
+"""The gap backfill: what a disconnect (or the daemon's own downtime) hid, fetched from REST
+history into the log (contract.md "REST gap backfill", rest.md §3).
+
+One task per account takes windows in order (after every reconnect, at start-up, or on
+demand) and pages each history endpoint through the window completely
+(:class:`~recorder.protocol.rest.WindowPager`), then asks the current state endpoints, whose
+answers explain what the reconnect's snapshots revealed. A window is bracketed by
+``recorder.backfill-start`` and ``recorder.backfill-end`` markers; an incomplete one (REST down,
+rate-limited past the retries, a page that cannot progress) ends with ``complete: false`` and is
+tried again after ``retry_every`` until it completes. It never blocks the receive loop or the
+writer: it only adds events to the writer's queue like a session does.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+import trio
+
+from recorder.logs import log_fields
+from recorder.protocol.rest import (
+    ENDPOINTS,
+    STATE_ENDPOINTS,
+    WINDOW_ENDPOINTS,
+    PagingStuck,
+    WindowPager,
+)
+from recorder.store.eventlog import NewEvent
+from recorder.upstream.rest import RestClient, RestFailed
+
+log = logging.getLogger(__name__)
+
+OVERLAP = timedelta(minutes=2)  # clock skew and late indexing on both ends (rest.md §3.1)
+SNAPSHOT_WAIT = 30.0  # seconds to wait for the snapshots before asking for current state
+
+
+@dataclass(frozen=True)
+class Window:
+    start: datetime
+    end: datetime
+    reason: str  # "reconnect" | "restart" | "manual" | "initial"
+    session_id: int | None = None
+    # Set when the new session's snapshots are in the log: only then is the current state
+    # asked for (its answers explain what the snapshots revealed).
+    snapshots_in: trio.Event | None = None
+
+
+def ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+class Backfiller:
+    def __init__(
+        self,
+        client: RestClient,
+        emit: Callable[[NewEvent], Awaitable[None]],
+        *,
+        retry_every: float = 60.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.client = client
+        self.emit = emit
+        self.retry_every = retry_every
+        self.now = now
+        self._send, self._receive = trio.open_memory_channel[Window](math.inf)
+        self.completed: list[Window] = []
+        self.incomplete: list[Window] = []
+        self.idle = trio.Event()  # set while nothing is queued or running
+        self.idle.set()
+
+    def request(self, window: Window) -> None:
+        self.idle = trio.Event()
+        self._send.send_nowait(window)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            async for window in self._receive:
+                if await self.backfill(window):
+                    self.completed.append(window)
+                else:
+                    self.incomplete.append(window)
+                    nursery.start_soon(self._retry_later, window)
+                if self._receive.statistics().current_buffer_used == 0 and not self.incomplete:
+                    self.idle.set()
+
+    async def _retry_later(self, window: Window) -> None:
+        await trio.sleep(self.retry_every)
+        self.incomplete.remove(window)
+        self.request(window)
+
+    def _marker(self, kind: str, fields: dict[str, Any], session_id: int | None) -> NewEvent:
+        text = orjson.dumps({"event": kind, **fields}, default=str).decode()
+        return NewEvent(self.client.account, session_id, self.now(), None, kind, None, None, text)
+
+    async def backfill(self, window: Window) -> bool:
+        """Fetch one window; True when every request was answered."""
+        client = self.client
+        client.session_id = window.session_id
+        span = {"window_from": window.start.isoformat(), "window_to": window.end.isoformat()}
+        start = {**span, "reason": window.reason, "session_id": window.session_id}
+        await self.emit(self._marker("recorder.backfill-start", start, window.session_id))
+        before = client.requests
+        rows, complete, why = 0, True, ""
+        log_fields(
+            log,
+            "backfill start",
+            account=client.account,
+            reason=window.reason,
+            window_from=span["window_from"],
+            window_to=span["window_to"],
+        )
+        try:
+            for name in WINDOW_ENDPOINTS:
+                pager = WindowPager(ENDPOINTS[name], ms(window.start), ms(window.end))
+                while not pager.done:
+                    answer = await client.call(pager.endpoint, pager.request())
+                    pager.receive(answer.rows)
+                rows += pager.rows
+            if window.snapshots_in is not None:
+                with trio.move_on_after(SNAPSHOT_WAIT):
+                    await window.snapshots_in.wait()
+                for name in STATE_ENDPOINTS:
+                    rows += len((await client.call(ENDPOINTS[name], {})).rows)
+        except (RestFailed, PagingStuck) as exc:
+            complete, why = False, str(exc)
+        requests = client.requests - before
+        end = {**span, "complete": complete, "requests": requests, "rows": rows}
+        await self.emit(self._marker("recorder.backfill-end", end, window.session_id))
+        log_fields(
+            log,
+            "backfill end" if complete else "backfill incomplete, will retry",
+            logging.INFO if complete else logging.WARNING,
+            account=client.account,
+            requests=requests,
+            rows=rows,
+            why=why[:200] or None,
+        )
+        return complete

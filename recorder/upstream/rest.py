@@ -1,0 +1,173 @@
+"""The authenticated REST client (httpx under trio): signed requests, one in flight per key,
+paced per endpoint, every request and answer into the log.
+
+The trio layer only moves bytes and time: what an answer means comes from
+:mod:`recorder.protocol.rest`. Each request is logged as a ``recorder.rest-request`` marker
+(path and body; never the key, nonce or signature), each answer as ``rest.<name>`` (the body
+exactly as received) or a ``rest.error`` marker, through the same writer and hash chain as the
+socket's frames.
+
+Retries: a rate-limit answer waits at least ``rate_limit_wait`` (60 s on the exchange) with
+jitter; an unavailable server, a lost connection, ``nonce: small`` or maintenance are retried
+with back-off up to ``attempts`` times; a final error (bad key, bad parameters, permission) is
+not retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+import trio
+
+from recorder.config import Secret
+from recorder.logs import log_fields
+from recorder.protocol.rest import (
+    API_ERROR,
+    OK,
+    RATE_LIMITED,
+    RETRY_CODES,
+    Answer,
+    Endpoint,
+    encode_body,
+    read_answer,
+    signed_headers,
+)
+from recorder.store.eventlog import NewEvent
+
+log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 30.0
+PACE = 60.0 / 90  # seconds between requests to one endpoint: 90 a minute (rest.md §2.3)
+
+
+class RestFailed(Exception):
+    """The request could not be answered: a final API error, or retries exhausted."""
+
+
+class RestClient:
+    """REST for one account. ``nonce`` takes the key's next persisted nonce; ``key_lock``
+    is held around taking a nonce and sending (shared with the WebSocket ``auth`` of the same
+    key, so the exchange never sees a smaller nonce after a larger one)."""
+
+    def __init__(
+        self,
+        *,
+        account: str,
+        base_url: str,
+        api_key: Secret,
+        api_secret: Secret,
+        nonce: Callable[[], Awaitable[int]],
+        key_lock: trio.Lock,
+        emit: Callable[[NewEvent], Awaitable[None]],
+        http: httpx.AsyncClient,
+        pace: float = PACE,
+        rate_limit_wait: float = 60.0,
+        attempts: int = 5,
+        retry_delay: float = 1.0,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.account = account
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.api_secret = api_secret
+        self.nonce = nonce
+        self.key_lock = key_lock
+        self.emit = emit
+        self.http = http
+        self.pace = pace
+        self.rate_limit_wait = rate_limit_wait
+        self.attempts = int(attempts)
+        self.retry_delay = retry_delay
+        self.now = now
+        self.session_id: int | None = None
+        self._last_call: dict[str, float] = {}
+        self.requests = 0
+
+    def _marker(self, kind: str, fields: dict[str, Any]) -> NewEvent:
+        text = orjson.dumps({"event": kind, **fields}).decode()
+        return NewEvent(self.account, self.session_id, self.now(), None, kind, None, None, text)
+
+    async def call(self, endpoint: Endpoint, params: dict[str, Any]) -> Answer:
+        """One request, retried as the module says; returns an ok answer or raises
+        :class:`RestFailed`."""
+        delay = self.retry_delay
+        last = "no answer"
+        for _attempt in range(self.attempts):
+            answer = await self._once(endpoint, params)
+            if answer.status == OK:
+                return answer
+            last = f"{answer.status} {answer.code or ''} {answer.text}".strip()
+            if answer.final:
+                raise RestFailed(f"{endpoint.path}: {last}")
+            if answer.status == RATE_LIMITED:
+                wait = self.rate_limit_wait * random.uniform(1.0, 1.5)
+            elif answer.status == API_ERROR and answer.code not in RETRY_CODES:
+                wait = delay * 10  # an unknown error: a few slow tries (rest.md §2.3)
+            else:
+                wait = delay
+            log_fields(
+                log,
+                "REST request not answered, retrying",
+                logging.WARNING,
+                account=self.account,
+                path=endpoint.path,
+                answer=last[:120],
+                retry_in=round(wait, 1),
+            )
+            await trio.sleep(wait)
+            delay = min(delay * 2, 30.0)
+        raise RestFailed(f"{endpoint.path}: {last} (after {self.attempts} tries)")
+
+    async def _once(self, endpoint: Endpoint, params: dict[str, Any]) -> Answer:
+        since = trio.current_time() - self._last_call.get(endpoint.path, -1e9)
+        if since < self.pace:
+            await trio.sleep(self.pace - since)
+        body = encode_body(params)
+        await self.emit(
+            self._marker("recorder.rest-request", {"path": endpoint.path, "body": params})
+        )
+        url = f"{self.base_url}/{endpoint.path}"
+        try:
+            async with self.key_lock:  # one request in flight per key, nonce then send
+                nonce = await self.nonce()
+                headers = signed_headers(
+                    self.api_key.reveal(), self.api_secret.reveal(), endpoint.path, nonce, body
+                )
+                self._last_call[endpoint.path] = trio.current_time()
+                self.requests += 1
+                with trio.fail_after(REQUEST_TIMEOUT):
+                    response = await self.http.post(url, content=body, headers=headers)
+        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            text = f"{type(exc).__name__}: {exc}"[:300]
+            await self.emit(
+                self._marker("rest.error", {"path": endpoint.path, "status": None, "body": text})
+            )
+            return Answer("unavailable", text=text)
+        answer = read_answer(response.status_code, response.content)
+        if answer.status == OK:
+            await self.emit(
+                NewEvent(
+                    self.account,
+                    self.session_id,
+                    self.now(),
+                    None,
+                    endpoint.kind,
+                    None,
+                    None,
+                    response.text,
+                )
+            )
+        else:
+            await self.emit(
+                self._marker(
+                    "rest.error",
+                    {"path": endpoint.path, "status": response.status_code, "body": response.text},
+                )
+            )
+        return answer
