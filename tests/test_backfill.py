@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import io
+import logging
+import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import httpx
+import orjson
 import sqlalchemy as sa
 import trio
+from bfxapi import Client
 
+from recorder import logs
+from recorder.config import Secret
+from recorder.projections.base import Event, Output
+from recorder.projections.events import LedgerFold
 from recorder.projections.projector import rebuild
+from recorder.projections.values import parse_frame
 from recorder.simulator.server import Simulator
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import backfills, ledgers, orders, positions, reconciliations, trades
-from tests.helpers import drain, progressed, wait_until
-from tests.test_daemon import KEY, SECRET, start_recording
+from recorder.upstream.backfill import Backfiller, Window
+from recorder.upstream.rest import RestClient
+from tests.helpers import SimThread, drain, progressed, wait_until
+from tests.test_daemon import KEY, SECRET, make_recorder, start_recording
 from tests.test_projections import everything
 
 
@@ -130,3 +144,166 @@ async def test_rest_down_window_stays_incomplete_then_completes(engine: sa.Engin
     assert kinds.get("rest.error", 0) > 0
     got = {r["id"] for r in rows(engine, trades)}
     assert got == set(sim.model.trades)  # all there, once (the table is keyed by id)
+
+
+def ledger_entry(n: int, mts: int) -> dict[str, Any]:
+    return {
+        "id": 9_000 + n,
+        "currency": "USD",
+        "wallet": None,
+        "mts": mts,
+        "amount": 1.0,
+        "balance": float(n),
+        "description": f"Entry {n} on wallet exchange",
+    }
+
+
+async def page_window(sim: Simulator, port: int, start: int, end: int) -> tuple[bool, list[Any]]:
+    """Backfill one window of the simulator's REST with the recorder's client; returns
+    whether it completed and the events it logged."""
+    logged: list[Any] = []
+    counter = [0]
+
+    async def emit(item: Any) -> None:
+        logged.append(item)
+
+    async def nonce() -> int:
+        counter[0] += 1
+        return counter[0]
+
+    async with httpx.AsyncClient() as http:
+        client = RestClient(
+            account="main",
+            base_url=f"http://127.0.0.1:{port}/v2",
+            api_key=Secret(KEY),
+            api_secret=Secret(SECRET),
+            nonce=nonce,
+            key_lock=trio.Lock(),
+            emit=emit,
+            http=http,
+            pace=0.0,
+            attempts=1,
+        )
+        t0, t1 = (datetime.fromtimestamp(t / 1000, UTC) for t in (start, end))
+        backfiller = Backfiller(client, emit, page_limits=sim.rest_page_max)
+        complete = await backfiller.backfill(Window(t0, t1, "manual"))
+    return complete, logged
+
+
+async def test_paging_rows_that_share_a_millisecond_across_pages() -> None:
+    """Page maximum 4; groups of rows share one millisecond across page boundaries: every row
+    arrives, the repeats fold into one row each; a full page all in one millisecond cannot
+    progress and leaves the window incomplete rather than skip rows."""
+    sim = Simulator(seed=73, rate=0, api_keys={KEY: SECRET}, connection_limit=None)
+    sim.rest_page_max = {"ledgers-hist": 4}
+    stamps = [1000, 1000, 1000, 1001, 1001, 1002, 1002, 1002, 1003, 1004, 1004, 1005, 1005]
+    sim.model.ledger = [ledger_entry(n, t) for n, t in enumerate(stamps)]
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve_rest)
+        complete, logged = await page_window(sim, port, 1000, 1005)
+        assert complete
+        answers = [e for e in logged if e.kind == "rest.ledgers-hist"]
+        assert len(answers) >= 4  # it took several pages
+        fold, out = LedgerFold(), Output()
+        seen: list[int] = []
+        for n, answer in enumerate(answers):
+            payload = parse_frame(answer.frame)
+            seen += [row[0] for row in payload]
+            fold.apply(Event(n + 1, answer.kind, payload), out)
+        assert len(seen) > len(set(seen))  # groups at a page's oldest millisecond came twice
+        assert set(out.upserts["ledgers"]) == {(e["id"],) for e in sim.model.ledger}
+        requests = [orjson.loads(body) for path, body in sim.rest_requests if "ledgers" in path]
+        assert all(r["limit"] == 4 for r in requests)  # always the page maximum, explicitly
+
+        sim.model.ledger = [ledger_entry(n, 2000) for n in range(5)]  # 5 rows, one ms
+        complete, logged = await page_window(sim, port, 2000, 2000)
+        assert not complete
+        end = [orjson.loads(e.frame) for e in logged if e.kind == "recorder.backfill-end"]
+        assert end[-1]["complete"] is False
+        nursery.cancel_scope.cancel()
+
+
+async def test_nonces_increase_across_rest_websocket_and_a_restart_with_the_clock_back(
+    engine: sa.Engine,
+) -> None:
+    sim = Simulator(seed=74, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
+    now = time.time()
+    async with trio.open_nursery() as nursery:
+        rest_port = await nursery.start(sim.serve_rest)
+        for clock in (lambda: now, lambda: now - 3600):  # the second run: clock an hour back
+            recorder = await start_recording(
+                nursery, sim, engine, rest_port=rest_port, nonce_clock=clock
+            )
+            await progressed(recorder, 50)
+            done = len(recorder.backfillers["main"].completed)
+            await gap_while_trading(sim, recorder, engine, steps=20)
+            await wait_until(
+                lambda r=recorder, d=done: len(r.backfillers["main"].completed) > d, "backfill"
+            )
+            recorder.stop()
+            with trio.fail_after(20):
+                await recorder.finished.wait()
+            sim.resume()
+        nursery.cancel_scope.cancel()
+    used = sim.auth.accepted[KEY]
+    assert len(used) > 20  # REST requests and WebSocket auths, interleaved
+    assert used == sorted(set(used))  # strictly increasing, none reused
+    assert sim.auth.refused == []
+    assert "nonce" not in "".join(
+        e.frame for e in EventLog(engine).iterate("main") if e.kind == "rest.error"
+    )
+
+
+async def test_a_key_that_can_write_is_refused_unless_allowed(engine: sa.Engine) -> None:
+    stream = io.StringIO()
+    logs.setup("text", "INFO", stream=stream)
+    sim = Simulator(seed=75, rate=50, api_keys={KEY: SECRET}, connection_limit=None)
+    sim.permissions = [["orders", 1, 1], ["history", 1, 0], ["withdraw", 0, 1]]
+    try:
+        async with trio.open_nursery() as nursery:
+            rest_port = await nursery.start(sim.serve_rest)
+            ws_port = await nursery.start(sim.serve)
+            refused = make_recorder(engine, ws_port, rest_port=rest_port)
+            with trio.fail_after(20):
+                code = await refused.run()
+            assert code == 2
+            assert sim.auth_requests == []  # it never connected
+            allowed = make_recorder(engine, ws_port, rest_port=rest_port, allow_write_key=True)
+            auth = sim.auth_events
+            await nursery.start(allowed.run)
+            with trio.fail_after(20):
+                await auth.wait()
+            allowed.stop()
+            await allowed.finished.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        logging.getLogger().handlers.clear()
+    text = stream.getvalue()
+    assert "the API key has WRITE permission for orders, withdraw" in text
+    assert "create a read-only key" in text and "allow_write_key = true" in text
+    assert "the API key can write (allow_write_key = true)" in text
+    assert EventLog(engine).count_by_kind("main").get("rest.permissions") == 2  # logged
+
+
+def test_the_official_client_reads_the_simulated_history() -> None:
+    with SimThread(seed=76, rate=0, api_keys={KEY: SECRET}, connection_limit=None) as st:
+        st.run(st.sim.advance, 150)
+        port = st.run(lambda: st.nursery.start(st.sim.serve_rest))
+        client = Client(KEY, SECRET, rest_host=f"http://127.0.0.1:{port}/v2")
+        model = st.sim.model
+        trades_ = client.rest.auth.get_trades_history(limit=2500)
+        assert {t.id for t in trades_} == set(model.trades)
+        assert all(t.fee == model.trades[t.id]["fee"] for t in trades_)
+        orders_ = client.rest.auth.get_orders_history(limit=2500)
+        assert {o.id: o.order_status for o in orders_} == {
+            i: o["order_status"] for i, o in model.closed_orders.items()
+        }
+        ledger = client.rest.auth.get_ledgers(limit=2500)
+        assert {e.id for e in ledger} == {e["id"] for e in model.ledger}
+        assert {p.position_id for p in client.rest.auth.get_positions_history(limit=50)} == set(
+            model.closed_positions
+        )
+        assert {f.id for f in client.rest.auth.get_funding_trades_history(limit=1000)} == set(
+            model.funding_trades
+        )
+        assert len(client.rest.auth.get_wallets()) == len(model.wallets)

@@ -24,6 +24,8 @@ class AuthChecker:
     def __init__(self, api_keys: dict[str, str]) -> None:
         self.api_keys = dict(api_keys)
         self.last_nonce: dict[str, int] = {}
+        self.accepted: dict[str, list[int]] = {}  # every nonce taken, per key, in order
+        self.refused: list[tuple[int, str]] = []  # nonce refusals (code, text)
 
     def check(self, msg: dict[str, Any]) -> tuple[int, str] | None:
         """None when the request authenticates (its nonce is then used), else (code, msg)."""
@@ -45,10 +47,13 @@ class AuthChecker:
     def _use_nonce(self, key: str, nonce: int) -> tuple[int, str] | None:
         """One nonce sequence per key, shared by WebSocket auth and REST (rest.md §1.4)."""
         if nonce > MAX_NONCE:
+            self.refused.append((10114, "nonce: too big"))
             return 10114, "nonce: too big"
         if nonce <= self.last_nonce.get(key, 0):
+            self.refused.append((10114, "nonce: small"))
             return 10114, "nonce: small"
         self.last_nonce[key] = nonce
+        self.accepted.setdefault(key, []).append(nonce)
         return None
 
     def check_rest(self, headers: dict[str, str], path: str, body: bytes) -> tuple[int, str] | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -51,8 +51,15 @@ class Window:
     snapshots_in: trio.Event | None = None
 
 
-def ms(t: datetime) -> int:
-    return int(t.timestamp() * 1000)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS = timedelta(milliseconds=1)
+
+
+def ms(t: datetime, *, ceil: bool = False) -> int:
+    """Milliseconds since the epoch, exactly (no float rounding); ``ceil`` for a window's
+    end, so that its last partial millisecond is included."""
+    whole, rest = divmod(t - EPOCH, ONE_MS)
+    return whole + (1 if ceil and rest else 0)
 
 
 class Backfiller:
@@ -62,9 +69,12 @@ class Backfiller:
         emit: Callable[[NewEvent], Awaitable[None]],
         *,
         retry_every: float = 60.0,
+        page_limits: dict[str, int] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.client = client
+        # Page sizes other than the documented maxima (a server that pages smaller; tests).
+        self.page_limits = page_limits or {}
         self.emit = emit
         self.retry_every = retry_every
         self.now = now
@@ -118,7 +128,10 @@ class Backfiller:
         )
         try:
             for name in WINDOW_ENDPOINTS:
-                pager = WindowPager(ENDPOINTS[name], ms(window.start), ms(window.end))
+                endpoint = ENDPOINTS[name]
+                if name in self.page_limits:
+                    endpoint = replace(endpoint, limit=self.page_limits[name])
+                pager = WindowPager(endpoint, ms(window.start), ms(window.end, ceil=True))
                 while not pager.done:
                     answer = await client.call(pager.endpoint, pager.request())
                     pager.receive(answer.rows)
