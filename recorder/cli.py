@@ -20,6 +20,7 @@ COMMANDS = {
     "serve-replay": "recorder.commands.serve_replay:command",
     "verify": "recorder.commands.verify:command",
     "head": "recorder.commands.head:command",
+    "backfill": "recorder.commands.backfill:command",
     "status": "recorder.commands.status:command",
     "simulate": "recorder.commands.simulate:command",
 }

@@ -3,7 +3,8 @@ classification (tests/test_protocol.py fuzzes text, JSON and bytes), every fold 
 of any of its kinds, and the configuration loader (only ConfigError, naming a key).
 
 Example counts (hypothesis ``max_examples``): folds 400, fold frames 200, configuration 400,
-configuration from TOML text 300; classify: 3 x 100 in tests/test_protocol.py."""
+configuration from TOML text 300; REST answers
+400; classify: 3 x 100 in tests/test_protocol.py."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from recorder.config import ConfigError
 from recorder.projections.base import DISCONNECTED, Event, Output
 from recorder.projections.registry import FOLDS, PROJECTION_NAMES
 from recorder.projections.values import parse_frame
+from recorder.protocol.rest import ENDPOINTS, PagingStuck, WindowPager, read_answer
 
 KINDS = sorted({k for name in PROJECTION_NAMES for k in FOLDS[name]().kinds} - {DISCONNECTED})
 
@@ -145,3 +147,23 @@ def test_config_from_any_toml_text(text: str, tmp_path_factory: Any) -> None:
     path.write_text(text, encoding="utf-8")
     with contextlib.suppress(ConfigError):
         config_mod.load(path, {})
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    status=st.sampled_from([200, 400, 429, 500, 502, 503]),
+    body=st.one_of(
+        st.binary(max_size=80),
+        json_values.map(lambda v: json.dumps(v, default=str).encode()),
+        st.lists(scalars, max_size=4).map(lambda v: json.dumps(["error", *v], default=str)),
+    ),
+)
+def test_rest_answers_never_raise(status: int, body: bytes | str) -> None:
+    """Any HTTP answer is classified (ok, error, rate-limited, unavailable), never raises;
+    and a pager fed any page either continues, finishes, or says it is stuck."""
+    answer = read_answer(status, body)
+    assert answer.status in ("ok", "error", "rate-limited", "unavailable")
+    if answer.status == "ok":
+        pager = WindowPager(ENDPOINTS["ledgers-hist"], 0, 10**13)
+        with contextlib.suppress(PagingStuck):
+            pager.receive(answer.rows)

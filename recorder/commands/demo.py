@@ -1,4 +1,5 @@
-"""``bfx-recorder demo``: the simulator on loopback, recorded into the configured database.
+"""``bfx-recorder demo``: the simulator (WebSocket and REST) on loopback, recorded into the
+configured database; every reconnect is backfilled from the simulator's REST history.
 
 Credentials are generated in memory and handed to both sides directly: nothing secret touches
 the environment, the command line or the logs.
@@ -95,7 +96,12 @@ def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str
     async def main() -> int:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(sim.serve)
-            account = AccountConfig(name=ACCOUNT, url=f"ws://127.0.0.1:{port}/ws/2")
+            rest_port = await nursery.start(sim.serve_rest)
+            account = AccountConfig(
+                name=ACCOUNT,
+                url=f"ws://127.0.0.1:{port}/ws/2",
+                rest_url=f"http://127.0.0.1:{rest_port}/v2",
+            )
             creds = Credentials(Secret(key), Secret(secret))
             recorder = Recorder(cfg, [(account, creds)], db, leases=leases)
             console.print(

@@ -24,17 +24,22 @@ def parse_frame(text: str) -> Any:
 
 
 def to_datetime(value: Any) -> datetime | None:
-    if type(value) is int:  # the common case: integer milliseconds
-        if abs(value) >= SECONDS_BELOW_INT:
-            return EPOCH + timedelta(milliseconds=value)
-        return EPOCH + timedelta(seconds=value)
-    if not isinstance(value, Decimal):
+    """Milliseconds (or seconds, by magnitude) since the epoch; None for what is not a time a
+    datetime can hold (found by fuzzing: a frame may carry any number)."""
+    try:
+        if type(value) is int:  # the common case: integer milliseconds
+            if abs(value) >= SECONDS_BELOW_INT:
+                return EPOCH + timedelta(milliseconds=value)
+            return EPOCH + timedelta(seconds=value)
+        if not isinstance(value, Decimal) or not value.is_finite():
+            return None
+        ms = value
+        if abs(ms) < SECONDS_BELOW:
+            ms *= 1000
+        # Microsecond precision, as the databases keep it.
+        return EPOCH + timedelta(microseconds=int((ms * 1000).to_integral_value()))
+    except (OverflowError, ValueError, ArithmeticError):
         return None
-    ms = value
-    if abs(ms) < SECONDS_BELOW:
-        ms *= 1000
-    # Microsecond precision, as the databases keep it.
-    return EPOCH + timedelta(microseconds=int((ms * 1000).to_integral_value()))
 
 
 def to_decimal(value: Any) -> Decimal | None:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from recorder.store.eventlog import EventLog
 from recorder.store.hashchain import GENESIS, chain_hash
-from recorder.store.schema import reconciliations
+from recorder.store.schema import backfills, reconciliations
 from recorder.store.sessions import account_sessions
 
 PAGE = 10000
@@ -21,7 +21,7 @@ PAGE = 10000
 class Finding:
     account: str
     at: datetime | None
-    what: str  # 'session-ended', 'seq-gap', 'malformed', 'reconciliation'
+    what: str  # 'session-ended', 'seq-gap', 'malformed', 'reconciliation', 'backfill-incomplete'
     detail: str
     event_id: int | None = None
 
@@ -104,11 +104,26 @@ def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> Non
             )
             add(Finding(account, r.received_at, "seq-gap", detail, r.id))
     with engine.connect() as conn:
+        # Differences no REST answer accounts for (a backfill explains the others).
         found = conn.execute(
             sa.select(reconciliations)
-            .where(reconciliations.c.account == account)
+            .where(reconciliations.c.account == account, reconciliations.c.explained_by.is_(None))
             .order_by(reconciliations.c.event_id)
         ).all()
+        windows = conn.execute(
+            sa.select(backfills)
+            .where(backfills.c.account == account, backfills.c.complete.is_not(True))
+            .order_by(backfills.c.id)
+        ).all()
+        # A window retried until complete is no gap any more.
+        done = {
+            (w.window_from, w.window_to)
+            for w in conn.execute(
+                sa.select(backfills.c.window_from, backfills.c.window_to).where(
+                    backfills.c.account == account, backfills.c.complete.is_(True)
+                )
+            )
+        }
     times = log.received_at(rec.event_id for rec in found)
     for rec in found:
         add(
@@ -116,7 +131,20 @@ def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> Non
                 account,
                 times.get(rec.event_id),
                 "reconciliation",
-                f"{rec.projection} {rec.key}: {rec.problem}",
+                f"{rec.projection} {rec.key}: {rec.problem} (unexplained)",
                 rec.event_id,
+            )
+        )
+    for w in windows:
+        if (w.window_from, w.window_to) in done:
+            continue
+        state = "still running" if w.complete is None else "incomplete"
+        add(
+            Finding(
+                account,
+                w.window_from,
+                "backfill-incomplete",
+                f"backfill {state}: {w.window_from} .. {w.window_to} ({w.reason})",
+                w.id,
             )
         )
