@@ -19,10 +19,10 @@ from recorder.store.engine import create_engine
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def readme_queries() -> dict[str, str]:
-    """The SQL blocks of the README's audit section, by the comment that heads each one."""
+def readme_queries(heading: str = "## Auditing with SQL") -> dict[str, str]:
+    """The SQL blocks of a README section, by the comment that heads each one."""
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Auditing with SQL", 1)[1].split("\n## ", 1)[0]
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
     out = {}
     for block in re.findall(r"```sql\n(.*?)```", section, re.S):
         title, _, sql = block.partition("\n")
@@ -86,10 +86,16 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
             r.fee_currency: Decimal(str(r.fees))
             for r in conn.execute(sa.text(queries["Realised fees per currency"]))
         }
+        # Every trade once by id, from the socket's tu frames and the backfill's REST answers.
+        fills: dict[int, tuple[str, Decimal]] = {}
+        for kind, frame in conn.execute(
+            sa.text("SELECT kind, frame FROM events WHERE kind IN ('tu', 'rest.trades-hist')")
+        ):
+            for tu in [orjson.loads(frame)[2]] if kind == "tu" else orjson.loads(frame):
+                fills[tu[0]] = (tu[10], Decimal(repr(tu[9])))
         expected: dict[str, Decimal] = {}
-        for (frame,) in conn.execute(sa.text("SELECT frame FROM events WHERE kind = 'tu'")):
-            tu = orjson.loads(frame)[2]
-            expected[tu[10]] = expected.get(tu[10], Decimal(0)) + Decimal(repr(tu[9]))
+        for ccy, fee in fills.values():
+            expected[ccy] = expected.get(ccy, Decimal(0)) + fee
         assert fees.keys() == expected.keys()
         for ccy, total in expected.items():
             assert abs(fees[ccy] - total) < Decimal("1e-6"), ccy
@@ -104,4 +110,22 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
         ]
         assert [float(r.balance) for r in history] == wu
         assert history
+
+        # The backfill section's queries: the demo's drop was backfilled completely.
+        backfill = readme_queries("## The gap backfill (REST history)")
+        all_fees = {
+            r.fee_currency: Decimal(str(r.fees))
+            for r in conn.execute(sa.text(backfill["Every fee per currency, gaps included"]))
+        }
+        assert all_fees.keys() == fees.keys()
+        ledger = conn.execute(
+            sa.text(backfill["Balance history of one wallet from the ledger"])
+        ).all()
+        assert ledger and all(r.balance is not None for r in ledger)
+        gaps = next(q for title, q in backfill.items() if title.startswith("Which periods"))
+        missing = conn.execute(sa.text(gaps)).all()
+        assert missing == []
+        assert conn.execute(
+            sa.text("SELECT COUNT(*) FROM backfills WHERE account = 'demo' AND complete")
+        ).scalar()
     engine.dispose()
