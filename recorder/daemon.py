@@ -13,6 +13,7 @@ When every clone is closed the writer commits what is queued and returns.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,7 @@ import trio
 
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.logs import log_fields
-from recorder.projections.projector import projectors_for, run_live
+from recorder.projections.projector import projectors_for, run_live, unexplained_vanished
 from recorder.protocol.rest import ENDPOINTS, write_scopes
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
@@ -57,6 +58,8 @@ class WriteKeyRefused(Exception):
         )
 
 
+VANISHING = ("orders", "positions")  # projections whose vanished entities REST is asked for
+VANISHED_WAIT = 30.0  # seconds to wait for the projectors before reading reconciliations
 EXIT_USAGE = 2  # a configuration the recorder refuses (a key that can write)
 LEASE_CHECK_EVERY = 5.0  # seconds between checks that this process still holds its leases
 HEAD_LOG_EVERY = 600.0  # seconds between "chain head" log lines
@@ -272,6 +275,18 @@ class Recorder:
             **{k: v for k, v in self.rest_options.items() if k != "retry_every"},  # type: ignore[arg-type]
         )
 
+    async def _vanished(self, account: str) -> dict[str, list[int]]:
+        """Orders and positions the reconnect's snapshots no longer list and no REST answer
+        explains yet: wait (bounded) until the projectors have folded what is committed,
+        then read the reconciliation rows."""
+        target = self.writer.high_water.get(account, 0)
+        folds = [p for p in self.projectors if p.account == account and p.name in VANISHING]
+        with trio.move_on_after(VANISHED_WAIT):
+            while any(p.checkpoint < target for p in folds):
+                await trio.sleep(0.05)
+        found = await self.db.run(unexplained_vanished, self.db.engine, account)
+        return {name: sorted({int(k) for k in keys if k.isdigit()}) for name, keys in found.items()}
+
     async def _check_permissions(self, acc: AccountConfig, creds: Credentials) -> None:
         """Ask ``auth/r/permissions`` once at start-up (the answer goes into the log) and
         refuse a key that can write, unless ``allow_write_key``."""
@@ -347,7 +362,9 @@ class Recorder:
                 first[0] = False
                 if backfiller is not None and last_frame[0] is not None:
                     start, end = last_frame[0] - OVERLAP, at + OVERLAP
-                    backfiller.request(Window(start, end, reason, session_id, snapshots_in))
+                    vanished = functools.partial(self._vanished, acc.name)
+                    window = Window(start, end, reason, session_id, snapshots_in, vanished)
+                    backfiller.request(window)
 
             async def open_session(account: str, url: str, at: datetime) -> int:
                 return await self.db.run(

@@ -382,3 +382,22 @@ def rebuild_work(engine: sa.Engine, accounts: list[str], only: str | None) -> in
     """Events a rebuild will fold (the kinds its projections read), for a progress bar."""
     kinds = {k for f in make_folds(only) for k in f.kinds}
     return EventLog(engine).count(accounts, kinds=kinds)
+
+
+def unexplained_vanished(engine: sa.Engine, account: str) -> dict[str, list[str]]:
+    """Keys of orders and positions that a snapshot no longer listed ('unexpected') and that
+    no REST answer explains yet, per projection."""
+    rec = reconciliations.c
+    with store_errors(), engine.connect() as conn:
+        found = conn.execute(
+            sa.select(rec.projection, rec.key).where(
+                rec.account == account,
+                rec.projection.in_(["orders", "positions"]),
+                rec.problem == "unexpected",
+                rec.explained_by.is_(None),
+            )
+        ).all()
+    out: dict[str, list[str]] = {"orders": [], "positions": []}
+    for projection, key in found:
+        out[projection].append(key)
+    return out

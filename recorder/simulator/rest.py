@@ -177,10 +177,12 @@ async def serve_rest(
     config.accesslog = None
     config.errorlog = None
 
+    app: Any = RestApi(sim)  # an ASGI 3 callable (hypercorn's Framework union, by shape)
+
     async def started(
         *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        await serve(RestApi(sim), config, task_status=task_status, mode="asgi")  # type: ignore[arg-type]
+        await serve(app, config, task_status=task_status, mode="asgi")
 
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(started)

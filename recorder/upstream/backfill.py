@@ -49,6 +49,10 @@ class Window:
     # Set when the new session's snapshots are in the log: only then is the current state
     # asked for (its answers explain what the snapshots revealed).
     snapshots_in: trio.Event | None = None
+    # Then: the ids of orders and positions that vanished from the new snapshots and no
+    # answer explains yet ({"orders": [...], "positions": [...]}): asked for by id, since
+    # the window's time filter may not cover them (rest.md §3.2, §3.5).
+    vanished: Callable[[], Awaitable[dict[str, list[int]]]] | None = None
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -141,6 +145,13 @@ class Backfiller:
                     await window.snapshots_in.wait()
                 for name in STATE_ENDPOINTS:
                     rows += len((await client.call(ENDPOINTS[name], {})).rows)
+            if window.vanished is not None:
+                ids = await window.vanished()
+                for name, key in (("orders-hist", "orders"), ("positions-audit", "positions")):
+                    if ids.get(key):
+                        endpoint = ENDPOINTS[name]
+                        params = {"id": ids[key], "limit": endpoint.limit}
+                        rows += len((await client.call(endpoint, params)).rows)
         except (RestFailed, PagingStuck) as exc:
             complete, why = False, str(exc)
         requests = client.requests - before
