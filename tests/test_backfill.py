@@ -407,3 +407,21 @@ async def test_vanished_orders_and_positions_are_asked_for_by_id() -> None:
     by_kind = {e.kind: orjson.loads(e.frame) for e in logged if e.kind.startswith("rest.")}
     assert sorted(r[0] for r in by_kind["rest.orders-hist"]) == gone_orders
     assert [r[11] for r in by_kind["rest.positions-audit"]] == gone_positions
+
+
+async def test_write_caps_on_a_websocket_auth_stop_the_account(engine: sa.Engine) -> None:
+    """The REST permissions said read-only, but an auth reply's caps grant a write: the
+    account stops (final) rather than record with a trading key."""
+    sim = Simulator(seed=79, rate=50, api_keys={KEY: SECRET}, connection_limit=None)
+    sim.caps = {**sim.caps, "orders": {"read": 1, "write": 1}}
+    async with trio.open_nursery() as nursery:
+        rest_port = await nursery.start(sim.serve_rest)
+        port = await nursery.start(sim.serve)
+        recorder = make_recorder(engine, port, rest_port=rest_port)
+        with trio.fail_after(20):
+            code = await recorder.run()
+        nursery.cancel_scope.cancel()
+    assert code == 1  # every account stopped finally
+    stopped = recorder.status["main"].stopped
+    assert stopped is not None and stopped.reason == "error: key has write permissions (orders)"
+    assert len(sim.auth_requests) == 1  # no retry

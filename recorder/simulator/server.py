@@ -129,6 +129,7 @@ class Simulator:
         self.rest_rate_limit: tuple[int, float] | None = (90, 60.0)  # per endpoint
         self.rest_page_max: dict[str, int] = {}  # endpoint name -> page maximum override
         self.permissions: list[list[Any]] = [list(p) for p in READ_ONLY_PERMISSIONS]
+        self.caps: dict[str, Any] = READ_ONLY_CAPS  # what the auth reply says the key may do
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -349,7 +350,7 @@ class Simulator:
         # the snapshots, and the snapshots are the state right before the next update.
         async with self._stepping:
             await self._send_event(
-                conn, exchange.auth_ok(self.model.user_id, self._ids.uuid(), READ_ONLY_CAPS)
+                conn, exchange.auth_ok(self.model.user_id, self._ids.uuid(), self.caps)
             )
             conn.authenticated = True
             conn.last_account_frame = trio.current_time()
