@@ -8,6 +8,7 @@ log line or an exception message by accident.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -76,6 +77,12 @@ class WriterConfig:
 class LoggingConfig:
     format: str = "text"
     level: str = "INFO"
+    summary_interval_s: float = 60.0  # a heartbeat line per account this often
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str | None = None  # "127.0.0.1:9464" serves /metrics and /healthz; None: off
 
 
 @dataclass(frozen=True)
@@ -141,8 +148,14 @@ class Config:
     writer: WriterConfig = field(default_factory=WriterConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     accounts: tuple[AccountConfig, ...] = ()
     source: str = "built-in defaults"
+    # Where each value came from ("section.key" -> "file F" | "environment VAR"); absent
+    # keys are built-in defaults.
+    origins: dict[str, str] = field(default_factory=dict)
+    # Things worth saying that are not errors (a misspelt BFX_RECORDER_* variable).
+    warnings: tuple[str, ...] = ()
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -247,6 +260,14 @@ def _rest_url(key: str, value: Any) -> str:
     return value.rstrip("/")
 
 
+def _listen(key: str, value: Any) -> str:
+    _type(str, "a string")(key, value)
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
+        raise ConfigError(key, f"{value!r} is not HOST:PORT", 'write e.g. "127.0.0.1:9464"')
+    return value
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -309,7 +330,12 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         {
             "format": _choice("text", "json"),
             "level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
+            "summary_interval_s": _positive((int, float), "a number of seconds"),
         },
+    ),
+    "metrics": (
+        MetricsConfig,
+        {"listen": lambda key, value: _listen(key, value)},
     ),
     "status": (
         StatusConfig,
@@ -354,6 +380,7 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Co
         if top not in SECTIONS and top != "accounts":
             raise _unknown(top, [*SECTIONS, "accounts"])
     built: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for section, (cls, checks) in SECTIONS.items():
         table = raw.get(section, {})
         if not isinstance(table, dict):
@@ -363,10 +390,12 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Co
             if key not in checks:
                 raise _unknown(f"{section}.{key}", list(checks))
             values[key] = value
+            origins[f"{section}.{key}"] = f"file {source}"
         for key in checks:
             env_key = f"{ENV_PREFIX}{section}_{key}".upper()
             if env_key in environ:
                 values[key] = _env_value(environ[env_key])
+                origins[f"{section}.{key}"] = f"environment {env_key}"
         built[section] = cls(**{k: checks[k](f"{section}.{k}", v) for k, v in values.items()})
 
     accounts_raw = raw.get("accounts", [])
@@ -389,7 +418,30 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Co
                 f"{where}.name", f"duplicate account name {values['name']!r}", "make names unique"
             )
         accounts.append(AccountConfig(**values))
-    return Config(accounts=tuple(accounts), source=source, **built)
+    return Config(
+        accounts=tuple(accounts),
+        source=source,
+        origins=origins,
+        warnings=tuple(_unknown_environment(environ)),
+        **built,
+    )
+
+
+# Variables with the prefix that are not overrides: the config file's, and the test suite's.
+OTHER_PREFIXED = frozenset({CONFIG_ENV, "BFX_RECORDER_TEST_PG_URL", "BFX_RECORDER_REQUIRE_PG"})
+
+
+def _unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """A ``BFX_RECORDER_*`` variable that overrides nothing is probably misspelt: say so,
+    naming the closest known one (it would otherwise be silently ignored)."""
+    known = [f"{ENV_PREFIX}{s}_{k}".upper() for s, (_, checks) in SECTIONS.items() for k in checks]
+    out = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known and name not in OTHER_PREFIXED:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            out.append(f"environment variable {name} is not a setting and is ignored{hint}")
+    return out
 
 
 def resolve_path(
@@ -433,6 +485,12 @@ def describe(config: Config, environ: Mapping[str, str] | None = None) -> dict[s
     for section in SECTIONS:
         out[section] = asdict(getattr(config, section))
     out["database"]["url"] = redact_url(config.database.url)
+    # Where each setting came from: the file, the environment, or the built-in default.
+    out["sources"] = {
+        f"{section}.{key}": config.origins.get(f"{section}.{key}", "built-in default")
+        for section, (_, checks) in SECTIONS.items()
+        for key in checks
+    }
     accounts = []
     for acc in config.accounts:
         item = asdict(acc)

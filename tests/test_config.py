@@ -27,7 +27,7 @@ def test_example_config_loads_and_documents_every_key() -> None:
     for section, (_cls, checks) in config_mod.SECTIONS.items():
         assert f"[{section}]" in text
         for key in checks:
-            assert f"{key} =" in text, f"example lacks {section}.{key}"
+            assert f"{key} =" in text, f"example lacks {section}.{key}"  # may be commented
     for key in config_mod.ACCOUNT_KEYS:
         assert f"{key} =" in text, f"example lacks accounts.{key}"
 
@@ -186,3 +186,43 @@ def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "recorder/_migrations/env.py" in names
     assert any(n.startswith("recorder/_migrations/versions/0001") for n in names)
+
+
+def test_config_check_fails_when_credentials_are_not_set(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[[accounts]]\nname = "main"\napi_key_env = "NOPE_KEY"\n')
+    code, out = run_cli("config", "check", "--config", str(path), env={"BFX_API_SECRET": "x"})
+    assert code == 2
+    assert "credentials not set: NOPE_KEY (accounts.main.api_key_env)" in out
+    assert "BFX_API_SECRET" not in out.splitlines()[-1]  # that one is set
+
+
+def test_misspelt_override_is_named_with_the_closest_key(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["config", "check"],
+        env={"BFX_RECORDER_DATABSE_URL": "sqlite:///x.db"},
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0
+    assert (
+        "environment variable BFX_RECORDER_DATABSE_URL is not a setting and is ignored; "
+        "did you mean BFX_RECORDER_DATABASE_URL?"
+    ) in result.output
+
+
+def test_config_check_reports_where_each_value_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[writer]\nbatch_max_ms = 7\n")
+    code, out = run_cli(
+        "config",
+        "check",
+        "--config",
+        str(path),
+        env={"BFX_RECORDER_DATABASE_URL": f"sqlite:///{tmp_path / 'e.db'}"},
+    )
+    assert code == 0, out
+    sources = json.loads(out)["sources"]
+    assert sources["database.url"] == "environment BFX_RECORDER_DATABASE_URL"
+    assert sources["writer.batch_max_ms"] == f"file {path}"
+    assert sources["writer.queue_size"] == "built-in default"

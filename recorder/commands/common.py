@@ -50,6 +50,8 @@ def with_config(func: F) -> F:
         cfg: Config | None = None
         try:
             cfg = config_mod.load(config_path)
+            for warning in cfg.warnings:
+                click.echo(f"bfx-recorder: warning: {warning}", err=True)
             return func(*args, cfg=cfg, **kwargs)
         except ConfigError as exc:
             fail(str(exc), EXIT_USAGE)
