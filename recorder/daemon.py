@@ -384,10 +384,12 @@ class Recorder:
                     connector=self.connector,
                     on_connected=connected,
                     on_authenticated=authenticated,
+                    on_end=ended,
                     key_lock=nonces.key_lock,
                 )
 
-            def on_outcome(outcome: SessionOutcome) -> None:
+            def ended(outcome: SessionOutcome) -> None:
+                """Every session end, shutdown included (the supervisor does not see those)."""
                 status.connected = False
                 status.last_reason = outcome.reason
                 if outcome.last_frame_at is not None:
@@ -400,7 +402,6 @@ class Recorder:
                     make_session,
                     backoff=Backoff(cap=acc.backoff_cap_s),
                     rate_limit=self._limits[host],
-                    on_outcome=on_outcome,
                 )
             status.connected = False
             helpers.cancel_scope.cancel()

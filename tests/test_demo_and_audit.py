@@ -46,6 +46,28 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rows in orders" in proc.stdout
+    # Piped, the progress table is printed once, after the run: as it ended.
+    progress = dict(
+        (cells[1].strip(), cells[2].strip())
+        for line in proc.stdout.splitlines()
+        if (cells := line.split("│")) and len(cells) == 4
+    )
+    assert progress["connected"] == "no" and progress["last end reason"] == "shutdown"
+    assert "┘               recorded" not in proc.stdout  # no title glued to a border
+    hint = proc.stdout.strip().splitlines()[-1]
+    assert hint.startswith(
+        "query it: sqlite3 " if "sqlite" in db_url else "query it: psql 'postgresql://"
+    )
+    again = subprocess.run(
+        [sys.executable, "-m", "recorder", "demo", "--seconds", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert again.returncode == 2
+    assert "already holds a demo recording" in again.stderr and "--append" in again.stderr
     engine = create_engine(DatabaseConfig(url=db_url))
     with engine.connect() as conn:
         counts = {

@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from recorder import config as config_mod
 from recorder import logs
 from recorder.commands.common import EXIT_USAGE, fail, open_engine, with_config
-from recorder.config import AccountConfig, Config, Credentials, Secret
+from recorder.config import AccountConfig, Config, ConfigError, Credentials, Secret
 from recorder.daemon import Recorder
 from recorder.simulator.faults import parse_schedule
 from recorder.simulator.server import Simulator, generated_credentials
@@ -74,17 +75,42 @@ def summary(engine: sa.Engine, account: str) -> dict[str, Any]:
     show_default=True,
     help="Simulator fault schedule ('' for none); see `simulate --help`.",
 )
+@click.option(
+    "--append",
+    is_flag=True,
+    help="Add to a database that already holds a demo recording (default: refuse).",
+)
 @with_config
-def command(cfg: Config, seconds: float, seed: int, rate: float, faults: str) -> None:
+def command(cfg: Config, seconds: float, seed: int, rate: float, faults: str, append: bool) -> None:
     """Record a simulated account (no Bitfinex account needed) into the configured database."""
-    sys.exit(run_demo(cfg, seconds=seconds, seed=seed, rate=rate, faults=faults))
+    sys.exit(run_demo(cfg, seconds=seconds, seed=seed, rate=rate, faults=faults, append=append))
 
 
-def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str) -> int:
+def query_hint(url: str) -> str:
+    """How to open the database with its own client (psql takes no SQLAlchemy driver)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return f"sqlite3 {parsed.database}"
+    plain = parsed.set(drivername="postgresql", query={})
+    return f"psql '{plain.render_as_string(hide_password=True)}'"
+
+
+def run_demo(
+    cfg: Config, *, seconds: float, seed: int, rate: float, faults: str, append: bool = False
+) -> int:
     log_stream = io.StringIO() if sys.stderr.isatty() else sys.stderr
     logs.setup(cfg.logging.format, cfg.logging.level, stream=log_stream)
     console = Console()
     db = Database(open_engine(cfg, read_only=False))
+    held = EventLog(db.engine).count([ACCOUNT])
+    if held and not append:
+        db.engine.dispose()
+        raise ConfigError(
+            "--append",
+            f"{config_mod.redact_url(cfg.database.url)} already holds a demo recording "
+            f"({held} events); a second simulated user would be mixed into it",
+            "run the demo in an empty directory, remove that database, or pass --append",
+        )
     try:
         leases = hold_all(db.engine, [ACCOUNT])
     except LeaseHeld as exc:
@@ -106,17 +132,25 @@ def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str
             recorder = Recorder(cfg, [(account, creds)], db, leases=leases)
             console.print(
                 f"recording the simulated account [bold]{ACCOUNT}[/] from {account.url} into "
-                f"{db.engine.url.render_as_string(hide_password=True)} for {seconds:.0f}s"
+                f"{db.engine.url.render_as_string(hide_password=True)} for {seconds:.0f}s",
+                soft_wrap=True,
             )
             await nursery.start(recorder.run)
             start = trio.current_time()
-            with Live(console=console, refresh_per_second=4, transient=False) as live:
-                while (elapsed := trio.current_time() - start) < seconds:
-                    live.update(_progress(recorder, sim, elapsed, seconds))
-                    await trio.sleep(0.25)
+            if console.is_terminal:
+                with Live(console=console, refresh_per_second=4, transient=False) as live:
+                    while (elapsed := trio.current_time() - start) < seconds:
+                        live.update(_progress(recorder, sim, elapsed, seconds))
+                        await trio.sleep(0.25)
+                    recorder.stop()
+                    await recorder.finished.wait()
+                    live.update(_progress(recorder, sim, seconds, seconds))
+            else:  # piped: no live redraws, one final table
+                await trio.sleep(seconds)
                 recorder.stop()
                 await recorder.finished.wait()
-                live.update(_progress(recorder, sim, seconds, seconds))
+                console.print(_progress(recorder, sim, seconds, seconds))
+            console.print()
             nursery.cancel_scope.cancel()
         return 0
 
@@ -138,5 +172,5 @@ def run_demo(cfg: Config, *, seconds: float, seed: int, rate: float, faults: str
     for name, n in result["projections"].items():
         table.add_row(f"rows in {name}", str(n))
     console.print(table)
-    console.print(f"query it: sqlite3 / psql on {cfg.database.url.split('?')[0]}")
+    console.print(f"query it: {query_hint(cfg.database.url)}", soft_wrap=True, markup=False)
     return code

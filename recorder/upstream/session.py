@@ -119,6 +119,7 @@ class Session:
         now: Callable[[], datetime] = utcnow,
         on_connected: Callable[[], None] | None = None,
         on_authenticated: Callable[[int, datetime, trio.Event], None] | None = None,
+        on_end: Callable[[SessionOutcome], None] | None = None,
         key_lock: trio.Lock | None = None,
     ) -> None:
         self.p = params
@@ -129,6 +130,7 @@ class Session:
         self.now = now
         self.on_connected = on_connected
         self.on_authenticated = on_authenticated
+        self.on_end = on_end  # called once the end is recorded, also on cancellation
         # Held around taking a nonce and sending it: REST requests of the same key take it
         # too, so the exchange never sees a smaller nonce after a larger one.
         self.key_lock = key_lock or trio.Lock()
@@ -250,6 +252,8 @@ class Session:
                         out.session_id, {"ended_at": self.now(), "end_reason": out.reason}
                     )
                 )
+        if self.on_end is not None:
+            self.on_end(out)
         level = logging.WARNING if out.final else logging.INFO
         log_fields(
             log,
