@@ -4,6 +4,7 @@ one line. Every failure the same way, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from recorder.config import DatabaseConfig
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog, NewEvent
+from recorder.upstream.connection import HandshakeFailed, connect
 
 READ_ONLY = [
     ["verify"],
@@ -116,3 +118,47 @@ def test_every_command_loads_and_has_help() -> None:
         result = CliRunner().invoke(main, [name, "--help"])
         assert result.exit_code == 0, (name, result.output)
         assert "Usage:" in result.output
+
+
+@pytest.mark.parametrize("command", ["simulate", "serve-replay"])
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path, command: str) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    recorded(url).dispose()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "recorder", command, "--port", str(port), "--account", "a"]
+            if command == "serve-replay"
+            else [sys.executable, "-m", "recorder", command, "--port", str(port)],
+            env={**os.environ, "BFX_RECORDER_DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1] == (
+        f"bfx-recorder: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "fix: choose another --port"
+    )
+    assert "Traceback" not in proc.stderr
+
+
+async def test_a_refused_connection_is_logged_with_its_cause() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(HandshakeFailed, match="Connection refused"):
+        async with connect(f"ws://127.0.0.1:{port}/ws/2"):
+            pass
+
+
+def test_state_before_the_first_event_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    recorded(url).dispose()
+    code, out = cli(url, "state", "--account", "a", "--at", "2020-01-01T00:00:00Z")
+    assert code == 0, out
+    assert "nothing recorded at or before 2020-01-01T00:00:00+00:00" in out
+    assert "the log of a starts at 2026-11-27" in out

@@ -9,9 +9,10 @@ built from key names, redacted URLs and driver messages only).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -60,6 +61,27 @@ def with_config(func: F) -> F:
             fail(f"database {where}: {exc}", EXIT_FAILURE)
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def listening_on(host: str, port: int) -> Iterator[None]:
+    """A server command's one line for an address it cannot listen on (in use, not
+    permitted): exit 1 instead of a traceback from inside trio's nurseries."""
+    try:
+        yield
+    except (OSError, BaseExceptionGroup) as exc:
+        leaves = _leaves(exc)
+        if not leaves or not all(isinstance(e, OSError) for e in leaves):
+            raise
+        first = leaves[0]
+        why = first.strerror if isinstance(first, OSError) and first.strerror else str(first)
+        fail(f"cannot listen on {host}:{port}: {why}; fix: choose another --port", EXIT_FAILURE)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
 
 
 def _sqlite_path(url: sa.URL) -> Path | None:

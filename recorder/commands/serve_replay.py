@@ -11,6 +11,7 @@ import trio
 from recorder import logs
 from recorder.commands.common import (
     account_option,
+    listening_on,
     open_engine,
     parse_time,
     pick_account,
@@ -89,7 +90,8 @@ def command(
                         nursery.cancel_scope.cancel()
                         break
 
-        trio.run(main)
+        with listening_on(host, port):
+            trio.run(main)
         click.echo(f"served {server.frames_sent} frames to {server.connections} connection(s)")
     finally:
         engine.dispose()

@@ -9,7 +9,7 @@ import click
 import trio
 
 from recorder import logs
-from recorder.commands.common import with_config
+from recorder.commands.common import listening_on, with_config
 from recorder.config import Config, ConfigError
 from recorder.simulator.faults import FAULTS, FaultSpecError, parse_schedule
 from recorder.simulator.server import Simulator, generated_credentials
@@ -96,4 +96,5 @@ def command(
         write_truth()
         click.echo(f"simulator stopped: {len(sim.sent_log)} frames sent")
 
-    trio.run(main)
+    with listening_on(host, port):
+        trio.run(main)

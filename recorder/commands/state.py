@@ -30,11 +30,20 @@ def command(cfg: Config, account: str | None, at: str | None, as_json: bool) -> 
     moment = parse_time("--at", at) or datetime.now(UTC)
     engine = open_engine(cfg, read_only=True)
     try:
-        acc = pick_account(EventLog(engine).accounts(), account)
+        log = EventLog(engine)
+        acc = pick_account(log.accounts(), account)
         assert acc is not None
         state = state_at(engine, acc, moment)
+        first = log.read(acc, 0, 1).events if not state["event_id"] else []
     finally:
         engine.dispose()
+    if first:  # nothing folded: say so rather than print empty tables
+        assert first[0].received_at is not None
+        click.echo(
+            f"{acc}: nothing recorded at or before {moment.isoformat()}; the log of {acc} "
+            f"starts at {first[0].received_at.isoformat()}",
+            err=not as_json,
+        )
     if as_json:
         click.echo(orjson.dumps(state, option=orjson.OPT_INDENT_2).decode())
     else:

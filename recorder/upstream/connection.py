@@ -73,6 +73,25 @@ class Socket:
             await self._ws.aclose(code, reason)
 
 
+def _cause(exc: BaseException) -> str:
+    """What is behind a handshake error: the OS error (connection refused, no route, ...)
+    when there is one, else the deepest error's own text."""
+    texts: list[str] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        seen = pending.pop(0)
+        if isinstance(seen, OSError) and seen.strerror:
+            return seen.strerror
+        if str(seen):
+            texts.append(str(seen))
+        if isinstance(seen, BaseExceptionGroup):
+            pending.extend(seen.exceptions)
+        for nxt in (seen.__cause__, seen.__context__):
+            if nxt is not None and nxt not in pending:
+                pending.append(nxt)
+    return texts[0] if texts else type(exc).__name__
+
+
 @asynccontextmanager
 async def connect(url: str) -> AsyncIterator[Socket]:
     """Open ``url``; handshake problems (HTTP 429, refused, timeouts) become HandshakeFailed."""
@@ -84,7 +103,7 @@ async def connect(url: str) -> AsyncIterator[Socket]:
             exc.status_code, f"handshake rejected: HTTP {exc.status_code}"
         ) from exc
     except (HandshakeError, ConnectionTimeout, DisconnectionTimeout) as exc:
-        raise HandshakeFailed(None, f"handshake failed: {type(exc).__name__}") from exc
+        raise HandshakeFailed(None, f"handshake failed: {_cause(exc)}") from exc
     except OSError as exc:
         raise HandshakeFailed(
             None, f"cannot connect: {exc.strerror or type(exc).__name__}"

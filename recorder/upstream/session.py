@@ -254,7 +254,11 @@ class Session:
                 )
         if self.on_end is not None:
             self.on_end(out)
-        level = logging.WARNING if out.final else logging.INFO
+        level = (
+            logging.WARNING
+            if out.final or out.reason.startswith("error:") or out.reason == "auth-failed"
+            else logging.INFO
+        )
         log_fields(
             log,
             "session end",
