@@ -5,6 +5,7 @@ one line. Every failure the same way, never a traceback."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -162,3 +163,12 @@ def test_state_before_the_first_event_says_so(tmp_path: Path) -> None:
     assert code == 0, out
     assert "nothing recorded at or before 2020-01-01T00:00:00+00:00" in out
     assert "the log of a starts at 2026-11-27" in out
+
+
+def test_readme_links_only_to_files_in_the_repository() -> None:
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    assert "../shared" not in text
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        if "://" not in target:
+            assert (root / target).exists(), target

@@ -2,7 +2,7 @@
 
 The simulator builds its frames from these layouts, the projections read frames through them,
 and the projection tables take their column names from them, so the three cannot disagree.
-Indexes and names follow ../shared/protocol.md §6 (the official Python client's labels).
+Indexes and names follow docs/protocol.md §6 (the official Python client's labels).
 Reserved slots (``_PLACEHOLDER``) are not named but count towards :attr:`Layout.length`, the
 full length the official client insists on.
 
