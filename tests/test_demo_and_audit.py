@@ -19,6 +19,13 @@ from recorder.store.engine import create_engine
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def query(queries: dict[str, str], title: str) -> str:
+    """The README query whose heading comment starts with ``title``."""
+    found = [q for t, q in queries.items() if t.startswith(title)]
+    assert len(found) == 1, (title, list(queries))
+    return found[0]
+
+
 def readme_queries(heading: str = "## Auditing with SQL") -> dict[str, str]:
     """The SQL blocks of a README section, by the comment that heads each one."""
     text = (ROOT / "README.md").read_text()
@@ -106,7 +113,7 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
 
         fees = {
             r.fee_currency: Decimal(str(r.fees))
-            for r in conn.execute(sa.text(queries["Realised fees per currency"]))
+            for r in conn.execute(sa.text(query(queries, "Fees per currency")))
         }
         # Every trade once by id, from the socket's tu frames and the backfill's REST answers.
         fills: dict[int, tuple[str, Decimal]] = {}
@@ -120,9 +127,33 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
             expected[ccy] = expected.get(ccy, Decimal(0)) + fee
         assert fees.keys() == expected.keys()
         for ccy, total in expected.items():
-            assert abs(fees[ccy] - total) < Decimal("1e-6"), ccy
+            assert fees[ccy] == total, ccy  # exact, SQLite included
 
-        history = conn.execute(sa.text(queries[f"Balance history of one wallet ({dialect})"])).all()
+        order_fills = conn.execute(sa.text(query(queries, "Fills of an order"))).all()
+        latest = conn.execute(
+            sa.text(
+                "SELECT order_id FROM trades WHERE account = 'demo' "
+                "ORDER BY mts_create DESC, id DESC LIMIT 1"
+            )
+        ).scalar()
+        assert order_fills
+        assert {r.id for r in order_fills} == set(
+            conn.execute(
+                sa.text("SELECT id FROM trades WHERE order_id = :o"), {"o": latest}
+            ).scalars()
+        )
+
+        wallet = conn.execute(
+            sa.text(
+                "SELECT balance FROM wallets WHERE account = 'demo' "
+                "AND wallet_type = 'exchange' AND currency = 'USD'"
+            )
+        ).scalar()
+        at_now = conn.execute(
+            sa.text(query(queries, f"Balance of a wallet at a time ({dialect}"))
+        ).one()
+        assert Decimal(str(at_now.balance)) == Decimal(str(wallet))
+        history = conn.execute(sa.text(query(queries, "Balance history of one wallet"))).all()
         wu = [
             orjson.loads(f)[2][2]
             for (f,) in conn.execute(
@@ -130,8 +161,15 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
             )
             if orjson.loads(f)[2][:2] == ["exchange", "USD"]
         ]
-        assert [float(r.balance) for r in history] == wu
-        assert history
+        live = [float(r.balance) for r in history if r.source == "wu"]
+        assert live == wu  # every update, in order
+        assert any(r.source == "ws" for r in history)  # and the snapshots
+        assert Decimal(str(history[-1].balance)) == Decimal(str(wallet))
+
+        gaps = conn.execute(sa.text(query(queries, "Which periods are missing"))).all()
+        assert len(gaps) == counts["sessions"] - 1  # one per reconnect
+        assert all(bool(g.backfilled) and g.seconds > 0 for g in gaps)
+        assert all(g.reason == "closed" for g in gaps)  # the demo's scheduled drop
 
         # The backfill section's queries: the demo's drop was backfilled completely.
         backfill = readme_queries("## The gap backfill (REST history)")

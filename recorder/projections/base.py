@@ -8,6 +8,7 @@ reconciliation findings to an :class:`Output`. The database runner persists them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 DISCONNECTED = "recorder.disconnected"
@@ -18,6 +19,7 @@ class Event:
     id: int
     kind: str
     payload: Any  # the frame parsed with Decimal numbers; for markers, the marker object
+    received_at: datetime | None = None  # when it was read (for rows dated by arrival)
 
 
 @dataclass(frozen=True)

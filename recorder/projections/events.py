@@ -105,21 +105,90 @@ class LedgerFold(_RowsOnly):
         self.skipped = 0
 
     def apply(self, event: Event, out: Output) -> None:
-        rows = event.payload
-        if not isinstance(rows, list):
+        if not isinstance(event.payload, list):
             self.skipped += 1
             return
-        for array in rows:
-            if not isinstance(array, list) or not array:
-                continue
-            row = to_row(L.LEDGER, array)
-            if row["id"] is None:
-                continue
-            if not row["wallet"]:
-                text = row["description"] or ""
-                _, found, wallet = text.rpartition(" on wallet ")
-                row["wallet"] = wallet.strip() or None if found else None
+        for row in _ledger_rows(event.payload):
             out.upsert(self.name, (row["id"],), {**row, "event_id": event.id})
+
+
+class WalletHistoryFold(_RowsOnly):
+    """``wallet_history``: one row per balance change of each wallet: every wallet of a
+    ``ws`` snapshot, every ``wu``, and every REST ledger entry (by its ledger id, so an entry
+    fetched twice is one row). ``at`` is the exchange's time where the record carries it
+    (ledger entries), else when the frame was received. ``source``/``ref`` say where a row
+    comes from (``ws``/``wu`` and the event id, or ``ledger`` and the ledger id)."""
+
+    name = "wallet_history"
+    kinds = frozenset({"ws", "wu", "rest.ledgers-hist"})
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def apply(self, event: Event, out: Output) -> None:
+        if event.kind == "rest.ledgers-hist":
+            for row in _ledger_rows(event.payload):
+                if row["wallet"] is None:
+                    continue
+                out.upsert(
+                    self.name,
+                    (row["wallet"], row["currency"], "ledger", row["id"]),
+                    {
+                        "wallet_type": row["wallet"],
+                        "currency": row["currency"],
+                        "source": "ledger",
+                        "ref": row["id"],
+                        "at": row["mts"],
+                        "balance": row["balance"],
+                        "unsettled_interest": None,
+                        "available_balance": None,
+                        "description": row["description"],
+                        "event_id": event.id,
+                    },
+                )
+            return
+        payload = _payload(event)
+        records = payload if event.kind == "ws" else [payload]
+        if not isinstance(records, list) or not all(isinstance(r, list) for r in records):
+            self.skipped += 1
+            return
+        for array in records:
+            wallet = to_row(L.WALLET, array)
+            key = (wallet["wallet_type"], wallet["currency"], event.kind, event.id)
+            out.upsert(
+                self.name,
+                key,
+                {
+                    "wallet_type": wallet["wallet_type"],
+                    "currency": wallet["currency"],
+                    "source": event.kind,
+                    "ref": event.id,
+                    "at": event.received_at,
+                    "balance": wallet["balance"],
+                    "unsettled_interest": wallet["unsettled_interest"],
+                    "available_balance": wallet["available_balance"],
+                    "description": wallet["last_change"],
+                    "event_id": event.id,
+                },
+            )
+
+
+def _ledger_rows(rows: Any) -> list[dict[str, Any]]:
+    """REST ledger rows as named values, the wallet from index 2 when it is a string, else
+    from the ``on wallet X`` suffix of the description (rest.md §3.4)."""
+    out = []
+    for array in rows if isinstance(rows, list) else []:
+        if not isinstance(array, list) or not array:
+            continue
+        row = to_row(L.LEDGER, array)
+        if row["id"] is None:
+            continue
+        if not row["wallet"]:
+            text = row["description"] or ""
+            _, found, wallet = text.rpartition(" on wallet ")
+            row["wallet"] = (wallet.strip() or None) if found else None
+        out.append(row)
+    return out
 
 
 class BackfillFold:
@@ -246,6 +315,7 @@ EVENT_FOLDS: dict[str, Callable[[], Any]] = {
         "funding_trades", L.FUNDING_TRADE, "fte", "ftu", "rest.funding-trades-hist"
     ),
     "ledgers": lambda: LedgerFold(),
+    "wallet_history": lambda: WalletHistoryFold(),
     "backfills": lambda: BackfillFold(),
     "notifications": NotificationFold,
     "balance_info": lambda: LatestFold("balance_info", "bu", balance_info_row),

@@ -76,7 +76,7 @@ def read_events(
             payload = parse_frame(r.frame)
         except ValueError:
             payload = None  # counted as skipped by the fold
-        out.append(Event(r.id, r.kind, payload))
+        out.append(Event(r.id, r.kind, payload, r.received_at))
     return out, page.covered
 
 

@@ -49,7 +49,8 @@ class NewEvent(NamedTuple):
 
 class StoredEvent(NamedTuple):
     """One row of the log as read back. With ``brief=True`` reads only ``id``, ``account``,
-    ``kind`` and ``frame`` are filled (what a fold needs; the rest stay None)."""
+    ``received_at``, ``kind`` and ``frame`` are filled (what a fold needs; the rest stay
+    None)."""
 
     id: int
     account: str
@@ -132,7 +133,7 @@ _FULL = (
     events.c.frame,
     events.c.hash,
 )
-_BRIEF = (events.c.id, events.c.account, events.c.kind, events.c.frame)
+_BRIEF = (events.c.id, events.c.account, events.c.kind, events.c.frame, events.c.received_at)
 
 
 def _insert_sql(dialect: str) -> str:
@@ -417,7 +418,7 @@ class EventLog:
             rows = c.execute(query.order_by(events.c.id).limit(limit)).all()
             if brief:
                 found = [
-                    StoredEvent(r[0], r[1], None, None, None, r[2], None, None, r[3], None)
+                    StoredEvent(r[0], r[1], None, r[4], None, r[2], None, None, r[3], None)
                     for r in rows
                 ]
             else:

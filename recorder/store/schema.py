@@ -192,6 +192,23 @@ ledgers = sa.Table(
     *_value_columns(layouts.LEDGER, skip=("id",)),
     sa.Column("event_id", sa.BigInteger, nullable=False),
 )
+wallet_history = sa.Table(
+    "wallet_history",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("wallet_type", sa.Text, primary_key=True),
+    sa.Column("currency", sa.Text, primary_key=True),
+    # 'ws' or 'wu' (ref: the event id) or 'ledger' (ref: the ledger entry id)
+    sa.Column("source", sa.Text, primary_key=True),
+    sa.Column("ref", sa.BigInteger, primary_key=True),
+    sa.Column("at", UTCDateTime),
+    sa.Column("balance", ExactDecimal),
+    sa.Column("unsettled_interest", ExactDecimal),
+    sa.Column("available_balance", ExactDecimal),
+    sa.Column("description", sa.Text),
+    sa.Column("event_id", sa.BigInteger, nullable=False),
+    sa.Index("ix_wallet_history_at", "account", "wallet_type", "currency", "at"),
+)
 backfills = sa.Table(
     "backfills",
     metadata,
@@ -233,6 +250,7 @@ PROJECTION_TABLES: dict[str, sa.Table] = {
         funding_info,
         notifications,
         ledgers,
+        wallet_history,
         backfills,
         state_snapshots,
     )
