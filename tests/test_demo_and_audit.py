@@ -75,6 +75,22 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
     )
     assert again.returncode == 2
     assert "already holds a demo recording" in again.stderr and "--append" in again.stderr
+    checked = subprocess.run(
+        [sys.executable, "-m", "recorder", "verify", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert checked.returncode == 0, checked.stderr
+    report = orjson.loads(checked.stdout)
+    assert report["ok"] and report["accounts"]["demo"]["broken_at"] is None
+    assert report["counts"]["session-ended"] == 1 and report["counts"]["malformed"] >= 1
+    times = [f["at"] for f in report["findings"]]
+    assert times == sorted(times)  # by time
+    ended = next(f for f in report["findings"] if f["what"] == "session-ended")
+    assert ended["seconds"] > 0 and "not recorded for" in ended["detail"]
     engine = create_engine(DatabaseConfig(url=db_url))
     with engine.connect() as conn:
         counts = {

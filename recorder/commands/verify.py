@@ -53,9 +53,14 @@ def read_heads(path: str) -> list[tuple[int, str]]:
     type=click.Path(dir_okay=False),
     help="A file of heads (`head` or `head --json` output).",
 )
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of lines.")
 @with_config
 def command(
-    cfg: Config, account: str | None, heads: tuple[str, ...], heads_file: str | None
+    cfg: Config,
+    account: str | None,
+    heads: tuple[str, ...],
+    heads_file: str | None,
+    as_json: bool,
 ) -> None:
     """Check the hash chain and list every gap; exit 1 if the chain is broken or a kept head
     is no longer in the log."""
@@ -71,15 +76,37 @@ def command(
         found = {ident: log.hash_at(ident) for ident, _ in wanted}
     finally:
         engine.dispose()
-    lost = 0
+    kept = []
     for ident, digest in wanted:
         row = found[ident]
-        if row is not None and row[1] == digest:
-            click.echo(f"{row[0]}: kept head {ident}:{digest[:16]}… is in the log")
-            continue
-        lost += 1
-        why = "missing (the tail was removed)" if row is None else f"changed (now {row[1][:16]}…)"
-        click.echo(f"kept head {ident}:{digest[:16]}… is {why}: the log was altered")
+        state = (
+            "present"
+            if row is not None and row[1] == digest
+            else ("missing" if row is None else "changed")
+        )
+        kept.append({"id": ident, "hash": digest, "state": state})
+    lost = sum(1 for k in kept if k["state"] != "present")
+    code = 0 if report.ok and not lost else 1
+    if as_json:
+        doc = {
+            "ok": code == 0,
+            "accounts": {
+                acc: {"events_checked": n, "broken_at": report.broken.get(acc)}
+                for acc, n in sorted(report.checked.items())
+            },
+            "kept_heads": kept,
+            "counts": report.counts(),
+            "findings": [f.as_json() for f in report.findings],
+        }
+        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+        sys.exit(code)
+    for k in kept:
+        short = f"{k['id']}:{str(k['hash'])[:16]}…"
+        if k["state"] == "present":
+            click.echo(f"kept head {short} is in the log")
+        else:
+            why = "missing (the tail was removed)" if k["state"] == "missing" else "changed"
+            click.echo(f"kept head {short} is {why}: the log was altered")
     for acc, n in sorted(report.checked.items()):
         if acc in report.broken:
             click.echo(
@@ -92,5 +119,6 @@ def command(
         at = f.at.isoformat() if f.at else "-"
         where = f" event {f.event_id}" if f.event_id else ""
         click.echo(f"  {at} {f.account} {f.what}{where}: {f.detail}")
-    click.echo(f"{len(report.findings)} gap(s) listed")
-    sys.exit(0 if report.ok and not lost else 1)
+    counts = ", ".join(f"{n} {what}" for what, n in report.counts().items())
+    click.echo(f"{len(report.findings)} finding(s)" + (f": {counts}" if counts else ""))
+    sys.exit(code)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -24,10 +24,23 @@ class Finding:
     what: str  # 'session-ended', 'seq-gap', 'malformed', 'reconciliation', 'backfill-incomplete'
     detail: str
     event_id: int | None = None
+    seconds: float | None = None  # how long the record was interrupted, for session ends
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "account": self.account,
+            "at": self.at.isoformat() if self.at else None,
+            "what": self.what,
+            "detail": self.detail,
+            "event_id": self.event_id,
+            "seconds": self.seconds,
+        }
 
 
 @dataclass
 class Report:
+    """What verify found: per account, events checked and the first bad one."""
+
     checked: dict[str, int] = field(default_factory=dict)  # account -> events checked
     broken: dict[str, int] = field(default_factory=dict)  # account -> first bad event id
     findings: list[Finding] = field(default_factory=list)
@@ -36,6 +49,13 @@ class Report:
     def ok(self) -> bool:
         return not self.broken
 
+    def counts(self) -> dict[str, int]:
+        """How many findings of each kind."""
+        out: dict[str, int] = {}
+        for f in self.findings:
+            out[f.what] = out.get(f.what, 0) + 1
+        return dict(sorted(out.items()))
+
 
 def verify(engine: sa.Engine, account: str | None = None) -> Report:
     report = Report()
@@ -43,8 +63,16 @@ def verify(engine: sa.Engine, account: str | None = None) -> Report:
     for acc in [account] if account else log.accounts():
         _check_chain(log, acc, report)
         _gaps(engine, log, acc, report)
-    report.findings.sort(key=lambda f: (f.account, f.event_id or 0, f.what))
+    # By time, then log position (findings without a time last in their account).
+    far = datetime.max.replace(tzinfo=UTC)
+    report.findings.sort(key=lambda f: (f.account, _utc(f.at) or far, f.event_id or 0, f.what))
     return report
+
+
+def _utc(at: datetime | None) -> datetime | None:
+    if at is None:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _check_chain(log: EventLog, account: str, report: Report) -> None:
@@ -72,15 +100,27 @@ def _check_chain(log: EventLog, account: str, report: Report) -> None:
 
 def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> None:
     add = report.findings.append
-    for s in account_sessions(engine, account):
+    history = account_sessions(engine, account)
+    for n, s in enumerate(history):
         if s.end_reason not in (None, "shutdown"):
+            resumed = next(
+                (x.authenticated_at for x in history[n + 1 :] if x.authenticated_at), None
+            )
+            seconds = (
+                (_utc(resumed) - _utc(s.ended_at)).total_seconds()  # type: ignore[operator]
+                if resumed and s.ended_at
+                else None
+            )
+            lasted = f"; not recorded for {seconds:.1f} s" if seconds is not None else ""
             add(
                 Finding(
                     account,
                     s.ended_at,
                     "session-ended",
                     f"session {s.id} ended: {s.end_reason}"
-                    + (f" (auth {s.auth_status} {s.auth_code})" if s.auth_code else ""),
+                    + (f" (auth {s.auth_status} {s.auth_code})" if s.auth_code else "")
+                    + lasted,
+                    seconds=seconds,
                 )
             )
         elif s.end_reason is None and s.ended_at is None:
