@@ -17,7 +17,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit
 
@@ -26,6 +26,7 @@ import trio
 
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.logs import log_fields
+from recorder.metrics import serve_metrics
 from recorder.projections.projector import projectors_for, run_live, unexplained_vanished
 from recorder.protocol.rest import ENDPOINTS, write_scopes
 from recorder.store import sessions as session_store
@@ -74,11 +75,23 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 
 @dataclass
 class AccountStatus:
+    """One account as the daemon sees it, in memory (metrics, health, the summary line)."""
+
     name: str
     sessions: int = 0
     connected: bool = False
     last_reason: str | None = None
     stopped: SessionOutcome | None = None
+    ends: dict[str, int] = field(default_factory=dict)  # session ends by reason
+    disconnected_since: float | None = None  # trio time; None while connected
+    # How long a disconnection may last and still count as "reconnecting" (back-off cap,
+    # the connection limit's window, and the time a handshake may take).
+    reconnect_allowance: float = 60.0
+
+    def disconnected_for(self) -> float:
+        if self.connected or self.disconnected_since is None:
+            return 0.0
+        return trio.current_time() - self.disconnected_since
 
 
 class Recorder:
@@ -122,6 +135,7 @@ class Recorder:
         self.rest_options = rest_options or {}
         self.backfillers: dict[str, Backfiller] = {}
         self._stopped_at: dict[str, datetime | None] = {}
+        self.metrics_port: int | None = None
         self._http: httpx.AsyncClient | None = None
         self.stopping = False
         self.finished = trio.Event()
@@ -201,6 +215,12 @@ class Recorder:
                 nursery.start_soon(self._project)
                 nursery.start_soon(self._watch_leases)
                 nursery.start_soon(self._heads_every)
+                nursery.start_soon(self._summary_every)
+                if self.cfg.metrics.listen:
+                    self.metrics_port = await nursery.start(
+                        serve_metrics, self, self.cfg.metrics.listen
+                    )
+                    log_fields(log, "metrics and health served", listen=self.cfg.metrics.listen)
 
     async def _watch_leases(self) -> None:
         """A lease can be lost (the PostgreSQL server restarted and another process took
@@ -225,6 +245,32 @@ class Recorder:
                 scope = self._account_scopes.get(account)
                 if scope is not None:
                     scope.cancel()
+
+    async def _summary_every(self) -> None:
+        """A heartbeat line per account every ``logging.summary_interval_s``: frames since the
+        last line, the slowest projector's lag, the chain head, connected or not."""
+        counted: dict[str, int] = {}
+        while True:
+            await trio.sleep(self.cfg.logging.summary_interval_s)
+            totals: dict[str, int] = {}
+            for (account, _kind), n in self.writer.stats.by_kind.items():
+                totals[account] = totals.get(account, 0) + n
+            for account, status in self.status.items():
+                lags = [
+                    self.writer.high_water.get(account, 0) - p.checkpoint
+                    for p in self.projectors
+                    if p.account == account
+                ]
+                log_fields(
+                    log,
+                    "summary",
+                    account=account,
+                    frames=totals.get(account, 0) - counted.get(account, 0),
+                    projector_lag=max(lags, default=0),
+                    head=self.writer.high_water.get(account, 0),
+                    connected=status.connected,
+                )
+            counted = totals
 
     async def _heads_every(self) -> None:
         while True:
@@ -329,6 +375,8 @@ class Recorder:
         self, acc: AccountConfig, creds: Credentials, sink: trio.MemorySendChannel[Item]
     ) -> None:
         status = self.status[acc.name]
+        status.reconnect_allowance = acc.backoff_cap_s + self.connection_limit[1] + 30.0
+        status.disconnected_since = trio.current_time()
         async with sink, trio.open_nursery() as helpers:
             nonces = self._nonces_for(creds)
             backfiller: Backfiller | None = None
@@ -373,6 +421,7 @@ class Recorder:
 
             def connected() -> None:
                 status.connected = True
+                status.disconnected_since = None
 
             def make_session() -> Session:
                 status.sessions += 1
@@ -391,7 +440,9 @@ class Recorder:
             def ended(outcome: SessionOutcome) -> None:
                 """Every session end, shutdown included (the supervisor does not see those)."""
                 status.connected = False
+                status.disconnected_since = trio.current_time()
                 status.last_reason = outcome.reason
+                status.ends[outcome.reason] = status.ends.get(outcome.reason, 0) + 1
                 if outcome.last_frame_at is not None:
                     last_frame[0] = outcome.last_frame_at
 

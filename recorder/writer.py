@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import trio
 
@@ -36,14 +38,25 @@ log = logging.getLogger(__name__)
 
 Item = NewEvent | SessionChange
 GATHER_POLL = 0.002  # seconds between looks at the queue while a batch fills
+COMMITS_KEPT = 4096  # recent commits per account remembered for the projector lag in seconds
+# Event objects read from the socket (chan_id NULL, like markers and REST answers).
+_SOCKET_EVENTS = frozenset({"info", "auth", "conf", "pong", "error", "malformed"})
 UNAVAILABLE_LOG_EVERY = 30.0  # seconds: one warning per interval while the database is away
 
 
 @dataclass
 class WriterStats:
+    """What the writer has done, kept in memory for metrics and the summary line (no
+    database query needed to answer them)."""
+
     committed_events: int = 0
     batches: int = 0
     retries: int = 0
+    by_kind: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
+    last_frame_at: dict[str, datetime] = field(default_factory=dict)  # socket frames
+    commit_seconds: list[float] = field(default_factory=list)  # since the last scrape
+    # (event id, monotonic time) of recent commits per account: how old a projector's lag is
+    commits: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
 
 
 class Writer:
@@ -97,6 +110,7 @@ class Writer:
             await trio.sleep(min(GATHER_POLL, deadline - now))
 
     async def _commit(self, batch: list[Item]) -> None:
+        began = trio.current_time()
         delay = 0.05
         outcome_unknown = False
         logged_at = -math.inf
@@ -138,8 +152,21 @@ class Writer:
         self._hashes.update(result.last_hashes)
         for acc, last in result.last_ids.items():
             self.high_water[acc] = last
-        self.stats.committed_events += result.count
-        self.stats.batches += 1
+        stats = self.stats
+        stats.committed_events += result.count
+        stats.batches += 1
+        now = trio.current_time()
+        stats.commit_seconds.append(now - began)
+        by_kind = stats.by_kind
+        for item in batch:
+            if isinstance(item, NewEvent):
+                key = (item.account, item.kind)
+                by_kind[key] = by_kind.get(key, 0) + 1
+                if item.chan_id is not None or item.kind in _SOCKET_EVENTS:
+                    stats.last_frame_at[item.account] = item.received_at
+        for acc, last in result.last_ids.items():
+            recent = stats.commits.setdefault(acc, deque(maxlen=COMMITS_KEPT))
+            recent.append((last, now))
         self._committed.set()
         self._committed = trio.Event()
 
@@ -151,6 +178,18 @@ class Writer:
             self._hashes.update(
                 await self.db.run(self.log.heads, sorted(missing), limiter=self._limiter)
             )
+
+    @property
+    def queue_depth(self) -> int:
+        return self._receive.statistics().current_buffer_used
+
+    def lag_seconds(self, account: str, checkpoint: int) -> float:
+        """How long ago the oldest commit a projector at ``checkpoint`` has not folded was
+        made (0 when it is caught up)."""
+        for event_id, at in self.stats.commits.get(account, ()):
+            if event_id > checkpoint:
+                return max(trio.current_time() - at, 0.0)
+        return 0.0
 
     async def wait_beyond(self, account: str, event_id: int, timeout: float = math.inf) -> int:
         """Wait until ``account`` has committed events past ``event_id`` (or the timeout)."""

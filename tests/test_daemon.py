@@ -11,7 +11,17 @@ import sqlalchemy as sa
 import trio
 
 from recorder import logs
-from recorder.config import AccountConfig, Config, Credentials, DatabaseConfig, Secret, WriterConfig
+from recorder.config import (
+    AccountConfig,
+    Config,
+    Credentials,
+    DatabaseConfig,
+    LoggingConfig,
+    MetricsConfig,
+    Secret,
+    StatusConfig,
+    WriterConfig,
+)
 from recorder.daemon import Recorder
 from recorder.protocol import classify, sign
 from recorder.simulator.server import Simulator
@@ -33,6 +43,9 @@ def make_recorder(
     writer: WriterConfig | None = None,
     rest_port: int | None = None,
     allow_write_key: bool = False,
+    metrics: MetricsConfig | None = None,
+    logging_cfg: LoggingConfig | None = None,
+    status: StatusConfig | None = None,
     **kw: Any,
 ) -> Recorder:
     """A recorder on the simulator at ``port``; with ``rest_port`` it backfills gaps from
@@ -40,6 +53,9 @@ def make_recorder(
     cfg = Config(
         database=DatabaseConfig(url=str(engine.url)),
         writer=writer or WriterConfig(batch_max_ms=5, unavailable_timeout_s=5),
+        metrics=metrics or MetricsConfig(),
+        logging=logging_cfg or LoggingConfig(),
+        status=status or StatusConfig(),
     )
     accounts = accounts or [("main", KEY, SECRET)]
     accs = [

@@ -228,6 +228,7 @@ class Projector:
         self.fold: Fold | None = None
         self.checkpoint = 0
         self.folded = 0
+        self.reconciled = 0  # differences found (for metrics)
 
     def step(self, up_to: int | None = None) -> int | None:
         """Fold one batch in one transaction; returns the number of events folded, or None
@@ -250,11 +251,13 @@ class Projector:
                     fold.apply(ev, out)
                 write_output(conn, self.account, out)
                 write_checkpoint(conn, fold, self.account, covered)
+                found = len(out.reconciliations)
         except BaseException:
             self.fold = None
             raise
         self.checkpoint = covered
         self.folded += len(batch)
+        self.reconciled += found
         return len(batch)
 
     def catch_up(self, up_to: int | None = None) -> int:

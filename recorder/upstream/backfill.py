@@ -87,6 +87,13 @@ class Backfiller:
         self.incomplete: list[Window] = []
         self.idle = trio.Event()  # set while nothing is queued or running
         self.idle.set()
+        self.running = False
+
+    @property
+    def open_windows(self) -> int:
+        """Windows queued, running or waiting to be retried."""
+        queued = self._receive.statistics().current_buffer_used
+        return queued + len(self.incomplete) + (1 if self.running else 0)
 
     def request(self, window: Window) -> None:
         self.idle = trio.Event()
@@ -96,7 +103,10 @@ class Backfiller:
         task_status.started()
         async with trio.open_nursery() as nursery:
             async for window in self._receive:
-                if await self.backfill(window):
+                self.running = True
+                complete = await self.backfill(window)
+                self.running = False
+                if complete:
                     self.completed.append(window)
                 else:
                     self.incomplete.append(window)

@@ -1,0 +1,226 @@
+"""Metrics and health, answered from memory: ``GET /metrics`` (Prometheus text format) and
+``GET /healthz`` (200, or 503 with a one-line JSON reason), served inside the daemon's trio
+process by hypercorn's trio worker (no thread per request; the receive loops never wait on
+it), only when ``[metrics] listen`` is set.
+
+Nothing here queries the database: the writer, the sessions, the projectors and the
+backfillers keep what is needed in memory, and a custom collector turns it into metric
+families at scrape time (the hot path pays no per-frame metric calls).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from recorder.daemon import Recorder
+
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class RecorderCollector(Collector):
+    """Every metric, built from the recorder's in-memory state at scrape time."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.r = recorder
+        self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
+        self._commit_sum = 0.0
+
+    def collect(self) -> Iterator[Metric]:
+        r, stats = self.r, self.r.writer.stats
+        now = datetime.now(UTC)
+        frames = CounterMetricFamily(
+            "bfx_frames",
+            "Frames and markers received, by account and kind",
+            labels=["account", "kind"],
+        )
+        appended = CounterMetricFamily(
+            "bfx_events_appended", "Events committed to the log", labels=["account"]
+        )
+        gaps = CounterMetricFamily(
+            "bfx_sequence_gaps", "Sequence problems marked in the log", labels=["account"]
+        )
+        per_account: dict[str, int] = {}
+        for (account, kind), n in sorted(stats.by_kind.items()):
+            frames.add_metric([account, kind], n)
+            per_account[account] = per_account.get(account, 0) + n
+        for account in r.status:
+            appended.add_metric([account], per_account.get(account, 0))
+            gaps.add_metric([account], stats.by_kind.get((account, "recorder.seq-gap"), 0))
+        yield frames
+        yield appended
+        yield gaps
+        yield self._commit_histogram()
+        queue = GaugeMetricFamily("bfx_writer_queue_depth", "Items waiting for the writer")
+        queue.add_metric([], r.writer.queue_depth)
+        yield queue
+        connected = GaugeMetricFamily(
+            "bfx_connected", "1 while the account's socket is open", labels=["account"]
+        )
+        ends = CounterMetricFamily(
+            "bfx_session_ends", "Sessions ended, by reason", labels=["account", "reason"]
+        )
+        age = GaugeMetricFamily(
+            "bfx_last_frame_age_seconds", "Seconds since the last frame", labels=["account"]
+        )
+        head = GaugeMetricFamily(
+            "bfx_head_event_id", "The account's last committed log position", labels=["account"]
+        )
+        windows = GaugeMetricFamily(
+            "bfx_backfill_windows_open",
+            "Backfill windows queued, running or waiting to be retried",
+            labels=["account"],
+        )
+        for account, status in r.status.items():
+            connected.add_metric([account], 1 if status.connected else 0)
+            for reason, n in sorted(status.ends.items()):
+                ends.add_metric([account, reason], n)
+            last = stats.last_frame_at.get(account)
+            age.add_metric([account], (now - last).total_seconds() if last else math.inf)
+            head.add_metric([account], r.writer.high_water.get(account, 0))
+            backfiller = r.backfillers.get(account)
+            windows.add_metric([account], backfiller.open_windows if backfiller else 0)
+        yield connected
+        yield ends
+        yield age
+        yield head
+        yield windows
+        lag = GaugeMetricFamily(
+            "bfx_projector_lag_events",
+            "Log events a projector has not folded yet",
+            labels=["account", "projector"],
+        )
+        lag_s = GaugeMetricFamily(
+            "bfx_projector_lag_seconds",
+            "Age of the oldest commit a projector has not folded yet",
+            labels=["account", "projector"],
+        )
+        differences = CounterMetricFamily(
+            "bfx_reconciliation_differences",
+            "Differences found when snapshots were compared with the folded state",
+            labels=["account", "projector"],
+        )
+        for p in r.projectors:
+            behind = max(r.writer.high_water.get(p.account, 0) - p.checkpoint, 0)
+            lag.add_metric([p.account, p.name], behind)
+            lag_s.add_metric([p.account, p.name], r.writer.lag_seconds(p.account, p.checkpoint))
+            differences.add_metric([p.account, p.name], p.reconciled)
+        yield lag
+        yield lag_s
+        yield differences
+
+    def _commit_histogram(self) -> Metric:
+        pending = self.r.writer.stats.commit_seconds
+        for seconds in pending:
+            self._commit_sum += seconds
+            for i, bound in enumerate(COMMIT_BUCKETS):
+                if seconds <= bound:
+                    self._commit_counts[i] += 1
+                    break
+            else:
+                self._commit_counts[-1] += 1
+        pending.clear()
+        buckets, total = [], 0
+        for bound, n in zip((*COMMIT_BUCKETS, math.inf), self._commit_counts, strict=True):
+            total += n
+            buckets.append(("+Inf" if bound == math.inf else str(bound), total))
+        family = HistogramMetricFamily(
+            "bfx_batch_commit_seconds", "Time to commit one batch, retries included"
+        )
+        family.add_metric([], buckets, self._commit_sum)
+        return family
+
+
+def health(recorder: Recorder) -> tuple[bool, str]:
+    """Healthy when every account is connected, or reconnecting within its back-off, and
+    frames and projectors are within the ``[status]`` bounds. Returns (ok, reason)."""
+    bounds = recorder.cfg.status
+    now = datetime.now(UTC)
+    for account, status in recorder.status.items():
+        if status.stopped is not None:
+            return False, f"account {account} stopped: {status.stopped.reason}"
+        if not status.connected and status.disconnected_for() > status.reconnect_allowance:
+            return False, f"account {account} not connected ({status.last_reason})"
+        last = recorder.writer.stats.last_frame_at.get(account)
+        if last is not None and (now - last).total_seconds() > bounds.max_frame_age_s:
+            age = (now - last).total_seconds()
+            return False, f"account {account}: last frame {age:.0f}s ago"
+    for p in recorder.projectors:
+        behind = recorder.writer.high_water.get(p.account, 0) - p.checkpoint
+        if behind > bounds.max_projector_lag:
+            return False, f"projector {p.name} of {p.account} is {behind} events behind"
+    return True, "ok"
+
+
+class MetricsApp:
+    """The ASGI app: /metrics and /healthz."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(RecorderCollector(recorder))
+
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/metrics":
+            status, ctype, body = 200, b"text/plain; version=0.0.4", generate_latest(self.registry)
+        elif scope["path"] == "/healthz":
+            ok, reason = health(self.recorder)
+            doc = {"status": "ok" if ok else "unhealthy", "reason": reason}
+            status, ctype, body = (200 if ok else 503), b"application/json", orjson.dumps(doc)
+        else:
+            status, ctype, body = 404, b"text/plain", b"not found: try /metrics or /healthz\n"
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def serve_metrics(
+    recorder: Recorder,
+    listen: str,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; ``nursery.start`` returns the bound port."""
+    config = HypercornConfig()
+    config.bind = [listen]
+    config.accesslog = None
+    config.errorlog = None
+    app: Any = MetricsApp(recorder)
+
+    async def started(
+        *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await serve(app, config, task_status=task_status, mode="asgi")
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(started)
+        task_status.started(int(binds[0].rsplit(":", 1)[1]))

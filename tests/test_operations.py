@@ -1,0 +1,118 @@
+"""Operations: metrics and health from memory, the heartbeat line, the systemd unit."""
+
+from __future__ import annotations
+
+import configparser
+import io
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+import trio
+
+from recorder import logs
+from recorder.config import LoggingConfig, MetricsConfig, StatusConfig
+from recorder.simulator.server import Simulator
+from tests.helpers import progressed, quiesce, wait_until
+from tests.test_daemon import KEY, SECRET, start_recording
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def samples(text: str) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def test_metrics_and_health_answered_from_memory(engine: sa.Engine) -> None:
+    stream = io.StringIO()
+    logs.setup("text", "INFO", stream=stream)
+    sim = Simulator(seed=81, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
+    try:
+        async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+            recorder = await start_recording(
+                nursery,
+                sim,
+                engine,
+                metrics=MetricsConfig(listen="127.0.0.1:0"),
+                logging_cfg=LoggingConfig(summary_interval_s=0.2),
+                status=StatusConfig(max_frame_age_s=0.5, max_projector_lag=100_000),
+            )
+            await progressed(recorder, 200)
+            await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+            base = f"http://127.0.0.1:{recorder.metrics_port}"
+            metrics = await http.get(f"{base}/metrics")
+            assert metrics.status_code == 200
+            got = samples(metrics.text)
+            assert got['bfx_connected{account="main"}'] == 1
+            assert got['bfx_frames_total{account="main",kind="wu"}'] > 0
+            assert got['bfx_events_appended_total{account="main"}'] >= 200
+            assert got['bfx_head_event_id{account="main"}'] == recorder.writer.high_water["main"]
+            assert got["bfx_batch_commit_seconds_count"] > 0
+            assert 'bfx_projector_lag_events{account="main",projector="orders"}' in got
+            assert "bfx_writer_queue_depth" in got
+            healthy = await http.get(f"{base}/healthz")
+            assert healthy.status_code == 200
+            assert orjson.loads(healthy.content) == {"status": "ok", "reason": "ok"}
+            # Nothing arrives for longer than the bound: unhealthy, with the reason.
+            await quiesce(sim, recorder, engine)
+            with trio.fail_after(10):
+                while (sick := await http.get(f"{base}/healthz")).status_code == 200:
+                    await trio.sleep(0.05)
+            assert sick.status_code == 503
+            reason = orjson.loads(sick.content)
+            assert reason["status"] == "unhealthy" and "last frame" in reason["reason"]
+            assert "\n" not in sick.text
+            recorder.stop()
+            with trio.fail_after(20):
+                await recorder.finished.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        logging.getLogger().handlers.clear()
+    summary = [line for line in stream.getvalue().splitlines() if " summary " in line]
+    assert summary, "no heartbeat line"
+    assert all(
+        f in summary[0]
+        for f in ("account=main", "frames=", "projector_lag=", "head=", "connected=")
+    )
+
+
+def test_service_unit() -> None:
+    unit = ROOT / "config" / "bfx-recorder.service"
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(unit)
+    service = parser["Service"]
+    assert service["ExecStart"].endswith("bfx-recorder run")
+    assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM"
+    assert int(service["TimeoutStopSec"]) >= 60  # covers the drain (unavailable_timeout_s 30)
+    for key in ("NoNewPrivileges", "PrivateTmp"):
+        assert service[key] == "yes"
+    assert service["ProtectSystem"] == "strict" and service["ReadWritePaths"]
+    assert service["User"] and service["User"] != "root"
+    assert "EnvironmentFile" in service and "SECRET=" not in unit.read_text().replace(
+        "#   BFX_API_SECRET=...", ""
+    )
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze not installed: the unit was parsed only")
+    exe = shutil.which("bfx-recorder")
+    assert exe is not None
+    local = Path("/tmp") / f"bfx-recorder-test-{unit.stat().st_mtime_ns}.service"
+    local.write_text(unit.read_text().replace("/usr/local/bin/bfx-recorder", exe))
+    try:
+        checked = subprocess.run(
+            ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        local.unlink()
+    assert checked.returncode == 0, checked.stderr
