@@ -42,7 +42,7 @@ def everything(engine: sa.Engine, account: str = "main") -> dict[str, Any]:
     out: dict[str, Any] = {name: table_rows(engine, name, account) for name in PROJECTION_TABLES}
     with engine.connect() as conn:
         out["reconciliations"] = [
-            (r.event_id, r.projection, r.key, r.problem, r.folded, r.snapshot)
+            (r.event_id, r.projection, r.key, r.problem, r.folded, r.snapshot, r.explained_by)
             for r in conn.execute(
                 sa.select(reconciliations)
                 .where(reconciliations.c.account == account)

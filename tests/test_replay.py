@@ -83,11 +83,18 @@ def without_ids(state: dict[str, Any]) -> dict[str, Any]:
             out[name] = [(p, stale, synced, skipped) for p, _e, stale, synced, skipped in rows]
         elif name == "reconciliations":
             out[name] = sorted(
-                ((p, k, prob, f, s) for _e, p, k, prob, f, s in rows),
+                ((p, k, prob, f, s, x is None) for _e, p, k, prob, f, s, x in rows),
                 key=lambda t: orjson.dumps(t, option=orjson.OPT_SORT_KEYS),
             )
         elif name == "state_snapshots":
             continue  # taken at log positions, which differ
+        elif name == "wallet_history":
+            # Keyed and dated by log position and arrival time, which differ; the sequence
+            # of balances per wallet must not.
+            rows = sorted(rows, key=lambda r: (r["wallet_type"], r["currency"], r["ref"]))
+            out[name] = [
+                {k: v for k, v in r.items() if k not in ("event_id", "ref", "at")} for r in rows
+            ]
         else:
             out[name] = [{k: v for k, v in r.items() if k != "event_id"} for r in rows]
     return out
