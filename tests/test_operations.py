@@ -57,7 +57,8 @@ async def test_metrics_and_health_answered_from_memory(engine: sa.Engine) -> Non
             assert got['bfx_connected{account="main"}'] == 1
             assert got['bfx_frames_total{account="main",kind="wu"}'] > 0
             assert got['bfx_events_appended_total{account="main"}'] >= 200
-            assert got['bfx_head_event_id{account="main"}'] == recorder.writer.high_water["main"]
+            head = got['bfx_head_event_id{account="main"}']
+            assert 0 < head <= recorder.writer.high_water["main"]  # it keeps recording
             assert got["bfx_batch_commit_seconds_count"] > 0
             assert 'bfx_projector_lag_events{account="main",projector="orders"}' in got
             assert "bfx_writer_queue_depth" in got
