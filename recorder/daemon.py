@@ -27,7 +27,12 @@ import trio
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.logs import log_fields
 from recorder.metrics import serve_metrics
-from recorder.projections.projector import projectors_for, run_live, unexplained_vanished
+from recorder.projections.projector import (
+    AccountProjector,
+    ProjectionView,
+    run_live,
+    unexplained_vanished,
+)
 from recorder.protocol.rest import ENDPOINTS, write_scopes
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
@@ -116,11 +121,14 @@ class Recorder:
         self.connector = connector
         self.connection_limit = connection_limit
         self.nonce_clock = nonce_clock
-        self.projectors = (
-            [p for acc, _ in accounts for p in projectors_for(db.engine, acc.name)]
-            if project
-            else []
+        # One task per account folds every projection (AccountProjector); ``projectors``
+        # shows each projection of each account (metrics, health, status, tests).
+        self.account_projectors = (
+            [AccountProjector(db.engine, acc.name) for acc, _ in accounts] if project else []
         )
+        self.projectors: list[ProjectionView] = [
+            view for ap in self.account_projectors for view in ap.views
+        ]
         self.writer = Writer(db, cfg.writer)
         self.status = {acc.name: AccountStatus(acc.name) for acc, _ in accounts}
         self._nonces: dict[str, PersistentNonces] = {}
@@ -204,7 +212,7 @@ class Recorder:
             background.cancel()
         # Everything read is committed; bring the projections up to the end of the log.
         with trio.CancelScope(shield=True), trio.move_on_after(60):
-            for projector in self.projectors:
+            for projector in self.account_projectors:
                 await self.db.run(projector.catch_up)
 
     async def _background(self, scope: trio.CancelScope) -> None:
@@ -292,7 +300,7 @@ class Recorder:
         """One task per projection and account, woken by the writer's commits."""
         limiter = trio.CapacityLimiter(2)
         async with trio.open_nursery() as nursery:
-            for projector in self.projectors:
+            for projector in self.account_projectors:
                 nursery.start_soon(run_live, self.db, projector, self.writer.wait_beyond, limiter)
 
     def _nonces_for(self, creds: Credentials) -> PersistentNonces:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.config import DatabaseConfig
-from recorder.projections.projector import Projector, projectors_for, rebuild
+from recorder.projections.projector import AccountProjector, Projector, projectors_for, rebuild
 from recorder.simulator.model import AccountModel
 from recorder.store import migrate
 from recorder.store.engine import create_engine
@@ -114,3 +114,40 @@ def test_restart_mid_log_equals_one_pass(tmp_path: Path) -> None:
     restarted.dispose()
     assert a == b
     assert a["reconciliations"], "gaps in the log give reconciliation rows"
+
+
+def test_one_pass_account_projector_equals_one_projector_per_projection(tmp_path: Path) -> None:
+    """The daemon's one-task-per-account fold (AccountProjector, in small batches, with a
+    restart in the middle) gives the rows of one projector per projection."""
+    log = synthetic_log(9, 400, 17, 29)
+    each = make_engine(tmp_path / "each")
+    store_log(each, "a", log)
+    for projector in projectors_for(each, "a", batch=50):
+        projector.catch_up()
+    together = make_engine(tmp_path / "together")
+    store_log(together, "a", log)
+    first = AccountProjector(together, "a", batch=37)
+    first.step()
+    first.step()
+    AccountProjector(together, "a", batch=37).catch_up()  # restarted: restores from tables
+    a, b = everything(each, "a"), everything(together, "a")
+    each.dispose()
+    together.dispose()
+    assert a == b
+    assert a["orders"] and a["state_snapshots"] is not None
+
+
+def test_account_projector_with_one_projection_ahead(tmp_path: Path) -> None:
+    """After `rebuild --projection orders` the orders checkpoint is ahead of the others: the
+    one-pass fold skips what orders already has and still ends equal to a full rebuild."""
+    log = synthetic_log(10, 300, 13, 23)
+    engine = make_engine(tmp_path / "ahead")
+    store_log(engine, "a", log)
+    half = len(log) // 2
+    AccountProjector(engine, "a", batch=40).catch_up(up_to=half)
+    rebuild(engine, ["a"], only="orders")  # orders: to the end; the rest: at half
+    AccountProjector(engine, "a", batch=40).catch_up()
+    live = everything(engine, "a")
+    rebuild(engine, ["a"])
+    assert everything(engine, "a") == live
+    engine.dispose()

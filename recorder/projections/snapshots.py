@@ -90,7 +90,11 @@ class StateFold:
 
     def restore(self, rows: list[dict[str, Any]], flags: FoldFlags, checkpoint: int) -> int:
         """From the stored snapshot in ``rows`` (none: from the start); the events after it
-        up to ``checkpoint`` are to be folded again."""
+        up to ``checkpoint`` are to be folded again. Sharing the table folds (one pass), the
+        state is theirs and already restored: only the last snapshot's position is taken."""
+        if not self.owns_folds:
+            self.last_snapshot = int(rows[0]["event_id"]) if rows else 0
+            return checkpoint
         self.last_snapshot = 0
         if not rows:
             for name in self.folds:
