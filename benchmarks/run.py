@@ -1,0 +1,626 @@
+"""The benchmark suite: every performance target of design.md, on SQLite and PostgreSQL, each
+against a baseline measured in the same run (these machines are noisy: ratios hold, absolute
+times do not).
+
+    python benchmarks/run.py --quick            # < 60 s per backend
+    python benchmarks/run.py                    # full, < 15 min
+    python benchmarks/run.py --database sqlite  # or postgresql, or both (default)
+    python -m benchmarks ...                    # the same
+
+Prints one JSON object on stdout (``results``: metric, database, value, unit, baseline,
+ratio, target, pass) and a readable table on stderr. PostgreSQL runs use a schema of their
+own in ``$BFX_RECORDER_TEST_PG_URL`` (default the local test database), dropped afterwards.
+
+Metrics:
+1. ``ingest``: ``bfx-recorder run`` (live projectors included) as a process, fed by a firehose
+   process over loopback, frames/s counted when committed, vs a bare trio-websocket client
+   on the same frames (target ratio >= 0.8); CPU seconds per 1,000 frames of each.
+2. ``lag``: at a steady 1,000 frames/s, frame read -> committed (p99 < 50 ms) and -> projected
+   (p99 < 250 ms).
+3. ``fold``: ``rebuild`` of every projection vs a bare ``SELECT frame`` + orjson scan (>= 0.2).
+4. ``state``: ``bfx-recorder state --at T`` as a whole command (process start included),
+   median and max of random T (< 0.5 s).
+5. ``scale``: 100 accounts x 10 frames/s in one process: all recorded, p99 frame-to-commit
+   < 100 ms, recorder CPU < 50 % of a core, projector lag bounded.
+6. ``memory``: RSS of the recording process after the first part and at the end of a long
+   ingest (growth < 20 %).
+7. ``replay``: ``serve-replay --speed 0`` frames/s to a bare client vs ``replay`` reading the
+   same rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+import trio
+from trio_websocket import open_websocket_url
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(HERE))
+
+PG_URL = os.environ.get(
+    "BFX_RECORDER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+TICK = os.sysconf("SC_CLK_TCK")
+SIZES = {
+    "quick": {"ingest": 30_000, "lag_s": 5, "fold": 60_000, "state_q": 5, "scale_s": 8},
+    "full": {"ingest": 300_000, "lag_s": 30, "fold": 1_000_000, "state_q": 20, "scale_s": 30},
+}
+
+
+def result(
+    metric: str,
+    database: str,
+    value: float | None,
+    unit: str,
+    *,
+    baseline: float | None = None,
+    ratio: float | None = None,
+    target: str = "",
+    ok: bool | None = None,
+    **details: Any,
+) -> dict[str, Any]:
+    return {
+        "metric": metric,
+        "database": database,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "ratio": ratio,
+        "target": target,
+        "pass": ok,
+        **({"details": details} if details else {}),
+    }
+
+
+# --- plumbing ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def database(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / f'bench-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        sep = "&" if "?" in PG_URL else "?"
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+def engine_for(url: str) -> sa.Engine:
+    from recorder.config import DatabaseConfig
+    from recorder.store import migrate
+    from recorder.store.engine import create_engine
+
+    engine = create_engine(DatabaseConfig(url=url))
+    migrate.upgrade(engine)
+    return engine
+
+
+def firehose(frames: int, rate: float = 0.0) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "firehose.py"), "--frames", str(frames), "--rate", str(rate)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    return proc, int(proc.stdout.readline())
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def count_frames(engine: sa.Engine, account: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT COUNT(*) FROM events WHERE account = :a AND chan_id = 0"),
+                {"a": account},
+            ).scalar_one()
+        )
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+
+
+# --- 1 and 6: ingest by the whole daemon, and its memory --------------------------------------
+
+
+async def bare_client(port: int, n: int) -> tuple[float, float]:
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/2", message_queue_size=2048) as ws:
+        await ws.get_message()
+        await ws.send_message('{"event":"auth","apiKey":"k"}')
+        await ws.get_message()
+        cpu0, start = time.process_time(), time.monotonic()
+        for _ in range(n):
+            await ws.get_message()
+        return time.monotonic() - start, time.process_time() - cpu0
+
+
+def ingest(kind: str, n: int, tmp: Path) -> list[dict[str, Any]]:
+    proc, port = firehose(n)
+    try:
+        base_s, base_cpu = trio.run(bare_client, port, n)
+    finally:
+        proc.kill()
+        proc.wait()
+    with database(kind, tmp) as url:
+        engine = engine_for(url)
+        cfg = tmp / f"ingest-{kind}.toml"
+        proc, port = firehose(n)
+        cfg.write_text(
+            f'[database]\nurl = "{url}"\n[logging]\nlevel = "WARNING"\n'
+            f'[[accounts]]\nname = "bench"\nurl = "ws://127.0.0.1:{port}/ws/2"\n'
+            'api_key_env = "BENCH_KEY"\napi_secret_env = "BENCH_SECRET"\nbackfill = false\n'
+        )
+        env = {**os.environ, "BENCH_KEY": "k", "BENCH_SECRET": "s"}
+        rec = subprocess.Popen(
+            [sys.executable, "-m", "recorder", "run", "--config", str(cfg)],
+            env=env,
+            stderr=subprocess.DEVNULL,
+            cwd=tmp,
+        )
+        try:
+            assert proc.stdout is not None
+            started = float(proc.stdout.readline().split()[2])
+            cpu0 = cpu_seconds(rec.pid)
+            early_rss = None
+            early_at = max(n // 5, 1)
+            while (got := count_frames(engine, "bench")) < n:
+                if early_rss is None and got >= early_at:
+                    early_rss = rss_mb(rec.pid)
+                assert rec.poll() is None, "the recorder exited"
+                assert time.monotonic() - started < 600, f"only {got} of {n} committed"
+                time.sleep(0.02)
+            secs = time.monotonic() - started
+            cpu = cpu_seconds(rec.pid) - cpu0
+            late_rss = rss_mb(rec.pid)
+        finally:
+            rec.send_signal(signal.SIGTERM)
+            rec.wait(120)
+            proc.kill()
+            proc.wait()
+            engine.dispose()
+    fps, base_fps = n / secs, n / base_s
+    growth = (late_rss / early_rss - 1) if early_rss else None
+    return [
+        result(
+            "ingest",
+            kind,
+            round(fps),
+            "frames/s",
+            baseline=round(base_fps),
+            ratio=round(fps / base_fps, 3),
+            target="ratio >= 0.8",
+            ok=fps / base_fps >= 0.8,
+            frames=n,
+            recorder_cpu_s_per_1000=round(cpu / n * 1000, 4),
+            bare_cpu_s_per_1000=round(base_cpu / n * 1000, 4),
+        ),
+        result(
+            "memory",
+            kind,
+            round(late_rss, 1),
+            "MB RSS at the end",
+            baseline=round(early_rss or 0, 1),
+            ratio=round(growth + 1, 3) if growth is not None else None,
+            target="growth < 20 %",
+            ok=growth is not None and growth < 0.2,
+            early_at_frames=early_at,
+            end_at_frames=n,
+        ),
+    ]
+
+
+# --- 2 and 5: latency and scale, in one process -------------------------------------------------
+
+
+class Probe:
+    """Wraps the writer and the account projectors to time each frame: read -> committed,
+    read -> projected."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.commit_lag: list[float] = []
+        self.projected: dict[str, list[tuple[int, datetime]]] = {}
+        writer = recorder.writer
+        original = writer._commit
+
+        async def commit(batch: list[Any]) -> None:
+            await original(batch)
+            now = datetime.now(UTC)
+            for item in batch:
+                if getattr(item, "chan_id", None) == 0:
+                    self.commit_lag.append((now - item.received_at).total_seconds())
+
+        writer._commit = commit
+        for ap in recorder.account_projectors:
+            step = ap.step
+
+            def timed(
+                up_to: int | None = None, _ap: Any = ap, _step: Callable[..., Any] = step
+            ) -> Any:
+                n = _step(up_to)
+                if n:
+                    self.projected.setdefault(_ap.account, []).append(
+                        (_ap.checkpoint, datetime.now(UTC))
+                    )
+                return n
+
+            ap.step = timed
+
+    def projection_lag(self, engine: sa.Engine) -> list[float]:
+        out = []
+        with engine.connect() as conn:
+            for account, marks in self.projected.items():
+                rows = conn.execute(
+                    sa.text(
+                        "SELECT id, received_at FROM events WHERE account = :a AND chan_id = 0 "
+                        "ORDER BY id"
+                    ),
+                    {"a": account},
+                ).all()
+                i = 0
+                for event_id, received in rows:
+                    if isinstance(received, str):
+                        received = datetime.fromisoformat(received).replace(tzinfo=UTC)
+                    while i < len(marks) and marks[i][0] < event_id:
+                        i += 1
+                    if i < len(marks):
+                        out.append((marks[i][1] - received).total_seconds())
+        return out
+
+
+async def record_for(
+    url: str, port: int, accounts: int, seconds: float, expected: int
+) -> dict[str, Any]:
+    from recorder.config import AccountConfig, Config, Credentials, DatabaseConfig, Secret
+    from recorder.daemon import Recorder
+    from recorder.store.database import Database
+    from recorder.store.engine import create_engine
+
+    engine = create_engine(DatabaseConfig(url=url))
+    accs = [
+        (
+            AccountConfig(name=f"a{i:03d}", url=f"ws://127.0.0.1:{port}/ws/2", backfill=False),
+            Credentials(Secret("k"), Secret("s")),
+        )
+        for i in range(accounts)
+    ]
+    recorder = Recorder(
+        Config(database=DatabaseConfig(url=url)),
+        accs,
+        Database(engine),
+        connection_limit=(10_000, 1.0),
+    )
+    probe = Probe(recorder)
+    lags: list[int] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(recorder.run)
+        cpu0, start = time.process_time(), time.monotonic()
+        while time.monotonic() - start < seconds:
+            await trio.sleep(1.0)
+            lags.append(
+                max(
+                    (recorder.writer.high_water.get(p.account, 0) - p.checkpoint)
+                    for p in recorder.account_projectors
+                )
+            )
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - start
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    recorded = sum(count_frames(engine, a.name) for a, _ in accs)
+    out = {
+        "commit_lag": probe.commit_lag,
+        "projection_lag": probe.projection_lag(engine),
+        "cpu_share": cpu / wall,
+        "recorded": recorded,
+        "expected": expected,
+        "lags": lags,
+    }
+    engine.dispose()
+    return out
+
+
+def lag(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
+    rate = 1000.0
+    n = int(rate * seconds)
+    proc, port = firehose(n, rate)
+    try:
+        with database(kind, tmp) as url:
+            engine_for(url).dispose()
+            got = trio.run(record_for, url, port, 1, seconds, n)
+    finally:
+        proc.kill()
+        proc.wait()
+    c99, p99 = percentile(got["commit_lag"], 99), percentile(got["projection_lag"], 99)
+    return [
+        result(
+            "lag_commit",
+            kind,
+            round(c99 * 1000, 1),
+            "ms p99 read->committed",
+            target="p99 < 50 ms",
+            ok=c99 < 0.05,
+            p50_ms=round(percentile(got["commit_lag"], 50) * 1000, 1),
+            rate=rate,
+        ),
+        result(
+            "lag_projected",
+            kind,
+            round(p99 * 1000, 1),
+            "ms p99 read->projected",
+            target="p99 < 250 ms",
+            ok=p99 < 0.25,
+            p50_ms=round(percentile(got["projection_lag"], 50) * 1000, 1),
+        ),
+    ]
+
+
+def scale(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
+    accounts, rate = 100, 10.0
+    n = int(rate * (seconds + 5))
+    proc, port = firehose(n, rate)
+    try:
+        with database(kind, tmp) as url:
+            engine_for(url).dispose()
+            got = trio.run(record_for, url, port, accounts, seconds, None)
+    finally:
+        proc.kill()
+        proc.wait()
+    c99 = percentile(got["commit_lag"], 99)
+    lags = got["lags"]
+    bounded = bool(lags) and lags[-1] <= 2 * max(statistics.median(lags), 50)
+    ok = c99 < 0.1 and got["cpu_share"] < 0.5 and bounded and got["recorded"] > 0
+    return [
+        result(
+            "scale",
+            kind,
+            round(got["cpu_share"] * 100, 1),
+            "% of one core (100 accounts x 10 frames/s)",
+            target="< 50 %, p99 commit < 100 ms, lag bounded",
+            ok=ok,
+            commit_p99_ms=round(c99 * 1000, 1),
+            recorded=got["recorded"],
+            projector_lag_samples=lags,
+        )
+    ]
+
+
+# --- 3, 4 and 7: fold, state --at, replay on one long log ---------------------------------------
+
+
+def long_log(kind: str, n: int, tmp: Path, queries: int) -> list[dict[str, Any]]:
+    from rebuild import build_log, scan
+
+    from recorder.projections.projector import rebuild
+
+    out = []
+    with database(kind, tmp) as url:
+        engine = engine_for(url)
+        events = build_log(engine, n)
+        base = scan(engine)
+        start = time.perf_counter()
+        rebuild(engine, ["bench"])
+        folded = time.perf_counter() - start
+        ratio = base / folded
+        out.append(
+            result(
+                "fold",
+                kind,
+                round(events / folded),
+                "events/s",
+                baseline=round(events / base),
+                ratio=round(ratio, 3),
+                target="ratio >= 0.2 (aim 0.5)",
+                ok=ratio >= 0.2,
+                events=events,
+            )
+        )
+        env = {**os.environ, "BFX_RECORDER_DATABASE_URL": url}
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        rng = random.Random(1)
+        times = []
+        for _ in range(queries):
+            at = (t0 + timedelta(microseconds=rng.randrange(events))).isoformat()
+            start = time.perf_counter()
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "recorder",
+                    "state",
+                    "--account",
+                    "bench",
+                    "--at",
+                    at,
+                    "--json",
+                ],
+                env=env,
+                capture_output=True,
+                cwd=tmp,
+            )
+            times.append(time.perf_counter() - start)
+            assert done.returncode == 0, done.stderr[-500:]
+        med, worst = statistics.median(times), max(times)
+        out.append(
+            result(
+                "state",
+                kind,
+                round(med, 3),
+                "s median (whole command)",
+                target="< 0.5 s (max too)",
+                ok=worst < 0.5,
+                max_s=round(worst, 3),
+                events=events,
+                queries=queries,
+            )
+        )
+        out.append(replay(url, env, events, tmp))
+        engine.dispose()
+    return out
+
+
+async def take_all(port: int, n: int) -> float:
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/2", message_queue_size=4096) as ws:
+        await ws.get_message()  # info
+        await ws.send_message('{"event":"auth","apiKey":"k","authSig":"x","authPayload":"AUTHx"}')
+        await ws.get_message()  # the auth reply
+        start = time.monotonic()
+        for _ in range(n):  # every recorded chanId 0 frame, as recorded
+            await ws.get_message()
+        return time.monotonic() - start
+
+
+def replay(url: str, env: dict[str, str], events: int, tmp: Path) -> dict[str, Any]:
+    with sa.create_engine(url).connect() as conn:
+        chan0 = int(
+            conn.exec_driver_sql("SELECT COUNT(*) FROM events WHERE chan_id = 0").scalar_one()
+        )
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "recorder", "replay", "--account", "bench"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        check=True,
+        cwd=tmp,
+    )
+    replay_s = time.perf_counter() - start
+    server = subprocess.Popen(
+        [sys.executable, "-m", "recorder", "serve-replay", "--port", "0", "--account", "bench",
+         "--speed", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        port = int(line.split("ws://127.0.0.1:")[1].split("/")[0])
+        served_s = trio.run(take_all, port, chan0)
+    finally:
+        server.kill()
+        server.wait()
+    return result(
+        "replay",
+        url.split(":")[0].split("+")[0],
+        round(chan0 / served_s),
+        "frames/s to a bare client",
+        baseline=round(events / replay_s),
+        ratio=round((chan0 / served_s) / (events / replay_s), 3),
+        target="(reported)",
+        ok=None,
+        frames=chan0,
+    )
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = [("metric", "db", "value", "unit", "baseline", "ratio", "target", "pass")]
+    for r in results:
+        ok = {True: "PASS", False: "MISS", None: "-"}[r["pass"]]
+        rows.append(
+            (
+                r["metric"],
+                r["database"],
+                str(r["value"]),
+                r["unit"],
+                "" if r["baseline"] is None else str(r["baseline"]),
+                "" if r["ratio"] is None else str(r["ratio"]),
+                r["target"],
+                ok,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="small sizes: under a minute per backend")
+    ap.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
+    ap.add_argument(
+        "--only",
+        default="ingest,lag,fold,scale",
+        help="comma-separated groups: ingest (with memory), lag, fold (with state, replay), scale",
+    )
+    args = ap.parse_args()
+    mode = "quick" if args.quick else "full"
+    size = SIZES[mode]
+    kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+    groups = set(args.only.split(","))
+    results: list[dict[str, Any]] = []
+    began = time.monotonic()
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for kind in kinds:
+            if "ingest" in groups:
+                results += ingest(kind, size["ingest"], tmp)
+            if "lag" in groups:
+                results += lag(kind, size["lag_s"], tmp)
+            if "fold" in groups:
+                results += long_log(kind, size["fold"], tmp, size["state_q"])
+            if "scale" in groups:
+                results += scale(kind, size["scale_s"], tmp)
+    doc = {
+        "mode": mode,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "seconds": round(time.monotonic() - began, 1),
+        "results": results,
+    }
+    print(orjson.dumps(doc).decode())
+    print(table(results), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
