@@ -68,7 +68,7 @@ class DatabaseConfig:
 @dataclass(frozen=True)
 class WriterConfig:
     batch_max_frames: int = 2000
-    batch_max_ms: float = 50.0
+    batch_max_ms: float = 20.0
     queue_size: int = 20000
     unavailable_timeout_s: float = 30.0
 

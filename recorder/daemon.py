@@ -27,10 +27,10 @@ import trio
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.logs import log_fields
 from recorder.metrics import serve_metrics
+from recorder.projections.live import run_live
 from recorder.projections.projector import (
     AccountProjector,
     ProjectionView,
-    run_live,
     unexplained_vanished,
 )
 from recorder.protocol.rest import ENDPOINTS, write_scopes

@@ -229,3 +229,11 @@ def test_plain_alembic_command_from_the_repository_root(tmp_path) -> None:  # ty
         [*alembic, "current"], cwd=root, env=env, capture_output=True, text=True, timeout=60
     )
     assert migrate.head() in cur.stdout
+
+
+def test_the_light_revision_check_knows_the_head(engine: sa.Engine) -> None:
+    """Read-only commands check the schema without Alembic: the constant must follow."""
+    from recorder.store import revision
+
+    assert migrate.head() == revision.HEAD
+    assert revision.current(engine) == migrate.current(engine) == migrate.head()

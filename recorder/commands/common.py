@@ -98,8 +98,8 @@ def open_engine(cfg: Config, *, read_only: bool, check_schema: bool = True) -> s
     Otherwise the schema is brought to head when ``database.auto_migrate`` (else refused the
     same way). Unreachable databases raise :class:`StoreError` (exit 1)."""
     # Here, not at the top: `config check` and `simulate` import this module too and have no
-    # use for alembic.
-    from recorder.store import migrate
+    # use for them (and read-only commands never import alembic).
+    from recorder.store import revision
     from recorder.store.engine import create_engine
 
     url = sa.make_url(cfg.database.url)
@@ -114,9 +114,11 @@ def open_engine(cfg: Config, *, read_only: bool, check_schema: bool = True) -> s
     try:
         with store_errors():
             if not read_only and cfg.database.auto_migrate:
+                from recorder.store import migrate
+
                 migrate.upgrade(engine)
             elif check_schema:
-                current, head = migrate.current(engine), migrate.head()
+                current, head = revision.current(engine), revision.HEAD
                 if current != head:
                     fix = (
                         "run `bfx-recorder db upgrade`"

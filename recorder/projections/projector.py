@@ -19,17 +19,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-import trio
 from sqlalchemy.dialects import postgresql, sqlite
 
-from recorder.logs import log_fields
 from recorder.projections.base import Event, Fold, FoldFlags, Output
 from recorder.projections.collection import CollectionFold
 from recorder.projections.registry import FOLDS, make_folds
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.values import parse_frame
-from recorder.store.database import Database
-from recorder.store.errors import StoreUnavailable, store_errors
+from recorder.store.errors import store_errors
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import PROJECTION_TABLES, projector_checkpoints, reconciliations
 
@@ -409,43 +406,6 @@ def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, even
         ),
         rows,
     )
-
-
-# --- live: inside run/demo ------------------------------------------------------------------
-
-
-COALESCE = 0.05  # seconds a woken projector waits for more commits before folding
-
-
-async def run_live(
-    db: Database,
-    projector: AccountProjector | Projector,
-    wait_beyond: Callable[[str, int, float], Any],
-    limiter: trio.CapacityLimiter,
-    coalesce: float = COALESCE,
-) -> None:
-    """Fold as the writer commits: never polls in a tight loop, wakes on the writer's
-    high-water mark (and every few seconds regardless, for commits by other processes), then
-    lets commits gather for ``coalesce`` seconds so that one transaction folds many."""
-    delay = 0.1
-    while True:
-        try:
-            n = await db.run(projector.step, limiter=limiter)
-            delay = 0.1
-        except StoreUnavailable as exc:
-            log_fields(
-                log,
-                "projector waiting for the database",
-                logging.WARNING,
-                account=projector.account,
-                error=str(exc),
-            )
-            await trio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-            continue
-        if n is None:
-            await wait_beyond(projector.account, projector.checkpoint, 5.0)
-            await trio.sleep(coalesce)
 
 
 # --- rebuild ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 import trio
 
-from recorder.store.errors import MAPPED, translate
+from recorder.store.errors import store_errors
 
 T = TypeVar("T")
 
@@ -28,7 +28,5 @@ class Database:
         self, fn: Callable[..., T], *args: Any, limiter: trio.CapacityLimiter | None = None
     ) -> T:
         """Run ``fn(*args)`` in a worker thread; driver errors become store errors."""
-        try:
+        with store_errors():
             return await trio.to_thread.run_sync(fn, *args, limiter=limiter or self.limiter)
-        except MAPPED as exc:
-            raise translate(exc) from exc

@@ -16,10 +16,11 @@ Both SQLAlchemy's wrapped errors and the drivers' own (psycopg's on the raw ``CO
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-import psycopg
 import sqlalchemy.exc
 
 
@@ -60,10 +61,12 @@ def translate(exc: BaseException) -> StoreError:
         ):
             return StoreUnavailable(f"database unavailable: {_describe(orig)}")
         return StoreError(f"database error: {_describe(orig)}")
-    if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
+    # psycopg is imported by whoever uses PostgreSQL; a SQLite-only process never pays for it.
+    psycopg: Any = sys.modules.get("psycopg")
+    if psycopg is not None and isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError):
         # Connection lost or refused, server shutting down (AdminShutdown), ...
         return StoreUnavailable(f"database unavailable: {_describe(orig)}")
-    if isinstance(
+    if psycopg is not None and isinstance(
         orig,
         psycopg.errors.InsufficientResources
         | psycopg.errors.LockNotAvailable
@@ -79,11 +82,12 @@ def translate(exc: BaseException) -> StoreError:
     return StoreError(f"database error: {_describe(orig)}")
 
 
-MAPPED: tuple[type[BaseException], ...] = (
-    sqlalchemy.exc.SQLAlchemyError,
-    psycopg.Error,
-    sqlite3.Error,
-)
+def is_driver_error(exc: BaseException) -> bool:
+    """A SQLAlchemy, psycopg or sqlite3 error (psycopg only when it is loaded)."""
+    if isinstance(exc, sqlalchemy.exc.SQLAlchemyError | sqlite3.Error):
+        return True
+    psycopg: Any = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(exc, psycopg.Error)
 
 
 @contextmanager
@@ -91,5 +95,7 @@ def store_errors() -> Iterator[None]:
     """Map every driver error raised inside the block (``raise ... from exc``)."""
     try:
         yield
-    except MAPPED as exc:
+    except Exception as exc:
+        if not is_driver_error(exc):
+            raise
         raise translate(exc) from exc
