@@ -271,19 +271,15 @@ class Probe:
 
         writer._commit = commit
         for ap in recorder.account_projectors:
-            step = ap.step
+            done = ap.committed
 
-            def timed(
-                up_to: int | None = None, _ap: Any = ap, _step: Callable[..., Any] = step
-            ) -> Any:
-                n = _step(up_to)
-                if n:
-                    self.projected.setdefault(_ap.account, []).append(
-                        (_ap.checkpoint, datetime.now(UTC))
-                    )
-                return n
+            def timed(_ap: Any = ap, _done: Callable[[], None] = done) -> None:
+                _done()  # the fold transaction committed: these rows are visible now
+                self.projected.setdefault(_ap.account, []).append(
+                    (_ap.checkpoint, datetime.now(UTC))
+                )
 
-            ap.step = timed
+            ap.committed = timed
 
     def projection_lag(self, engine: sa.Engine) -> list[float]:
         out = []

@@ -27,9 +27,10 @@ import trio
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.logs import log_fields
 from recorder.metrics import serve_metrics
-from recorder.projections.live import run_live
+from recorder.projections.live import run_pool
 from recorder.projections.projector import (
     AccountProjector,
+    ProjectionPool,
     ProjectionView,
     unexplained_vanished,
 )
@@ -300,8 +301,18 @@ class Recorder:
         """One task per projection and account, woken by the writer's commits."""
         limiter = trio.CapacityLimiter(2)
         async with trio.open_nursery() as nursery:
-            for projector in self.account_projectors:
-                nursery.start_soon(run_live, self.db, projector, self.writer.wait_beyond, limiter)
+            # One task folds every account: one transaction per wake-up however many
+            # accounts this process records.
+            if self.account_projectors:
+                pool = ProjectionPool(self.db.engine, self.account_projectors)
+                nursery.start_soon(
+                    run_pool,
+                    self.db,
+                    pool,
+                    self.writer.high_water,
+                    self.writer.wait_any,
+                    limiter,
+                )
 
     def _nonces_for(self, creds: Credentials) -> PersistentNonces:
         key = creds.api_key.reveal()

@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 Item = NewEvent | SessionChange
 GATHER_POLL = 0.002  # seconds between looks at the queue while a batch fills
 COMMITS_KEPT = 4096  # recent commits per account remembered for the projector lag in seconds
-# Event objects read from the socket (chan_id NULL, like markers and REST answers).
-_SOCKET_EVENTS = frozenset({"info", "auth", "conf", "pong", "error", "malformed"})
 UNAVAILABLE_LOG_EVERY = 30.0  # seconds: one warning per interval while the database is away
 
 
@@ -53,7 +51,7 @@ class WriterStats:
     batches: int = 0
     retries: int = 0
     by_kind: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
-    last_frame_at: dict[str, datetime] = field(default_factory=dict)  # socket frames
+    last_frame_at: dict[str, datetime] = field(default_factory=dict)  # chanId 0 frames
     commit_seconds: list[float] = field(default_factory=list)  # since the last scrape
     # (event id, monotonic time) of recent commits per account: how old a projector's lag is
     commits: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
@@ -68,7 +66,10 @@ class Writer:
         self.stats = WriterStats()
         self.high_water: dict[str, int] = {}
         self._hashes: dict[str, str] = {}
-        self._committed = trio.Event()
+        # One event per account, set when that account's high-water mark moves: a projector
+        # of one account is not woken by another account's commits.
+        self._committed: dict[str, trio.Event] = {}
+        self._any_commit = trio.Event()
         self.done = trio.Event()  # set when the queue is drained and the writer returned
         # One thread at a time: appends are serialized anyway, and order must be kept.
         self._limiter = trio.CapacityLimiter(1)
@@ -88,7 +89,9 @@ class Writer:
                     await self._commit(batch)
         finally:
             self.done.set()
-            self._committed.set()
+            for waiting in self._committed.values():
+                waiting.set()
+            self._any_commit.set()
 
     async def _gather(self, batch: list[Item]) -> None:
         """Take what is queued; while the batch is not full, look again every couple of
@@ -162,13 +165,17 @@ class Writer:
             if isinstance(item, NewEvent):
                 key = (item.account, item.kind)
                 by_kind[key] = by_kind.get(key, 0) + 1
-                if item.chan_id is not None or item.kind in _SOCKET_EVENTS:
+                if item.chan_id == 0:  # account frames (heartbeats included), not our pongs
                     stats.last_frame_at[item.account] = item.received_at
         for acc, last in result.last_ids.items():
             recent = stats.commits.setdefault(acc, deque(maxlen=COMMITS_KEPT))
             recent.append((last, now))
-        self._committed.set()
-        self._committed = trio.Event()
+        for acc in result.last_ids:
+            waiting = self._committed.pop(acc, None)
+            if waiting is not None:
+                waiting.set()
+        self._any_commit.set()
+        self._any_commit = trio.Event()
 
     async def _know_heads(self, batch: list[Item]) -> None:
         """Read the chain head of accounts this writer has not appended to yet (the lease
@@ -191,9 +198,19 @@ class Writer:
                 return max(trio.current_time() - at, 0.0)
         return 0.0
 
+    async def wait_any(self, timeout: float = math.inf) -> bool:
+        """Wait for the next commit of any account; False on timeout."""
+        with trio.move_on_after(timeout):
+            await self._any_commit.wait()
+            return True
+        return False
+
     async def wait_beyond(self, account: str, event_id: int, timeout: float = math.inf) -> int:
         """Wait until ``account`` has committed events past ``event_id`` (or the timeout)."""
         with trio.move_on_after(timeout):
-            while self.high_water.get(account, 0) <= event_id:
-                await self._committed.wait()
+            while self.high_water.get(account, 0) <= event_id and not self.done.is_set():
+                waiting = self._committed.get(account)
+                if waiting is None:
+                    waiting = self._committed[account] = trio.Event()
+                await waiting.wait()
         return self.high_water.get(account, 0)

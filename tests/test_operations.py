@@ -46,7 +46,7 @@ async def test_metrics_and_health_answered_from_memory(engine: sa.Engine) -> Non
                 engine,
                 metrics=MetricsConfig(listen="127.0.0.1:0"),
                 logging_cfg=LoggingConfig(summary_interval_s=0.2),
-                status=StatusConfig(max_frame_age_s=0.5, max_projector_lag=100_000),
+                status=StatusConfig(max_frame_age_s=2.0, max_projector_lag=100_000),
             )
             await progressed(recorder, 200)
             await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from recorder.logs import log_fields
-from recorder.projections.projector import AccountProjector, Projector
+from recorder.projections.projector import AccountProjector, ProjectionPool, Projector
 from recorder.store.database import Database
 from recorder.store.errors import StoreUnavailable
 
@@ -52,3 +52,39 @@ async def run_live(
         if n is None:
             await wait_beyond(projector.account, projector.checkpoint, 5.0)
             await trio.sleep(coalesce)
+
+
+FALLBACK = 5.0  # seconds: without a commit of our own, look anyway (other processes append)
+
+
+async def run_pool(
+    db: Database,
+    pool: ProjectionPool,
+    high_water: dict[str, int],
+    wait_any: Callable[[float], Any],
+    limiter: trio.CapacityLimiter,
+    coalesce: float = COALESCE,
+) -> None:
+    """Fold every account of this process from one task: after the writer commits, let
+    commits gather for ``coalesce`` seconds, then fold every account with new events in one
+    transaction (and every account every few seconds, for commits by other processes)."""
+    delay = 0.1
+    everyone = list(pool.projectors)
+    due = everyone
+    while True:
+        try:
+            await db.run(pool.step, due, limiter=limiter)
+            delay = 0.1
+        except StoreUnavailable as exc:
+            log_fields(log, "projectors waiting for the database", logging.WARNING, error=str(exc))
+            await trio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            continue
+        due = [a for a, p in pool.projectors.items() if high_water.get(a, 0) > p.checkpoint]
+        if due:
+            continue  # a full batch left more to fold
+        if await wait_any(FALLBACK):
+            await trio.sleep(coalesce)
+            due = [a for a, p in pool.projectors.items() if high_water.get(a, 0) > p.checkpoint]
+        else:
+            due = everyone

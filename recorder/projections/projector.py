@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from recorder.projections.base import Event, Fold, FoldFlags, Output
+from recorder.projections.base import Event, Fold, FoldFlags, Output, Reconciliation
 from recorder.projections.collection import CollectionFold
 from recorder.projections.registry import FOLDS, make_folds
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
@@ -289,6 +289,8 @@ class AccountProjector:
         self.reconciled: dict[str, int] = {name: 0 for name in FOLDS}
         self.folded = 0
         self.views = [ProjectionView(self, name) for name in FOLDS]
+        # What the last step_in wrote, taken when its transaction commits.
+        self._pending: tuple[int, list[Reconciliation], int] | None = None
 
     @property
     def checkpoint(self) -> int:
@@ -323,44 +325,88 @@ class AccountProjector:
         read, or None when caught up. On any error the in-memory state is dropped."""
         try:
             with store_errors(), self.engine.begin() as conn:
-                if self.folds is None:
-                    self.folds = self._load(conn)
-                folds = self.folds
-                start = self.checkpoint
-                by_kind: dict[str, list[Fold]] = {}
-                for fold in folds:
-                    for kind in fold.kinds:
-                        by_kind.setdefault(kind, []).append(fold)
-                batch, covered = read_events(
-                    conn, self.log, self.account, by_kind, start, self.batch, up_to
-                )
-                if covered == start:
-                    return None
-                cps = self.checkpoints
-                out = Output()
-                for ev in batch:
-                    for fold in by_kind[ev.kind]:
-                        if ev.id > cps[fold.name]:
-                            fold.apply(ev, out)
-                write_output(conn, self.account, out)
-                write_checkpoints(conn, folds, self.account, covered)
-                found: dict[str, int] = {}
-                for r in out.reconciliations:
-                    found[r.projection] = found.get(r.projection, 0) + 1
+                n = self.step_in(conn, up_to)
         except BaseException:
-            self.folds = None
+            self.forget()
             raise
-        for name in cps:
-            cps[name] = max(cps[name], covered)
-        for name, n in found.items():
-            self.reconciled[name] = self.reconciled.get(name, 0) + n
-        self.folded += len(batch)
+        self.committed()
+        return n
+
+    def step_in(self, conn: sa.Connection, up_to: int | None = None) -> int | None:
+        """:meth:`step` inside the caller's transaction (the caller drops the state with
+        :meth:`forget` if that transaction fails)."""
+        if self.folds is None:
+            self.folds = self._load(conn)
+        folds = self.folds
+        start = self.checkpoint
+        by_kind: dict[str, list[Fold]] = {}
+        for fold in folds:
+            for kind in fold.kinds:
+                by_kind.setdefault(kind, []).append(fold)
+        batch, covered = read_events(
+            conn, self.log, self.account, by_kind, start, self.batch, up_to
+        )
+        if covered == start:
+            return None
+        cps = self.checkpoints
+        out = Output()
+        for ev in batch:
+            for fold in by_kind[ev.kind]:
+                if ev.id > cps[fold.name]:
+                    fold.apply(ev, out)
+        write_output(conn, self.account, out)
+        write_checkpoints(conn, folds, self.account, covered)
+        self._pending = (covered, out.reconciliations, len(batch))
         return len(batch)
+
+    def committed(self) -> None:
+        """The transaction of the last :meth:`step_in` committed: take its positions."""
+        pending = self._pending
+        if pending is None:
+            return
+        covered, found, folded = pending
+        self._pending = None
+        for name in self.checkpoints:
+            self.checkpoints[name] = max(self.checkpoints[name], covered)
+        for r in found:
+            self.reconciled[r.projection] = self.reconciled.get(r.projection, 0) + 1
+        self.folded += folded
+
+    def forget(self) -> None:
+        """The transaction failed: reload from the tables next time."""
+        self.folds = None
+        self._pending = None
 
     def catch_up(self, up_to: int | None = None) -> int:
         total = 0
         while (n := self.step(up_to)) is not None:
             total += n
+        return total
+
+
+class ProjectionPool:
+    """The account projectors of one process, stepped together: one worker-thread call and
+    one transaction fold every account that has new events (100 accounts must not mean 100
+    transactions per commit)."""
+
+    def __init__(self, engine: sa.Engine, projectors: list[AccountProjector]) -> None:
+        self.engine = engine
+        self.projectors = {p.account: p for p in projectors}
+
+    def step(self, accounts: list[str]) -> int:
+        """One batch for each of ``accounts``; the number of events folded."""
+        chosen = [self.projectors[a] for a in accounts if a in self.projectors]
+        total = 0
+        try:
+            with store_errors(), self.engine.begin() as conn:
+                for projector in chosen:
+                    total += projector.step_in(conn) or 0
+        except BaseException:
+            for projector in chosen:
+                projector.forget()
+            raise
+        for projector in chosen:
+            projector.committed()
         return total
 
 
