@@ -54,6 +54,7 @@ async def run_live(
             await trio.sleep(coalesce)
 
 
+ACCOUNTS_PER_TRANSACTION = 10
 FALLBACK = 5.0  # seconds: without a commit of our own, look anyway (other processes append)
 
 
@@ -73,7 +74,10 @@ async def run_pool(
     due = everyone
     while True:
         try:
-            await db.run(pool.step, due, limiter=limiter)
+            # A few accounts per transaction: on SQLite a fold transaction holds the one
+            # write lock, and the writer's next commit waits for it.
+            for i in range(0, len(due), ACCOUNTS_PER_TRANSACTION):
+                await db.run(pool.step, due[i : i + ACCOUNTS_PER_TRANSACTION], limiter=limiter)
             delay = 0.1
         except StoreUnavailable as exc:
             log_fields(log, "projectors waiting for the database", logging.WARNING, error=str(exc))
