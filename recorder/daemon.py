@@ -326,18 +326,10 @@ class Recorder:
         creds: Credentials,
         emit: Callable[[NewEvent], Awaitable[None]],
     ) -> RestClient:
-        nonces = self._nonces_for(creds)
         assert self._http is not None
-        return RestClient(
-            account=acc.name,
-            base_url=acc.rest_url,
-            api_key=creds.api_key,
-            api_secret=creds.api_secret,
-            nonce=nonces.next,
-            key_lock=nonces.key_lock,
-            emit=emit,
-            http=self._http,
-            **{k: v for k, v in self.rest_options.items() if k != "retry_every"},  # type: ignore[arg-type]
+        options = {k: v for k, v in self.rest_options.items() if k != "retry_every"}
+        return RestClient.for_account(
+            acc, creds, self._nonces_for(creds), emit, self._http, **options
         )
 
     async def _vanished(self, account: str) -> dict[str, list[int]]:

@@ -17,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -27,6 +25,8 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
+
+from recorder.serving import lifespan, serve_asgi
 
 if TYPE_CHECKING:
     from recorder.daemon import Recorder
@@ -180,13 +180,8 @@ class MetricsApp:
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         if scope["path"] == "/metrics":
@@ -210,17 +205,4 @@ async def serve_metrics(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``nursery.start`` returns the bound port."""
-    config = HypercornConfig()
-    config.bind = [listen]
-    config.accesslog = None
-    config.errorlog = None
-    app: Any = MetricsApp(recorder)
-
-    async def started(
-        *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        await serve(app, config, task_status=task_status, mode="asgi")
-
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(started)
-        task_status.started(int(binds[0].rsplit(":", 1)[1]))
+    await serve_asgi(MetricsApp(recorder), listen, task_status=task_status)

@@ -71,16 +71,7 @@ def command(cfg: Config, account: str | None, start: str, end: str | None) -> No
         async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
             await nursery.start(writer.run)
             async with writer.send_channel as sink:
-                client = RestClient(
-                    account=acc.name,
-                    base_url=acc.rest_url,
-                    api_key=creds.api_key,
-                    api_secret=creds.api_secret,
-                    nonce=nonces.next,
-                    key_lock=nonces.key_lock,
-                    emit=sink.send,
-                    http=http,
-                )
+                client = RestClient.for_account(acc, creds, nonces, sink.send, http)
                 complete = await Backfiller(client, sink.send).backfill(Window(t0, t1, "manual"))
             await writer.done.wait()
         for projector in projectors_for(db.engine, acc.name):

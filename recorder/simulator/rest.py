@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import trio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from recorder.protocol import layouts as L
 from recorder.protocol.exchange import ConnectionWindow
 from recorder.protocol.rest import BY_PATH, Endpoint
+from recorder.serving import lifespan, serve_asgi
 
 if TYPE_CHECKING:
     from recorder.simulator.server import Simulator
@@ -48,13 +47,8 @@ class RestApi:
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await lifespan(receive, send)
+            return
         if scope["type"] != "http":
             return
         body = b""
@@ -172,20 +166,10 @@ async def serve_rest(
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve until cancelled; ``await nursery.start(...)`` returns the bound port."""
-    config = HypercornConfig()
-    config.bind = [f"{host}:{port}"]
-    config.accesslog = None
-    config.errorlog = None
 
-    app: Any = RestApi(sim)  # an ASGI 3 callable (hypercorn's Framework union, by shape)
-
-    async def started(
-        *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
-    ) -> None:
-        await serve(app, config, task_status=task_status, mode="asgi")
+    async def started(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+        await serve_asgi(RestApi(sim), f"{host}:{port}", task_status=task_status)
 
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(started)
-        bound = int(binds[0].rsplit(":", 1)[1])
-        sim.rest_port = bound
-        task_status.started(bound)
+        sim.rest_port = await nursery.start(started)
+        task_status.started(sim.rest_port)

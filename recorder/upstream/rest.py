@@ -25,7 +25,7 @@ import httpx
 import orjson
 import trio
 
-from recorder.config import Secret
+from recorder.config import AccountConfig, Credentials, Secret
 from recorder.logs import log_fields
 from recorder.protocol.rest import (
     API_ERROR,
@@ -39,6 +39,7 @@ from recorder.protocol.rest import (
     signed_headers,
 )
 from recorder.store.eventlog import NewEvent
+from recorder.upstream.nonces import PersistentNonces
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,30 @@ class RestClient:
         self.session_id: int | None = None
         self._last_call: dict[str, float] = {}
         self.requests = 0
+
+    @classmethod
+    def for_account(
+        cls,
+        account: AccountConfig,
+        credentials: Credentials,
+        nonces: PersistentNonces,
+        emit: Callable[[NewEvent], Awaitable[None]],
+        http: httpx.AsyncClient,
+        **options: Any,
+    ) -> RestClient:
+        """The client of a configured account: its REST URL and key, the key's persisted
+        nonces and lock (shared with its WebSocket auth)."""
+        return cls(
+            account=account.name,
+            base_url=account.rest_url,
+            api_key=credentials.api_key,
+            api_secret=credentials.api_secret,
+            nonce=nonces.next,
+            key_lock=nonces.key_lock,
+            emit=emit,
+            http=http,
+            **options,
+        )
 
     def _marker(self, kind: str, fields: dict[str, Any]) -> NewEvent:
         text = orjson.dumps({"event": kind, **fields}).decode()
