@@ -243,3 +243,19 @@ def test_state_fold_snapshots_and_restores() -> None:
     assert again.restore([row], FoldFlags(), 5) == 3  # then events 4..5 are folded again
     assert again.result() == fold.result()
     assert again.restore([], FoldFlags(), 5) == 0 and again.result()["orders"] == []
+
+
+def test_amounts_keep_every_digit_of_the_frame() -> None:
+    """The fast parse (orjson) is used only where a float holds the text exactly; a long
+    amount, a fractional millisecond time or a huge integer take the exact parser."""
+    from recorder.projections.values import to_decimal, to_int
+
+    short = parse_frame('[0,"wu",["exchange","USD",30046.0,0,1e-8,"x",null]]')
+    assert to_decimal(short[2][2]) == Decimal("30046.0")
+    assert str(to_decimal(short[2][2])) == "30046.0" and to_decimal(short[2][4]) == Decimal("1e-8")
+    long = parse_frame('[0,"wu",["exchange","USD",123456789.12345678,0,null,"x",null]]')
+    assert to_decimal(long[2][2]) == Decimal("123456789.12345678")  # 17 digits, all kept
+    fraction = parse_frame('[0,"te",[1,"tBTCUSD",1700000000000.123]]')
+    assert to_decimal(fraction[2][2]) == Decimal("1700000000000.123")
+    huge = parse_frame('[0,"n",[123456789012345678901234567890]]')
+    assert to_int(huge[2][0]) == 123456789012345678901234567890

@@ -1,16 +1,24 @@
 """From frame values to column values, exactly.
 
-Frames are parsed with ``parse_float=Decimal`` so that amounts keep every digit of the frame's
-text. Exchange times (``MTS``) become UTC datetimes; a magnitude check turns second-based
-values (seen in ``n`` frames) into milliseconds first (protocol.md §8 item 2).
+Amounts keep every digit of the frame's text. Frames are parsed with orjson (fast) when no
+number in them is long enough to lose digits as a binary float: then ``Decimal(repr(f))``
+gives back exactly the digits the exchange wrote (its serializer writes floats as their
+shortest round-trip text). A frame with a run of 16 or more digits (a long amount, a
+fractional millisecond time) is parsed with ``parse_float=Decimal`` instead. Exchange times
+(``MTS``) become UTC datetimes; a magnitude check turns second-based values (seen in ``n``
+frames) into milliseconds first (protocol.md §8 item 2).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+
+import orjson
 
 from recorder.protocol.layouts import Layout
 
@@ -19,7 +27,17 @@ SECONDS_BELOW_INT = 100_000_000_000  # < 1e11: a seconds timestamp, not millisec
 SECONDS_BELOW = Decimal(SECONDS_BELOW_INT)
 
 
+# 16+ digits and dots in a row: a number a float may not hold exactly (or a long string of
+# digits, which only costs the slower parse).
+_LONG_NUMBER = re.compile(r"[0-9][0-9.]{15,}")
+
+
 def parse_frame(text: str) -> Any:
+    if _LONG_NUMBER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass  # integers beyond 64 bits, or not JSON: let json say which
     return json.loads(text, parse_float=Decimal)
 
 
@@ -31,6 +49,8 @@ def to_datetime(value: Any) -> datetime | None:
             if abs(value) >= SECONDS_BELOW_INT:
                 return EPOCH + timedelta(milliseconds=value)
             return EPOCH + timedelta(seconds=value)
+        if type(value) is float:
+            value = Decimal(repr(value))
         if not isinstance(value, Decimal) or not value.is_finite():
             return None
         ms = value
@@ -43,6 +63,8 @@ def to_datetime(value: Any) -> datetime | None:
 
 
 def to_decimal(value: Any) -> Decimal | None:
+    if type(value) is float:
+        return Decimal(repr(value)) if math.isfinite(value) else None
     if isinstance(value, Decimal):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
@@ -55,7 +77,9 @@ def to_int(value: Any) -> int | None:
         return int(value)
     if isinstance(value, int):
         return value
-    if isinstance(value, Decimal) and value == value.to_integral_value():
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    if type(value) is float and value.is_integer():
         return int(value)
     return None
 
@@ -71,6 +95,8 @@ def plain(value: Any) -> Any:
     t = type(value)
     if t is Decimal:
         return int(value) if value == value.to_integral_value() else float(value)
+    if t is float:  # as a Decimal of the same text would give
+        return int(value) if value.is_integer() else value
     if t is list:
         return [plain(v) for v in value]
     if t is dict:
