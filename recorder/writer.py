@@ -15,7 +15,7 @@ with ``database-unavailable`` after their bound, see upstream.session), but ever
 read stays queued and is committed once the database returns.
 
 After each commit the writer publishes the new high-water event id per account
-(:meth:`wait_beyond`), which is what projectors wait on instead of polling.
+(:meth:`wait_beyond`, :meth:`wait_any`), which is what projectors wait on instead of polling.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import trio
 from recorder import logs
 from recorder.commands.common import EXIT_USAGE, fail, open_engine, parse_time, with_config
 from recorder.config import AccountConfig, Config, ConfigError
-from recorder.projections.projector import projectors_for
+from recorder.projections.projector import AccountProjector
 from recorder.store.database import Database
 from recorder.store.lease import LeaseHeld, hold_all
 from recorder.upstream.backfill import Backfiller, Window
@@ -74,8 +74,7 @@ def command(cfg: Config, account: str | None, start: str, end: str | None) -> No
                 client = RestClient.for_account(acc, creds, nonces, sink.send, http)
                 complete = await Backfiller(client, sink.send).backfill(Window(t0, t1, "manual"))
             await writer.done.wait()
-        for projector in projectors_for(db.engine, acc.name):
-            await db.run(projector.catch_up)
+        await db.run(AccountProjector(db.engine, acc.name).catch_up)
         return complete
 
     try:
