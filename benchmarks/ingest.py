@@ -31,20 +31,9 @@ from trio_websocket import open_websocket_url, serve_websocket
 KEY, SECRET = "bench-key", "bench-secret"
 
 
-def make_frames(n: int) -> list[str]:
-    from recorder.simulator.model import AccountModel
-
-    model = AccountModel(seed=1)
-    out: list[str] = []
-    seq = 0
-    while len(out) < n:
-        for abbr, payload in model.step():
-            seq += 1
-            out.append(orjson.dumps([0, abbr, payload, seq, seq]).decode())
-    return out[:n]
-
-
 async def firehose(port: int, n: int) -> None:
+    from firehose import make_frames  # benchmarks/firehose.py
+
     frames = make_frames(n)
 
     async def handler(request):  # type: ignore[no-untyped-def]
@@ -168,4 +157,5 @@ def main() -> None:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     main()

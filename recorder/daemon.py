@@ -25,6 +25,7 @@ import httpx
 import trio
 
 from recorder.config import AccountConfig, Config, Credentials
+from recorder.groups import leaves
 from recorder.logs import log_fields
 from recorder.metrics import serve_metrics
 from recorder.projections.live import run_pool
@@ -70,13 +71,6 @@ VANISHED_WAIT = 30.0  # seconds to wait for the projectors before reading reconc
 EXIT_USAGE = 2  # a configuration the recorder refuses (a key that can write)
 LEASE_CHECK_EVERY = 5.0  # seconds between checks that this process still holds its leases
 HEAD_LOG_EVERY = 600.0  # seconds between "chain head" log lines
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
-    return out
 
 
 @dataclass
@@ -177,7 +171,7 @@ class Recorder:
                     return EXIT_USAGE
                 await self._run(task_status)
         except* (StoreError, trio.BrokenResourceError) as group:
-            found = [e for e in _leaves(group) if isinstance(e, StoreError)]
+            found = [e for e in leaves(group) if isinstance(e, StoreError)]
             broken = found[0] if found else StoreError("the writer stopped")
         finally:
             with trio.CancelScope(shield=True):

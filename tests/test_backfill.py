@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import itertools
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -168,32 +170,40 @@ def ledger_entry(n: int, mts: int) -> dict[str, Any]:
     }
 
 
+def simulator_client(
+    port: int, http: httpx.AsyncClient, emit: Callable[[Any], Awaitable[None]]
+) -> RestClient:
+    """The recorder's REST client on the simulator's REST port: unpaced, one try, its own
+    increasing nonces."""
+    counter = itertools.count(1)
+
+    async def nonce() -> int:
+        return next(counter)
+
+    return RestClient(
+        account="main",
+        base_url=f"http://127.0.0.1:{port}/v2",
+        api_key=Secret(KEY),
+        api_secret=Secret(SECRET),
+        nonce=nonce,
+        key_lock=trio.Lock(),
+        emit=emit,
+        http=http,
+        pace=0.0,
+        attempts=1,
+    )
+
+
 async def page_window(sim: Simulator, port: int, start: int, end: int) -> tuple[bool, list[Any]]:
     """Backfill one window of the simulator's REST with the recorder's client; returns
     whether it completed and the events it logged."""
     logged: list[Any] = []
-    counter = [0]
 
     async def emit(item: Any) -> None:
         logged.append(item)
 
-    async def nonce() -> int:
-        counter[0] += 1
-        return counter[0]
-
     async with httpx.AsyncClient() as http:
-        client = RestClient(
-            account="main",
-            base_url=f"http://127.0.0.1:{port}/v2",
-            api_key=Secret(KEY),
-            api_secret=Secret(SECRET),
-            nonce=nonce,
-            key_lock=trio.Lock(),
-            emit=emit,
-            http=http,
-            pace=0.0,
-            attempts=1,
-        )
+        client = simulator_client(port, http, emit)
         t0, t1 = (datetime.fromtimestamp(t / 1000, UTC) for t in (start, end))
         backfiller = Backfiller(client, emit, page_limits=sim.rest_page_max)
         complete = await backfiller.backfill(Window(t0, t1, "manual"))
@@ -375,26 +385,9 @@ async def test_vanished_orders_and_positions_are_asked_for_by_id() -> None:
     async def emit(item: Any) -> None:
         logged.append(item)
 
-    counter = [0]
-
-    async def nonce() -> int:
-        counter[0] += 1
-        return counter[0]
-
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         port = await nursery.start(sim.serve_rest)
-        client = RestClient(
-            account="main",
-            base_url=f"http://127.0.0.1:{port}/v2",
-            api_key=Secret(KEY),
-            api_secret=Secret(SECRET),
-            nonce=nonce,
-            key_lock=trio.Lock(),
-            emit=emit,
-            http=http,
-            pace=0.0,
-            attempts=1,
-        )
+        client = simulator_client(port, http, emit)
         far = datetime(2001, 1, 1, tzinfo=UTC)  # a window in which nothing happened
         window = Window(far, far + timedelta(minutes=1), "reconnect", None, None, vanished)
         assert await Backfiller(client, emit).backfill(window)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from recorder import config as config_mod
 from recorder.config import Config, ConfigError
+from recorder.groups import leaves
 from recorder.store.errors import StoreError, store_errors
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -70,18 +71,12 @@ def listening_on(host: str, port: int) -> Iterator[None]:
     try:
         yield
     except (OSError, BaseExceptionGroup) as exc:
-        leaves = _leaves(exc)
-        if not leaves or not all(isinstance(e, OSError) for e in leaves):
+        found = leaves(exc)
+        if not found or not all(isinstance(e, OSError) for e in found):
             raise
-        first = leaves[0]
+        first = found[0]
         why = first.strerror if isinstance(first, OSError) and first.strerror else str(first)
         fail(f"cannot listen on {host}:{port}: {why}; fix: choose another --port", EXIT_FAILURE)
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
-    return [exc]
 
 
 def _sqlite_path(url: sa.URL) -> Path | None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 
+import orjson
 import sqlalchemy as sa
 
 from recorder.store.errors import StoreError, store_errors
@@ -62,6 +63,15 @@ class StoredEvent(NamedTuple):
     auth_seq: int | None
     frame: str
     hash: str | None
+
+
+def marker(
+    account: str, session_id: int | None, at: datetime, kind: str, fields: dict[str, Any]
+) -> NewEvent:
+    """A local marker (``recorder.<what>``, ``rest.error``): its kind, and as its frame the
+    JSON ``{"event": kind, ...fields}`` (values JSON cannot take are written as text)."""
+    text = orjson.dumps({"event": kind, **fields}, default=str).decode()
+    return NewEvent(account, session_id, at, None, kind, None, None, text)
 
 
 @dataclass(frozen=True, slots=True)

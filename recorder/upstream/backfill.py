@@ -20,7 +20,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import orjson
 import trio
 
 from recorder.logs import log_fields
@@ -31,7 +30,7 @@ from recorder.protocol.rest import (
     PagingStuck,
     WindowPager,
 )
-from recorder.store.eventlog import NewEvent
+from recorder.store.eventlog import NewEvent, marker
 from recorder.upstream.rest import RestClient, RestFailed
 
 log = logging.getLogger(__name__)
@@ -120,8 +119,7 @@ class Backfiller:
         self.request(window)
 
     def _marker(self, kind: str, fields: dict[str, Any], session_id: int | None) -> NewEvent:
-        text = orjson.dumps({"event": kind, **fields}, default=str).decode()
-        return NewEvent(self.client.account, session_id, self.now(), None, kind, None, None, text)
+        return marker(self.client.account, session_id, self.now(), kind, fields)
 
     async def backfill(self, window: Window) -> bool:
         """Fetch one window; True when every request was answered."""

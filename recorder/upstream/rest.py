@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import orjson
 import trio
 
 from recorder.config import AccountConfig, Credentials, Secret
@@ -38,7 +37,7 @@ from recorder.protocol.rest import (
     read_answer,
     signed_headers,
 )
-from recorder.store.eventlog import NewEvent
+from recorder.store.eventlog import NewEvent, marker
 from recorder.upstream.nonces import PersistentNonces
 
 log = logging.getLogger(__name__)
@@ -115,8 +114,7 @@ class RestClient:
         )
 
     def _marker(self, kind: str, fields: dict[str, Any]) -> NewEvent:
-        text = orjson.dumps({"event": kind, **fields}).decode()
-        return NewEvent(self.account, self.session_id, self.now(), None, kind, None, None, text)
+        return marker(self.account, self.session_id, self.now(), kind, fields)
 
     async def call(self, endpoint: Endpoint, params: dict[str, Any]) -> Answer:
         """One request, retried as the module says; returns an ok answer or raises

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 import trio
 
 from recorder.config import Secret
@@ -40,7 +39,7 @@ from recorder.protocol.client import (
     SendAuth,
 )
 from recorder.protocol.rest import write_caps
-from recorder.store.eventlog import NewEvent, SessionChange
+from recorder.store.eventlog import NewEvent, SessionChange, marker
 from recorder.upstream.connection import ConnectionLost, Connector, HandshakeFailed, connect
 from recorder.writer import Item
 
@@ -101,10 +100,6 @@ class _WriterStalled(Exception):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _marker(what: str, **fields: Any) -> str:
-    return orjson.dumps({"event": f"recorder.{what}", **fields}).decode()
 
 
 class Session:
@@ -178,16 +173,8 @@ class Session:
         )
 
     def _marker(self, what: str, fields: dict[str, Any]) -> NewEvent:
-        text = orjson.dumps({"event": f"recorder.{what}", **fields}).decode()
-        return NewEvent(
-            self.p.account,
-            self.outcome.session_id,
-            self.now(),
-            None,
-            f"recorder.{what}",
-            None,
-            None,
-            text,
+        return marker(
+            self.p.account, self.outcome.session_id, self.now(), f"recorder.{what}", fields
         )
 
     async def _change(self, **values: Any) -> None:
