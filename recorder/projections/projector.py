@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from recorder.projections.base import Event, Fold, FoldFlags, Output, Reconciliation
 from recorder.projections.collection import CollectionFold
@@ -28,6 +27,7 @@ from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.values import parse_frame
 from recorder.store.errors import store_errors
 from recorder.store.eventlog import EventLog
+from recorder.store.prepared import statements
 from recorder.store.schema import PROJECTION_TABLES, projector_checkpoints, reconciliations
 
 log = logging.getLogger(__name__)
@@ -121,29 +121,16 @@ def load_fold(conn: sa.Connection, log: EventLog, fold: Fold, account: str) -> i
 # --- one batch ------------------------------------------------------------------------------
 
 
-def _full_row(table: sa.Table, account: str, row: dict[str, Any]) -> dict[str, Any]:
-    return {c.name: row.get(c.name) for c in table.c} | {"account": account}
-
-
-def _insert(conn: sa.Connection, table: sa.Table) -> Any:
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
 def write_output(conn: sa.Connection, account: str, out: Output) -> None:
+    prepared = statements(conn)
     for name, rows in out.upserts.items():
         table = PROJECTION_TABLES[name]
-        pk = [c.name for c in table.primary_key.columns]
-        present = [_full_row(table, account, r) for r in rows.values() if r is not None]
+        present = [r for r in rows.values() if r is not None]
         gone = [key for key, r in rows.items() if r is None]
         if present:
-            stmt = _insert(conn, table)
-            cols = [c.name for c in table.c if c.name not in pk]
-            if name in COALESCE_TABLES:
-                set_ = {c: sa.func.coalesce(stmt.excluded[c], table.c[c]) for c in cols}
-            else:
-                set_ = {c: stmt.excluded[c] for c in cols}
-            conn.execute(stmt.on_conflict_do_update(index_elements=pk, set_=set_), present)
-        key_cols = [c for c in pk if c != "account"]
+            stmt = prepared.upsert(table, keep_stored=name in COALESCE_TABLES)
+            stmt.execute(conn, present, account)
+        key_cols = [c.name for c in table.primary_key.columns if c.name != "account"]
         for key in gone:
             conn.execute(
                 table.delete().where(
@@ -152,12 +139,9 @@ def write_output(conn: sa.Connection, account: str, out: Output) -> None:
                 )
             )
     for name, ins_rows in out.inserts_if_absent.items():
-        if not ins_rows:
-            continue
-        table = PROJECTION_TABLES[name]
-        pk = [c.name for c in table.primary_key.columns]
-        stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=pk)
-        conn.execute(stmt, [_full_row(table, account, r) for r in ins_rows.values()])
+        if ins_rows:
+            table = PROJECTION_TABLES[name]
+            prepared.insert_if_absent(table).execute(conn, ins_rows.values(), account)
     if out.reconciliations:
         conn.execute(
             reconciliations.insert(),
@@ -191,23 +175,7 @@ def write_output(conn: sa.Connection, account: str, out: Output) -> None:
 
 
 def write_checkpoint(conn: sa.Connection, fold: Fold, account: str, event_id: int) -> None:
-    stmt = _insert(conn, projector_checkpoints)
-    flags = fold.snapshot()
-    values = {
-        "projector": fold.name,
-        "account": account,
-        "event_id": event_id,
-        "updated_at": datetime.now(UTC),
-        "stale": flags.stale,
-        "synced": flags.synced,
-        "skipped": flags.skipped,
-    }
-    conn.execute(
-        stmt.values(**values).on_conflict_do_update(
-            index_elements=["projector", "account"],
-            set_={k: stmt.excluded[k] for k in values if k not in ("projector", "account")},
-        )
-    )
+    write_checkpoints(conn, [fold], account, event_id)
 
 
 class Projector:
@@ -427,9 +395,11 @@ class ProjectionView:
         return self.owner.reconciled.get(self.name, 0)
 
 
+_CHECKPOINT_UPDATES = ("event_id", "updated_at", "stale", "synced", "skipped")
+
+
 def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, event_id: int) -> None:
     """Every fold's checkpoint in one statement."""
-    stmt = _insert(conn, projector_checkpoints)
     now = datetime.now(UTC)
     rows = []
     for fold in folds:
@@ -437,7 +407,6 @@ def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, even
         rows.append(
             {
                 "projector": fold.name,
-                "account": account,
                 "event_id": event_id,
                 "updated_at": now,
                 "stale": flags.stale,
@@ -445,13 +414,8 @@ def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, even
                 "skipped": flags.skipped,
             }
         )
-    keys = ("event_id", "updated_at", "stale", "synced", "skipped")
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["projector", "account"], set_={k: stmt.excluded[k] for k in keys}
-        ),
-        rows,
-    )
+    stmt = statements(conn).upsert(projector_checkpoints, update=_CHECKPOINT_UPDATES)
+    stmt.execute(conn, rows, account)
 
 
 # --- rebuild ---------------------------------------------------------------------------------
@@ -520,8 +484,7 @@ def rebuild(
                     for fold in by_kind[ev.kind]:
                         fold.apply(ev, out)
                 write_output(conn, account, out)
-                for fold in folds:
-                    write_checkpoint(conn, fold, account, covered)
+                write_checkpoints(conn, folds, account, covered)
             after = covered
             total += len(events_)
             if progress:

@@ -1,9 +1,10 @@
 """Column types that behave the same on SQLite and PostgreSQL.
 
 * :class:`ExactDecimal` is ``NUMERIC`` on both. PostgreSQL stores the frame's decimal text
-  exactly. SQLite has no decimal type: values are bound as their decimal *text*, so SQLite's
-  NUMERIC affinity keeps every digit it cannot round-trip through a double as text; reads come
-  back as :class:`decimal.Decimal` either way.
+  exactly. SQLite has no decimal type: its NUMERIC affinity stores a value as an integer
+  where it is one, else as a double, so digits past the 15th significant one are not kept
+  there (Bitfinex amounts and prices have fewer; the log itself keeps every frame verbatim).
+  Reads come back as :class:`decimal.Decimal` either way.
 * :class:`UTCDateTime` is ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL and ISO text on SQLite,
   and always returns aware UTC datetimes.
 * :data:`JSONDoc` is ``JSONB`` on PostgreSQL (queryable) and JSON text on SQLite.
@@ -34,9 +35,7 @@ class ExactDecimal(sa.types.TypeDecorator[Decimal]):
         if value is None:
             return None
         if dialect.name == "sqlite":
-            text = str(value)
-            # Integral text is stored by SQLite as INTEGER; that is exact too.
-            return text
+            return str(value)  # SQLAlchemy binds it as a float; SQLite would store one anyway
         return value if isinstance(value, Decimal) else Decimal(str(value))
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
