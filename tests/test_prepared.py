@@ -45,9 +45,7 @@ def _value(col: sa.Column, rng: random.Random, i: int) -> Any:
 
 def _rows(table: sa.Table, n: int) -> list[dict[str, Any]]:
     rng = random.Random(table.name)
-    return [
-        {c.name: _value(c, rng, i) for c in table.c if c.name != "account"} for i in range(n)
-    ]
+    return [{c.name: _value(c, rng, i) for c in table.c if c.name != "account"} for i in range(n)]
 
 
 def _read(conn: sa.Connection, table: sa.Table, account: str) -> list[dict[str, Any]]:

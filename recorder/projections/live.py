@@ -41,23 +41,31 @@ async def run_pool(
     delay = 0.1
     everyone = list(pool.projectors)
     due = everyone
+    # After our writer's commits its marks say what is committed (no query needed); on a
+    # look without a commit of our own (start, fallback) the log's marks are read.
+    marks: dict[str, int] | None = None
     while True:
         try:
             # A few accounts per transaction: on SQLite a fold transaction holds the one
             # write lock, and the writer's next commit waits for it.
             for i in range(0, len(due), ACCOUNTS_PER_TRANSACTION):
-                await db.run(pool.step, due[i : i + ACCOUNTS_PER_TRANSACTION], limiter=limiter)
+                part = due[i : i + ACCOUNTS_PER_TRANSACTION]
+                known = {a: marks[a] for a in part if a in marks} if marks is not None else None
+                await db.run(pool.step, part, known, limiter=limiter)
             delay = 0.1
         except StoreUnavailable as exc:
             log_fields(log, "projectors waiting for the database", logging.WARNING, error=str(exc))
             await trio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
-        due = [a for a, p in pool.projectors.items() if high_water.get(a, 0) > p.checkpoint]
+        marks = dict(high_water)
+        due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
         if due:
             continue  # a full batch left more to fold
         if await wait_any(FALLBACK):
             await trio.sleep(coalesce)
-            due = [a for a, p in pool.projectors.items() if high_water.get(a, 0) > p.checkpoint]
+            marks = dict(high_water)
+            due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
         else:
+            marks = None
             due = everyone

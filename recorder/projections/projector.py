@@ -64,9 +64,13 @@ def read_events(
     after: int,
     limit: int,
     up_to: int | None = None,
+    known_high: int | None = None,
 ) -> tuple[list[Event], int]:
-    """Events of ``kinds`` after ``after``, parsed for the folds; and the position covered."""
-    page = log.read(account, after, limit, kinds, up_to, brief=True, conn=conn)
+    """Events of ``kinds`` after ``after``, parsed for the folds; and the position covered
+    (``known_high``: see :meth:`EventLog.read`)."""
+    page = log.read(
+        account, after, limit, kinds, up_to, brief=True, known_high=known_high, conn=conn
+    )
     out = []
     for r in page.events:
         try:
@@ -122,26 +126,55 @@ def load_fold(conn: sa.Connection, log: EventLog, fold: Fold, account: str) -> i
 
 
 def write_output(conn: sa.Connection, account: str, out: Output) -> None:
+    write_outputs(conn, [(account, out)])
+
+
+def write_outputs(conn: sa.Connection, outputs: list[tuple[str, Output]]) -> None:
+    """The rows of several accounts' batches: one statement per table for all of them."""
     prepared = statements(conn)
-    for name, rows in out.upserts.items():
-        table = PROJECTION_TABLES[name]
-        present = [r for r in rows.values() if r is not None]
-        gone = [key for key, r in rows.items() if r is None]
-        if present:
-            stmt = prepared.upsert(table, keep_stored=name in COALESCE_TABLES)
-            stmt.execute(conn, present, account)
-        key_cols = [c.name for c in table.primary_key.columns if c.name != "account"]
-        for key in gone:
-            conn.execute(
-                table.delete().where(
-                    table.c.account == account,
-                    *[table.c[c] == v for c, v in zip(key_cols, key, strict=True)],
-                )
-            )
-    for name, ins_rows in out.inserts_if_absent.items():
-        if ins_rows:
+    upserts: dict[str, list[Any]] = {}
+    absent: dict[str, list[Any]] = {}
+    for account, out in outputs:
+        for name, rows in out.upserts.items():
             table = PROJECTION_TABLES[name]
-            prepared.insert_if_absent(table).execute(conn, ins_rows.values(), account)
+            stmt = prepared.upsert(table, keep_stored=name in COALESCE_TABLES)
+            bound = upserts.setdefault(name, [])
+            gone = []
+            for key, row in rows.items():
+                if row is None:
+                    gone.append(key)
+                else:
+                    bound.append(stmt.bind(account, row))
+            if gone:
+                _delete_rows(conn, table, account, gone)
+        for name, ins_rows in out.inserts_if_absent.items():
+            stmt = prepared.insert_if_absent(PROJECTION_TABLES[name])
+            absent.setdefault(name, []).extend(stmt.bind(account, r) for r in ins_rows.values())
+    for name, params in upserts.items():
+        prepared.upsert(PROJECTION_TABLES[name], keep_stored=name in COALESCE_TABLES).run(
+            conn, params
+        )
+    for name, params in absent.items():
+        prepared.insert_if_absent(PROJECTION_TABLES[name]).run(conn, params)
+    for account, out in outputs:
+        _write_findings(conn, account, out)
+
+
+def _delete_rows(
+    conn: sa.Connection, table: sa.Table, account: str, keys: list[tuple[Any, ...]]
+) -> None:
+    key_cols = [c.name for c in table.primary_key.columns if c.name != "account"]
+    for key in keys:
+        conn.execute(
+            table.delete().where(
+                table.c.account == account,
+                *[table.c[c] == v for c, v in zip(key_cols, key, strict=True)],
+            )
+        )
+
+
+def _write_findings(conn: sa.Connection, account: str, out: Output) -> None:
+    """Reconciliation rows and their explanations (rare: written the plain way)."""
     if out.reconciliations:
         conn.execute(
             reconciliations.insert(),
@@ -257,6 +290,7 @@ class AccountProjector:
         self.reconciled: dict[str, int] = {name: 0 for name in FOLDS}
         self.folded = 0
         self.views = [ProjectionView(self, name) for name in FOLDS]
+        self._by_kind: dict[str, list[Fold]] = {}
         # What the last step_in wrote, taken when its transaction commits.
         self._pending: tuple[int, list[Reconciliation], int] | None = None
 
@@ -303,16 +337,31 @@ class AccountProjector:
     def step_in(self, conn: sa.Connection, up_to: int | None = None) -> int | None:
         """:meth:`step` inside the caller's transaction (the caller drops the state with
         :meth:`forget` if that transaction fails)."""
+        got = self.fold_in(conn, up_to)
+        if got is None:
+            return None
+        out, covered, n = got
+        write_output(conn, self.account, out)
+        write_checkpoints(conn, self.folds or [], self.account, covered)
+        self.wrote(out, covered, n)
+        return n
+
+    def fold_in(
+        self, conn: sa.Connection, up_to: int | None = None, known_high: int | None = None
+    ) -> tuple[Output, int, int] | None:
+        """Read and fold one batch (nothing written yet): its changes, the position it
+        covers and the events read; None when caught up. ``known_high``: see
+        :meth:`EventLog.read`."""
         if self.folds is None:
             self.folds = self._load(conn)
-        folds = self.folds
+            self._by_kind = {}
+            for fold in self.folds:
+                for kind in fold.kinds:
+                    self._by_kind.setdefault(kind, []).append(fold)
+        by_kind = self._by_kind
         start = self.checkpoint
-        by_kind: dict[str, list[Fold]] = {}
-        for fold in folds:
-            for kind in fold.kinds:
-                by_kind.setdefault(kind, []).append(fold)
         batch, covered = read_events(
-            conn, self.log, self.account, by_kind, start, self.batch, up_to
+            conn, self.log, self.account, by_kind, start, self.batch, up_to, known_high
         )
         if covered == start:
             return None
@@ -322,10 +371,12 @@ class AccountProjector:
             for fold in by_kind[ev.kind]:
                 if ev.id > cps[fold.name]:
                     fold.apply(ev, out)
-        write_output(conn, self.account, out)
-        write_checkpoints(conn, folds, self.account, covered)
-        self._pending = (covered, out.reconciliations, len(batch))
-        return len(batch)
+        return out, covered, len(batch)
+
+    def wrote(self, out: Output, covered: int, n: int) -> None:
+        """The changes of :meth:`fold_in` are written in the caller's transaction: take its
+        positions when that commits (:meth:`committed`)."""
+        self._pending = (covered, out.reconciliations, n)
 
     def committed(self) -> None:
         """The transaction of the last :meth:`step_in` committed: take its positions."""
@@ -361,14 +412,27 @@ class ProjectionPool:
         self.engine = engine
         self.projectors = {p.account: p for p in projectors}
 
-    def step(self, accounts: list[str]) -> int:
-        """One batch for each of ``accounts``; the number of events folded."""
+    def step(self, accounts: list[str], known_high: dict[str, int] | None = None) -> int:
+        """One batch for each of ``accounts``, all written with one statement per table;
+        the number of events folded. ``known_high``: the writer's committed marks of
+        accounts this process records (see :meth:`EventLog.read`)."""
         chosen = [self.projectors[a] for a in accounts if a in self.projectors]
+        marks = known_high or {}
         total = 0
         try:
             with store_errors(), self.engine.begin() as conn:
+                done = []
                 for projector in chosen:
-                    total += projector.step_in(conn) or 0
+                    got = projector.fold_in(conn, known_high=marks.get(projector.account))
+                    if got is not None:
+                        done.append((projector, got))
+                write_outputs(conn, [(p.account, out) for p, (out, _, _) in done])
+                write_all_checkpoints(
+                    conn, [(p.account, p.folds or [], covered) for p, (_, covered, _) in done]
+                )
+                for projector, (out, covered, n) in done:
+                    projector.wrote(out, covered, n)
+                    total += n
         except BaseException:
             for projector in chosen:
                 projector.forget()
@@ -400,12 +464,21 @@ _CHECKPOINT_UPDATES = ("event_id", "updated_at", "stale", "synced", "skipped")
 
 def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, event_id: int) -> None:
     """Every fold's checkpoint in one statement."""
+    write_all_checkpoints(conn, [(account, folds, event_id)])
+
+
+def write_all_checkpoints(
+    conn: sa.Connection, positions: list[tuple[str, list[Fold], int]]
+) -> None:
+    """The checkpoints of several accounts' folds (account, folds, position) in one
+    statement."""
     now = datetime.now(UTC)
-    rows = []
-    for fold in folds:
-        flags = fold.snapshot()
-        rows.append(
-            {
+    stmt = statements(conn).upsert(projector_checkpoints, update=_CHECKPOINT_UPDATES)
+    params = []
+    for account, folds, event_id in positions:
+        for fold in folds:
+            flags = fold.snapshot()
+            row = {
                 "projector": fold.name,
                 "event_id": event_id,
                 "updated_at": now,
@@ -413,9 +486,8 @@ def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, even
                 "synced": flags.synced,
                 "skipped": flags.skipped,
             }
-        )
-    stmt = statements(conn).upsert(projector_checkpoints, update=_CHECKPOINT_UPDATES)
-    stmt.execute(conn, rows, account)
+            params.append(stmt.bind(account, row))
+    stmt.run(conn, params)
 
 
 # --- rebuild ---------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ serialized and commit order equals id order on the whole table. Readers are not 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -228,6 +229,35 @@ def chain_rows(
     return rows, hashes
 
 
+@functools.lru_cache(maxsize=64)
+def _read_query(
+    within: Within, brief: bool, by_account: bool, bounded: bool, by_kind: bool
+) -> sa.Select[Any]:
+    """The page query of :meth:`EventLog.read` for one combination of filters, with its
+    values as bound parameters: built once, so SQLAlchemy's compiled cache serves every
+    later page (the live projectors read thousands of pages a second at 100 accounts)."""
+    query = within.apply(sa.select(*(_BRIEF if brief else _FULL))).where(
+        events.c.id > sa.bindparam("after")
+    )
+    if by_account:
+        query = query.where(events.c.account == sa.bindparam("account"))
+    if bounded:
+        query = query.where(events.c.id <= sa.bindparam("high"))
+    if by_kind:
+        query = query.where(events.c.kind.in_(sa.bindparam("kinds", expanding=True)))
+    return query.order_by(events.c.id).limit(sa.bindparam("limit"))
+
+
+_HIGH_WATER = sa.select(sa.func.max(events.c.id)).where(events.c.account == sa.bindparam("a"))
+# An append's new positions: every row above the log's last id before it is the batch's.
+_LAST_ID = sa.select(sa.func.max(events.c.id))
+_BATCH_LAST_IDS = (
+    sa.select(events.c.account, sa.func.max(events.c.id))
+    .where(events.c.id > sa.bindparam("before"))
+    .group_by(events.c.account)
+)
+
+
 class EventLog:
     """The event log of one database (every account)."""
 
@@ -275,6 +305,7 @@ class EventLog:
             if isinstance(item, NewEvent) and item.account not in prev:
                 prev[item.account] = self._last_hash(conn, item.account)
         rows, hashes = chain_rows(items, prev, sqlite=self.sqlite)
+        before = int(conn.execute(_LAST_ID).scalar() or 0) if rows else 0
         if rows:
             # The hot path: no per-row SQLAlchemy parameter processing (the values are already
             # in the columns' storage form).
@@ -285,7 +316,13 @@ class EventLog:
         for item in items:
             if isinstance(item, SessionChange):
                 update_session(conn, item.session_id, item.values)
-        last_ids = {acc: self._high_water(conn, acc) for acc in hashes}
+        # One query, not one per account (a batch spans up to 100 accounts); under the
+        # append lock every id above ``before`` is this batch's.
+        last_ids = (
+            {acc: int(last) for acc, last in conn.execute(_BATCH_LAST_IDS, {"before": before})}
+            if rows
+            else {}
+        )
         return AppendResult(last_ids, hashes, len(rows))
 
     def landed(
@@ -334,10 +371,7 @@ class EventLog:
 
     @staticmethod
     def _high_water(conn: sa.Connection, account: str) -> int:
-        value = conn.execute(
-            sa.select(sa.func.max(events.c.id)).where(events.c.account == account)
-        ).scalar()
-        return int(value or 0)
+        return int(conn.execute(_HIGH_WATER, {"a": account}).scalar() or 0)
 
     def high_water(self, account: str, *, conn: sa.Connection | None = None) -> int:
         """The account's last committed position (0 for an empty log)."""
@@ -398,6 +432,7 @@ class EventLog:
         *,
         within: Within = EVERYTHING,
         brief: bool = False,
+        known_high: int | None = None,
         conn: sa.Connection | None = None,
     ) -> Page:
         """Events after position ``after`` in id order, at most ``limit`` of them.
@@ -406,26 +441,29 @@ class EventLog:
         first (nor ``up_to``), and ``covered`` says how far the log has been read: a
         projector that moves its checkpoint to ``covered`` never skips an event that commits
         late (appends are serialized, so ids become visible in id order). Without an account
-        (every account), ``covered`` is the last id returned.
+        (every account), ``covered`` is the last id returned. ``known_high``: the caller
+        knows the account's events up to there are committed (its own writer's mark), so the
+        mark is not read again (a query saved per page for the live projectors).
         """
 
         def q(c: sa.Connection) -> Page:
-            query = within.apply(sa.select(*(_BRIEF if brief else _FULL))).where(
-                events.c.id > after
-            )
             high: int | None = None
+            params: dict[str, Any] = {"after": after, "limit": limit}
             if account is not None:
-                high = self._high_water(c, account)
+                high = known_high if known_high is not None else self._high_water(c, account)
                 if up_to is not None:
                     high = min(high, up_to)
                 if high <= after:
                     return Page([], after)
-                query = query.where(events.c.account == account, events.c.id <= high)
+                params |= {"account": account, "high": high}
             elif up_to is not None:
-                query = query.where(events.c.id <= up_to)
+                params["high"] = up_to
             if kinds is not None:
-                query = query.where(events.c.kind.in_(sorted(kinds)))
-            rows = c.execute(query.order_by(events.c.id).limit(limit)).all()
+                params["kinds"] = sorted(kinds)
+            query = _read_query(
+                within, brief, account is not None, "high" in params, kinds is not None
+            )
+            rows = c.execute(query, params).all()
             if brief:
                 found = [
                     StoredEvent(r[0], r[1], None, r[4], None, r[2], None, None, r[3], None)

@@ -57,7 +57,11 @@ class RowStatement:
     def execute(
         self, conn: sa.Connection, rows: Iterable[Mapping[str, Any]], account: str | None = None
     ) -> None:
-        params = [self.bind(account, row) for row in rows]
+        """Write ``rows`` (of ``account``)."""
+        self.run(conn, [self.bind(account, row) for row in rows])
+
+    def run(self, conn: sa.Connection, params: list[Any]) -> None:
+        """Execute for rows already bound with :meth:`bind` (one driver ``executemany``)."""
         if params:
             conn.exec_driver_sql(self.sql, params)
 
