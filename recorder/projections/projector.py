@@ -26,13 +26,15 @@ from recorder.projections.registry import FOLDS, make_folds
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.values import parse_frame
 from recorder.store.errors import store_errors
-from recorder.store.eventlog import EventLog
+from recorder.store.eventlog import EventLog, StoredEvent
 from recorder.store.prepared import statements
 from recorder.store.schema import PROJECTION_TABLES, projector_checkpoints, reconciliations
 
 log = logging.getLogger(__name__)
 
 BATCH = 5000
+# Ids: live accounts this close to the writer's newest mark are read with one query.
+NEAR = BATCH
 # Tables where an update's missing (null) values keep the stored ones (tu after te).
 COALESCE_TABLES = frozenset({"trades", "funding_trades"})
 
@@ -71,14 +73,20 @@ def read_events(
     page = log.read(
         account, after, limit, kinds, up_to, brief=True, known_high=known_high, conn=conn
     )
+    return parse_events(page.events), page.covered
+
+
+def parse_events(rows: Iterable[StoredEvent]) -> list[Event]:
+    """Log rows as the folds read them (a frame that does not parse is counted as skipped
+    by the fold)."""
     out = []
-    for r in page.events:
+    for r in rows:
         try:
             payload = parse_frame(r.frame)
         except ValueError:
-            payload = None  # counted as skipped by the fold
+            payload = None
         out.append(Event(r.id, r.kind, payload, r.received_at))
-    return out, page.covered
+    return out
 
 
 def restore_fold(
@@ -352,23 +360,33 @@ class AccountProjector:
         """Read and fold one batch (nothing written yet): its changes, the position it
         covers and the events read; None when caught up. ``known_high``: see
         :meth:`EventLog.read`."""
-        if self.folds is None:
-            self.folds = self._load(conn)
-            self._by_kind = {}
-            for fold in self.folds:
-                for kind in fold.kinds:
-                    self._by_kind.setdefault(kind, []).append(fold)
-        by_kind = self._by_kind
+        by_kind = self.load(conn)
         start = self.checkpoint
         batch, covered = read_events(
             conn, self.log, self.account, by_kind, start, self.batch, up_to, known_high
         )
         if covered == start:
             return None
+        return self.fold_events(batch, covered)
+
+    def load(self, conn: sa.Connection) -> dict[str, list[Fold]]:
+        """The folds, restored from the tables if needed; per kind, the folds that read it."""
+        if self.folds is None:
+            self.folds = self._load(conn)
+            self._by_kind = {}
+            for fold in self.folds:
+                for kind in fold.kinds:
+                    self._by_kind.setdefault(kind, []).append(fold)
+        return self._by_kind
+
+    def fold_events(self, batch: list[Event], covered: int) -> tuple[Output, int, int]:
+        """Fold ``batch`` (this account's events up to ``covered``, in order); each fold
+        skips what it has already folded."""
+        by_kind = self._by_kind
         cps = self.checkpoints
         out = Output()
         for ev in batch:
-            for fold in by_kind[ev.kind]:
+            for fold in by_kind.get(ev.kind, ()):
                 if ev.id > cps[fold.name]:
                     fold.apply(ev, out)
         return out, covered, len(batch)
@@ -415,17 +433,26 @@ class ProjectionPool:
     def step(self, accounts: list[str], known_high: dict[str, int] | None = None) -> int:
         """One batch for each of ``accounts``, all written with one statement per table;
         the number of events folded. ``known_high``: the writer's committed marks of
-        accounts this process records (see :meth:`EventLog.read`)."""
+        accounts this process records (see :meth:`EventLog.read`): the accounts near the
+        newest mark are read with one query."""
         chosen = [self.projectors[a] for a in accounts if a in self.projectors]
         marks = known_high or {}
         total = 0
         try:
             with store_errors(), self.engine.begin() as conn:
-                done = []
                 for projector in chosen:
-                    got = projector.fold_in(conn, known_high=marks.get(projector.account))
-                    if got is not None:
-                        done.append((projector, got))
+                    projector.load(conn)
+                high = max((marks[p.account] for p in chosen if p.account in marks), default=0)
+                together = [p for p in chosen if p.account in marks and high - p.checkpoint <= NEAR]
+                done = self._fold_together(conn, together, marks) if len(together) > 1 else []
+                read = {p.account for p, _ in done} | (
+                    {p.account for p in together} if len(together) > 1 else set()
+                )
+                for projector in chosen:
+                    if projector.account not in read:
+                        got = projector.fold_in(conn, known_high=marks.get(projector.account))
+                        if got is not None:
+                            done.append((projector, got))
                 write_outputs(conn, [(p.account, out) for p, (out, _, _) in done])
                 write_all_checkpoints(
                     conn, [(p.account, p.folds or [], covered) for p, (_, covered, _) in done]
@@ -440,6 +467,28 @@ class ProjectionPool:
         for projector in chosen:
             projector.committed()
         return total
+
+    def _fold_together(
+        self, conn: sa.Connection, projectors: list[AccountProjector], marks: dict[str, int]
+    ) -> list[tuple[AccountProjector, tuple[Output, int, int]]]:
+        """One page of every account in ``projectors``, up to the newest committed mark.
+        Each account's position moves to its own mark (where a page of its own would have
+        ended: rebuild and live keep the same checkpoints) or to the end of a full page."""
+        low = min(p.checkpoint for p in projectors)
+        high = max(marks[p.account] for p in projectors)
+        kinds = {k for p in projectors for k in p.load(conn)}
+        page = EventLog(self.engine).read_accounts(
+            [p.account for p in projectors], low, high, BATCH, kinds, conn=conn
+        )
+        mine: dict[str, list[Event]] = {p.account: [] for p in projectors}
+        for event, row in zip(parse_events(page.events), page.events, strict=True):
+            mine[row.account].append(event)
+        done = []
+        for p in projectors:
+            covered = min(page.covered, marks[p.account])
+            if covered > p.checkpoint:
+                done.append((p, p.fold_events(mine[p.account], covered)))
+        return done
 
 
 class ProjectionView:
@@ -472,8 +521,10 @@ def write_all_checkpoints(
 ) -> None:
     """The checkpoints of several accounts' folds (account, folds, position) in one
     statement."""
-    now = datetime.now(UTC)
     stmt = statements(conn).upsert(projector_checkpoints, update=_CHECKPOINT_UPDATES)
+    # Thousands of rows a second at 100 accounts: shared values are converted once.
+    now = stmt.convert("updated_at", datetime.now(UTC))
+    yes, no = stmt.convert("stale", True), stmt.convert("stale", False)
     params = []
     for account, folds, event_id in positions:
         for fold in folds:
@@ -482,11 +533,11 @@ def write_all_checkpoints(
                 "projector": fold.name,
                 "event_id": event_id,
                 "updated_at": now,
-                "stale": flags.stale,
-                "synced": flags.synced,
+                "stale": yes if flags.stale else no,
+                "synced": yes if flags.synced else no,
                 "skipped": flags.skipped,
             }
-            params.append(stmt.bind(account, row))
+            params.append(stmt.bind(account, row, converted=True))
     stmt.run(conn, params)
 
 

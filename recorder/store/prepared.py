@@ -43,16 +43,26 @@ class RowStatement:
         )
         self.account_index = self.names.index("account") if "account" in columns else -1
 
-    def bind(self, account: str | None, row: Mapping[str, Any]) -> Any:
-        """``row`` (missing columns are NULL) in the driver's parameter form."""
+        self._converter = {self.names[i]: proc for i, proc in self.converters}
+
+    def bind(self, account: str | None, row: Mapping[str, Any], *, converted: bool = False) -> Any:
+        """``row`` (missing columns are NULL) in the driver's parameter form; ``converted``:
+        its values are already in storage form (see :meth:`convert`)."""
         values = [row.get(name) for name in self.names]
         if self.account_index >= 0 and account is not None:
             values[self.account_index] = account
-        for i, convert in self.converters:
-            value = values[i]
-            if value is not None:
-                values[i] = convert(value)
+        if not converted:
+            for i, convert in self.converters:
+                value = values[i]
+                if value is not None:
+                    values[i] = convert(value)
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+
+    def convert(self, name: str, value: Any) -> Any:
+        """``value`` of column ``name`` in storage form (to convert a value shared by many
+        rows once)."""
+        convert = self._converter.get(name)
+        return value if convert is None or value is None else convert(value)
 
     def execute(
         self, conn: sa.Connection, rows: Iterable[Mapping[str, Any]], account: str | None = None
