@@ -477,8 +477,9 @@ class ProjectionPool:
         low = min(p.checkpoint for p in projectors)
         high = max(marks[p.account] for p in projectors)
         kinds = {k for p in projectors for k in p.load(conn)}
+        limit = min(p.batch for p in projectors)
         page = EventLog(self.engine).read_accounts(
-            [p.account for p in projectors], low, high, BATCH, kinds, conn=conn
+            [p.account for p in projectors], low, high, limit, kinds, conn=conn
         )
         mine: dict[str, list[Event]] = {p.account: [] for p in projectors}
         for event, row in zip(parse_events(page.events), page.events, strict=True):
