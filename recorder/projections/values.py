@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -28,12 +27,19 @@ SECONDS_BELOW = Decimal(SECONDS_BELOW_INT)
 
 
 # 16+ digits and dots in a row: a number a float may not hold exactly (or a long string of
-# digits, which only costs the slower parse).
-_LONG_NUMBER = re.compile(r"[0-9][0-9.]{15,}")
+# digits, which only costs the slower parse). Found by mapping digits and dots to "1" and
+# everything else to " " (one C pass) and searching the result: a fifth of the cost of a
+# regular expression, which tries a match at every digit.
+_DIGIT_MAP = bytes(0x31 if chr(i) in "0123456789." else 0x20 for i in range(256))
+_LONG_RUN = b"1" * 16
+
+
+def has_long_number(text: str) -> bool:
+    return _LONG_RUN in text.encode().translate(_DIGIT_MAP)
 
 
 def parse_frame(text: str) -> Any:
-    if _LONG_NUMBER.search(text) is None:
+    if not has_long_number(text):
         try:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
@@ -62,9 +68,25 @@ def to_datetime(value: Any) -> datetime | None:
         return None
 
 
+# Floats seen recently -> their Decimal: prices and amounts repeat (the conversion was a
+# tenth of a fold's time). Zero is left out (0.0 == -0.0 would share an entry).
+_DECIMALS: dict[float, Decimal] = {}
+_DECIMALS_KEPT = 65_536
+
+
 def to_decimal(value: Any) -> Decimal | None:
     if type(value) is float:
-        return Decimal(repr(value)) if math.isfinite(value) else None
+        found = _DECIMALS.get(value)
+        if found is not None:
+            return found
+        if not math.isfinite(value):
+            return None
+        exact = Decimal(repr(value))
+        if value:
+            if len(_DECIMALS) >= _DECIMALS_KEPT:
+                _DECIMALS.clear()
+            _DECIMALS[value] = exact
+        return exact
     if isinstance(value, Decimal):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
