@@ -9,7 +9,7 @@ insert-if-absent leaves the stored row alone.
 from __future__ import annotations
 
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -33,7 +33,8 @@ def _value(col: sa.Column, rng: random.Random, i: int) -> Any:
             [Decimal("0.1"), Decimal("-12345678.123456789012345678"), Decimal("7"), Decimal("1E-8")]
         )
     if isinstance(t, UTCDateTime):
-        return datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC) + timedelta(seconds=i)
+        zone = UTC if i % 2 else timezone(timedelta(hours=2))  # converted to UTC either way
+        return datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=zone) + timedelta(seconds=i)
     if isinstance(t, sa.Boolean):
         return rng.random() < 0.5
     if isinstance(t, sa.BigInteger | sa.Integer):

@@ -52,12 +52,13 @@ class NewEvent(NamedTuple):
 class StoredEvent(NamedTuple):
     """One row of the log as read back. With ``brief=True`` reads only ``id``, ``account``,
     ``received_at``, ``kind`` and ``frame`` are filled (what a fold needs; the rest stay
-    None)."""
+    None), and ``received_at`` is as the driver returns it (text on SQLite: see
+    :attr:`recorder.projections.base.Event.received_at`)."""
 
     id: int
     account: str
     session_id: int | None
-    received_at: datetime | None
+    received_at: Any
     chan_id: int | None
     kind: str
     seq: int | None
@@ -144,7 +145,15 @@ _FULL = (
     events.c.frame,
     events.c.hash,
 )
-_BRIEF = (events.c.id, events.c.account, events.c.kind, events.c.frame, events.c.received_at)
+# What folds read. ``received_at`` as the driver returns it (text on SQLite, converted by
+# the few folds that use it): a datetime per row was 7% of a fold's time.
+_BRIEF = (
+    events.c.id,
+    events.c.account,
+    events.c.kind,
+    events.c.frame,
+    sa.type_coerce(events.c.received_at, sa.Text).label("received_at"),
+)
 
 
 def _insert_sql(dialect: str) -> str:

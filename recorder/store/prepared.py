@@ -81,6 +81,8 @@ class RowStatement:
 def _sqlite_time(value: datetime) -> str:
     """UTCDateTime on SQLite in one call: what its bind processor and SQLAlchemy's DATETIME
     processor make of it together (naive UTC text with microseconds)."""
+    if value.tzinfo is UTC:  # the usual case: cut "+00:00" off
+        return value.isoformat(" ", "microseconds")[:26]
     if value.tzinfo is None:
         raise ValueError("naive datetime given where UTC is required")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
