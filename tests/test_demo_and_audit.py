@@ -43,7 +43,8 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
     proc = subprocess.run(
         [
             *(sys.executable, "-m", "recorder", "demo", "--seconds", "3", "--rate", "300"),
-            *("--faults", "malformed@0.5,drop@1.5"),
+            # malformed every half second: one arrives however long the start takes
+            *("--faults", "malformed@0.5/0.5,drop@1.5"),
         ],
         env=env,
         capture_output=True,

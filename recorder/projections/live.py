@@ -45,13 +45,15 @@ async def run_pool(
     # look without a commit of our own (start, fallback) the log's marks are read.
     marks: dict[str, int] | None = None
     while True:
+        backlog = False
         try:
-            # A few accounts per transaction: on SQLite a fold transaction holds the one
-            # write lock, and the writer's next commit waits for it.
+            # Accounts in parts: on SQLite a fold transaction holds the one write lock
+            # while it writes, and the writer's next commit waits for it.
             for i in range(0, len(due), ACCOUNTS_PER_TRANSACTION):
                 part = due[i : i + ACCOUNTS_PER_TRANSACTION]
                 known = {a: marks[a] for a in part if a in marks} if marks is not None else None
-                await db.run(pool.step, part, known, limiter=limiter)
+                _, full = await db.run(pool.step, part, known, limiter=limiter)
+                backlog = backlog or full
             delay = 0.1
         except StoreUnavailable as exc:
             log_fields(log, "projectors waiting for the database", logging.WARNING, error=str(exc))
@@ -60,9 +62,13 @@ async def run_pool(
             continue
         marks = dict(high_water)
         due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
-        if due:
-            continue  # a full batch left more to fold
-        if await wait_any(FALLBACK):
+        if due and backlog:
+            continue  # a full page left more to fold: catching up, no pause
+        if due or await wait_any(FALLBACK):
+            # Commits arrived during the round, or one just did: let more gather, so that
+            # a round folds several frames per account (a round's cost is mostly per
+            # account, not per frame: 100 accounts at 10 frames/s must not mean a round
+            # per frame).
             await trio.sleep(coalesce)
             marks = dict(high_water)
             due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]

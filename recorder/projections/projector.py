@@ -430,29 +430,36 @@ class ProjectionPool:
         self.engine = engine
         self.projectors = {p.account: p for p in projectors}
 
-    def step(self, accounts: list[str], known_high: dict[str, int] | None = None) -> int:
-        """One batch for each of ``accounts``, all written with one statement per table;
-        the number of events folded. ``known_high``: the writer's committed marks of
-        accounts this process records (see :meth:`EventLog.read`): the accounts near the
-        newest mark are read with one query."""
+    def step(
+        self, accounts: list[str], known_high: dict[str, int] | None = None
+    ) -> tuple[int, bool]:
+        """One batch for each of ``accounts``, all written with one statement per table:
+        the number of events folded, and whether a page was full (more is waiting: fold
+        again now rather than after gathering commits). ``known_high``: the writer's
+        committed marks of accounts this process records (see :meth:`EventLog.read`): the
+        accounts near the newest mark are read with one query."""
         chosen = [self.projectors[a] for a in accounts if a in self.projectors]
         marks = known_high or {}
         total = 0
+        full = False
         try:
             with store_errors(), self.engine.begin() as conn:
                 for projector in chosen:
                     projector.load(conn)
                 high = max((marks[p.account] for p in chosen if p.account in marks), default=0)
                 together = [p for p in chosen if p.account in marks and high - p.checkpoint <= NEAR]
-                done = self._fold_together(conn, together, marks) if len(together) > 1 else []
-                read = {p.account for p, _ in done} | (
-                    {p.account for p in together} if len(together) > 1 else set()
-                )
+                done: list[tuple[AccountProjector, tuple[Output, int, int]]] = []
+                if len(together) > 1:
+                    done, full = self._fold_together(conn, together, marks)
+                else:
+                    together = []
+                read = {p.account for p in together}
                 for projector in chosen:
                     if projector.account not in read:
                         got = projector.fold_in(conn, known_high=marks.get(projector.account))
                         if got is not None:
                             done.append((projector, got))
+                            full = full or got[2] >= projector.batch
                 write_outputs(conn, [(p.account, out) for p, (out, _, _) in done])
                 write_all_checkpoints(
                     conn, [(p.account, p.folds or [], covered) for p, (_, covered, _) in done]
@@ -466,12 +473,13 @@ class ProjectionPool:
             raise
         for projector in chosen:
             projector.committed()
-        return total
+        return total, full
 
     def _fold_together(
         self, conn: sa.Connection, projectors: list[AccountProjector], marks: dict[str, int]
-    ) -> list[tuple[AccountProjector, tuple[Output, int, int]]]:
-        """One page of every account in ``projectors``, up to the newest committed mark.
+    ) -> tuple[list[tuple[AccountProjector, tuple[Output, int, int]]], bool]:
+        """One page of every account in ``projectors``, up to the newest committed mark
+        (and whether it was full).
         Each account's position moves to its own mark (where a page of its own would have
         ended: rebuild and live keep the same checkpoints) or to the end of a full page."""
         low = min(p.checkpoint for p in projectors)
@@ -489,7 +497,7 @@ class ProjectionPool:
             covered = min(page.covered, marks[p.account])
             if covered > p.checkpoint:
                 done.append((p, p.fold_events(mine[p.account], covered)))
-        return done
+        return done, len(page.events) >= limit
 
 
 class ProjectionView:
