@@ -47,14 +47,26 @@ def parse_frame(text: str) -> Any:
     return json.loads(text, parse_float=Decimal)
 
 
+# Times seen recently: an order's creation time comes back in every update of it.
+_TIMES: dict[int, datetime] = {}
+_TIMES_KEPT = 8_192
+
+
 def to_datetime(value: Any) -> datetime | None:
     """Milliseconds (or seconds, by magnitude) since the epoch; None for what is not a time a
     datetime can hold (found by fuzzing: a frame may carry any number)."""
     try:
         if type(value) is int:  # the common case: integer milliseconds
-            if abs(value) >= SECONDS_BELOW_INT:
-                return EPOCH + timedelta(milliseconds=value)
-            return EPOCH + timedelta(seconds=value)
+            found = _TIMES.get(value)
+            if found is None:
+                if abs(value) >= SECONDS_BELOW_INT:
+                    found = EPOCH + timedelta(milliseconds=value)
+                else:
+                    found = EPOCH + timedelta(seconds=value)
+                if len(_TIMES) >= _TIMES_KEPT:
+                    _TIMES.clear()
+                _TIMES[value] = found
+            return found
         if type(value) is float:
             value = Decimal(repr(value))
         if not isinstance(value, Decimal) or not value.is_finite():
@@ -71,7 +83,7 @@ def to_datetime(value: Any) -> datetime | None:
 # Floats seen recently -> their Decimal: prices and amounts repeat (the conversion was a
 # tenth of a fold's time). Zero is left out (0.0 == -0.0 would share an entry).
 _DECIMALS: dict[float, Decimal] = {}
-_DECIMALS_KEPT = 65_536
+_DECIMALS_KEPT = 8_192  # a bounded cache: about a megabyte
 
 
 def to_decimal(value: Any) -> Decimal | None:
@@ -95,6 +107,8 @@ def to_decimal(value: Any) -> Decimal | None:
 
 
 def to_int(value: Any) -> int | None:
+    if type(value) is int:  # the common case first
+        return value
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):
