@@ -117,6 +117,7 @@ async def settle(recorder: Recorder, account: str = "main") -> None:
 async def drain(sim: Simulator, recorder: Recorder, engine: sa.Engine) -> None:
     """With the simulator paused: wait until the current session has recorded every frame the
     simulator sent on it, then until the projections have folded them."""
+    await sim.settled()  # a step that began before the pause has sent everything
     await wait_until(
         lambda: recorded_on_last_session(engine) == len(sim.frames_for(sim.connection_count)),
         "the last session recorded everything sent",

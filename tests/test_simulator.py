@@ -227,6 +227,7 @@ async def test_faults_then_snapshots_equal_truth(fault: str) -> None:
                 while len(client.current) < before + 30 and sim.connections:
                     await trio.sleep(0.01)
             sim.pause()
+            await sim.settled()  # a step already sending finishes first
             paused.set()
 
         nursery.start_soon(trigger)

@@ -209,6 +209,12 @@ class Simulator:
         """Stop account activity for ``seconds`` (for tests that compare with the truth)."""
         self._paused_until = trio.current_time() + seconds
 
+    async def settled(self) -> None:
+        """Return once no account step is being sent: after :meth:`pause`, a step that had
+        already begun may still be sending its frames; after this, nothing more is sent."""
+        async with self._stepping:
+            pass
+
     def resume(self) -> None:
         self._paused_until = 0.0
 
