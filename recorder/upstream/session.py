@@ -258,35 +258,53 @@ class Session:
         )
 
     async def _converse(self, ws: Any) -> None:
-        """The first frame (within ``info_timeout``), then the receive loop. The watchdog is
-        one deadline that every frame pushes back; when it passes, the client state says
-        what silence means (ping, then give up). One long-lived scope, not one per frame:
-        this loop runs for every frame read."""
+        """The first frame (within ``info_timeout``), then the receive loop.
+
+        The watchdog is one deadline per quiet period, not one per frame: a frame only notes
+        when it arrived (moving a trio deadline on every frame was a sixth of the loop's
+        cost), and when the deadline passes the loop looks whether anything came since; only
+        real silence goes to the client state (ping, then give up). The deadline can only
+        interrupt ``get_message``, which loses nothing (trio-websocket's queue keeps the
+        message): handing a frame over when the writer's queue is full, and carrying out
+        actions, happen outside the watchdog's scope, so no frame read is ever dropped."""
         with trio.fail_after(self.p.info_timeout):
             text = await ws.get_message()
         await self._on_frame(ws, text, self.now())
         quiet_limit = 2 * self.p.heartbeat_period
         client = self.client
+        sink = self.sink
+        last = trio.current_time()
         while True:
             wait = self.p.pong_timeout if client.awaiting_pong else quiet_limit
-            with trio.CancelScope(deadline=trio.current_time() + wait) as watchdog:
-                sink = self.sink
+            blocked: NewEvent | None = None
+            actions: tuple[Action, ...] = FORWARD_ONLY
+            with trio.CancelScope(deadline=last + wait):
                 while True:
                     text = await ws.get_message()
                     received_at = self.now()
-                    # The hot path, inlined: no coroutine call unless there is more to do
-                    # than hand the frame over.
+                    last = trio.current_time()
+                    # The hot path, inlined: no await unless there is more to do than hand
+                    # the frame over.
                     frame = classify(text)
                     item = self._event(frame, received_at)
                     try:
                         sink.send_nowait(item)
                     except trio.WouldBlock:
-                        await self._emit(item)
+                        blocked = item
                     actions = client.receive(frame)
-                    if actions is not FORWARD_ONLY:
-                        await self._act(ws, actions)
-                    watchdog.deadline = trio.current_time() + quiet_limit
-            await self._act(ws, client.silence())
+                    if blocked is not None or actions is not FORWARD_ONLY:
+                        break
+            if blocked is not None:
+                await self._emit(blocked)  # waits for the writer (back-pressure)
+            if actions is not FORWARD_ONLY:
+                await self._act(ws, actions)
+            elif blocked is None:
+                # The deadline passed: silence if nothing came for as long as the client
+                # state now allows (a frame since a ping has made the quiet limit apply).
+                allowed = self.p.pong_timeout if client.awaiting_pong else quiet_limit
+                if trio.current_time() - last >= allowed:
+                    await self._act(ws, client.silence())
+                    last = trio.current_time()
 
     async def _on_frame(self, ws: Any, text: str, received_at: datetime) -> None:
         frame = classify(text)
