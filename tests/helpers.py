@@ -88,15 +88,18 @@ async def progressed(recorder: Recorder, events_: int = 20) -> None:
     await wait_until(lambda: recorder.writer.stats.committed_events >= target, "progress")
 
 
-def recorded_on_last_session(engine: sa.Engine) -> int:
+def recorded_on_last_session(engine: sa.Engine, account: str | None = None) -> int:
+    """Frames recorded on the newest session (of ``account``, if given)."""
+    newest = sa.select(sa.func.max(events.c.session_id))
+    mine = [events.c.account == account] if account is not None else []
     with engine.connect() as conn:
         return int(
             conn.execute(
                 sa.select(sa.func.count())
                 .select_from(events)
                 .where(
-                    events.c.session_id
-                    == sa.select(sa.func.max(events.c.session_id)).scalar_subquery(),
+                    *mine,
+                    events.c.session_id == newest.where(*mine).scalar_subquery(),
                     events.c.kind.not_like("recorder.%"),
                     events.c.kind.not_like("rest.%"),  # REST answers: not from the socket
                 )

@@ -13,7 +13,7 @@ import trio
 from recorder.projections.projector import rebuild
 from recorder.simulator.server import Simulator
 from recorder.store.schema import PROJECTION_TABLES, events, projector_checkpoints, reconciliations
-from tests.helpers import drain, progressed, reauth, wait_until
+from tests.helpers import drain, progressed, reauth, recorded_on_last_session, wait_until
 from tests.test_daemon import KEY, SECRET, start_recording
 
 
@@ -267,29 +267,12 @@ async def test_one_process_many_accounts_live_equals_rebuild(
         await progressed(recorder, 600)
         for sim in sims.values():
             sim.pause()
-
-        def recorded(account: str) -> int:
-            last = (
-                sa.select(sa.func.max(events.c.session_id))
-                .where(events.c.account == account)
-                .scalar_subquery()
-            )
-            with engine.connect() as conn:
-                return int(
-                    conn.execute(
-                        sa.select(sa.func.count())
-                        .select_from(events)
-                        .where(
-                            events.c.account == account,
-                            events.c.session_id == last,
-                            events.c.kind.not_like("recorder.%"),
-                        )
-                    ).scalar_one()
-                )
+            await sim.settled()
 
         def all_recorded() -> bool:
             return all(
-                recorded(n) == len(sim.frames_for(sim.connection_count)) for n, sim in sims.items()
+                recorded_on_last_session(engine, n) == len(sim.frames_for(sim.connection_count))
+                for n, sim in sims.items()
             )
 
         await wait_until(all_recorded, "every account recorded everything sent")
