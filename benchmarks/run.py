@@ -63,7 +63,7 @@ PG_URL = os.environ.get(
 TICK = os.sysconf("SC_CLK_TCK")
 SIZES = {
     "quick": {"ingest": 30_000, "lag_s": 5, "fold": 60_000, "state_q": 5, "scale_s": 8},
-    "full": {"ingest": 300_000, "lag_s": 30, "fold": 1_000_000, "state_q": 20, "scale_s": 30},
+    "full": {"ingest": 300_000, "lag_s": 25, "fold": 1_000_000, "state_q": 20, "scale_s": 25},
     "long": {"ingest": 5_000_000, "early": 100_000},
 }
 
@@ -453,7 +453,7 @@ def scale(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
         proc.wait()
     proc, port = firehose(n, rate)
     try:
-        bare = trio.run(bare_clients, port, accounts, seconds)
+        bare = trio.run(bare_clients, port, accounts, min(seconds, 10.0))
     finally:
         proc.kill()
         proc.wait()
