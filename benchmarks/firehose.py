@@ -12,6 +12,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import trio
@@ -31,6 +32,17 @@ def make_frames(n: int, seed: int = 1) -> list[str]:
     return out[:n]
 
 
+async def greet(ws: Any) -> None:
+    """The exchange's side of the start of a session: ``info``, then ``auth`` OK once the
+    client has asked for it."""
+    await ws.send_message('{"event":"info","version":2,"platform":{"status":1}}')
+    while True:
+        msg = orjson.loads(await ws.get_message())
+        if msg.get("event") == "auth":
+            break
+    await ws.send_message('{"event":"auth","status":"OK","chanId":0,"userId":1}')
+
+
 async def serve(n: int, rate: float) -> None:
     frames = make_frames(n)
     count = 0
@@ -41,12 +53,7 @@ async def serve(n: int, rate: float) -> None:
         count += 1
         me = count
         try:
-            await ws.send_message('{"event":"info","version":2,"platform":{"status":1}}')
-            while True:
-                msg = orjson.loads(await ws.get_message())
-                if msg.get("event") == "auth":
-                    break
-            await ws.send_message('{"event":"auth","status":"OK","chanId":0,"userId":1}')
+            await greet(ws)
             print(f"start {me} {time.monotonic()}", flush=True)
             if rate > 0:
                 t0 = trio.current_time()

@@ -32,18 +32,13 @@ KEY, SECRET = "bench-key", "bench-secret"
 
 
 async def firehose(port: int, n: int) -> None:
-    from firehose import make_frames  # benchmarks/firehose.py
+    from firehose import greet, make_frames  # benchmarks/firehose.py
 
     frames = make_frames(n)
 
     async def handler(request):  # type: ignore[no-untyped-def]
         ws = await request.accept()
-        await ws.send_message('{"event":"info","version":2,"platform":{"status":1}}')
-        while True:
-            msg = orjson.loads(await ws.get_message())
-            if msg.get("event") == "auth":
-                break
-        await ws.send_message('{"event":"auth","status":"OK","chanId":0,"userId":1}')
+        await greet(ws)
         for f in frames:
             await ws.send_message(f)
         await ws.send_message('{"event":"info","code":20051,"msg":"done"}')

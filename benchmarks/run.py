@@ -170,13 +170,7 @@ class FrameCounter:
 
 
 def count_frames(engine: sa.Engine, account: str) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.text("SELECT COUNT(*) FROM events WHERE account = :a AND chan_id = 0"),
-                {"a": account},
-            ).scalar_one()
-        )
+    return FrameCounter(engine, account)()
 
 
 def percentile(values: list[float], p: float) -> float:

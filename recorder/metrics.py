@@ -26,7 +26,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from recorder.serving import lifespan, serve_asgi
+from recorder.serving import is_http, serve_asgi
 
 if TYPE_CHECKING:
     from recorder.daemon import Recorder
@@ -179,10 +179,7 @@ class MetricsApp:
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if not await is_http(scope, receive, send):
             return
         if scope["path"] == "/metrics":
             status, ctype, body = 200, b"text/plain; version=0.0.4", generate_latest(self.registry)

@@ -53,8 +53,17 @@ async def serve_asgi(
         task_status.started(int(binds[0].rsplit(":", 1)[1]))
 
 
-async def lifespan(receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-    """Answer an ASGI lifespan scope: nothing to start or stop."""
+async def is_http(
+    scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+) -> bool:
+    """Whether an ASGI scope is an HTTP request for the app to answer. A lifespan scope is
+    answered here (nothing to start or stop); any other kind is ignored."""
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    return bool(scope["type"] == "http")
+
+
+async def _lifespan(receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":

@@ -51,8 +51,7 @@ async def run_pool(
             # while it writes, and the writer's next commit waits for it.
             for i in range(0, len(due), ACCOUNTS_PER_TRANSACTION):
                 part = due[i : i + ACCOUNTS_PER_TRANSACTION]
-                known = {a: marks[a] for a in part if a in marks} if marks is not None else None
-                _, full = await db.run(pool.step, part, known, limiter=limiter)
+                _, full = await db.run(pool.step, part, marks, limiter=limiter)
                 backlog = backlog or full
             delay = 0.1
         except StoreUnavailable as exc:

@@ -27,7 +27,7 @@ from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.values import parse_frame
 from recorder.store.errors import store_errors
 from recorder.store.eventlog import EventLog, StoredEvent
-from recorder.store.prepared import statements
+from recorder.store.prepared import RowStatement, statements
 from recorder.store.schema import PROJECTION_TABLES, projector_checkpoints, reconciliations
 
 log = logging.getLogger(__name__)
@@ -140,13 +140,13 @@ def write_output(conn: sa.Connection, account: str, out: Output) -> None:
 def write_outputs(conn: sa.Connection, outputs: list[tuple[str, Output]]) -> None:
     """The rows of several accounts' batches: one statement per table for all of them."""
     prepared = statements(conn)
-    upserts: dict[str, list[Any]] = {}
-    absent: dict[str, list[Any]] = {}
+    # Per statement, the rows of every account bound to it; upserts first, as before.
+    batches: dict[RowStatement, list[Any]] = {}
     for account, out in outputs:
         for name, rows in out.upserts.items():
             table = PROJECTION_TABLES[name]
             stmt = prepared.upsert(table, keep_stored=name in COALESCE_TABLES)
-            bound = upserts.setdefault(name, [])
+            bound = batches.setdefault(stmt, [])
             gone = []
             for key, row in rows.items():
                 if row is None:
@@ -155,15 +155,12 @@ def write_outputs(conn: sa.Connection, outputs: list[tuple[str, Output]]) -> Non
                     bound.append(stmt.bind(account, row))
             if gone:
                 _delete_rows(conn, table, account, gone)
+    for account, out in outputs:
         for name, ins_rows in out.inserts_if_absent.items():
             stmt = prepared.insert_if_absent(PROJECTION_TABLES[name])
-            absent.setdefault(name, []).extend(stmt.bind(account, r) for r in ins_rows.values())
-    for name, params in upserts.items():
-        prepared.upsert(PROJECTION_TABLES[name], keep_stored=name in COALESCE_TABLES).run(
-            conn, params
-        )
-    for name, params in absent.items():
-        prepared.insert_if_absent(PROJECTION_TABLES[name]).run(conn, params)
+            batches.setdefault(stmt, []).extend(stmt.bind(account, r) for r in ins_rows.values())
+    for stmt, params in batches.items():
+        stmt.run(conn, params)
     for account, out in outputs:
         _write_findings(conn, account, out)
 

@@ -20,7 +20,7 @@ import trio
 from recorder.protocol import layouts as L
 from recorder.protocol.exchange import ConnectionWindow
 from recorder.protocol.rest import BY_PATH, Endpoint
-from recorder.serving import lifespan, serve_asgi
+from recorder.serving import is_http, serve_asgi
 
 if TYPE_CHECKING:
     from recorder.simulator.server import Simulator
@@ -46,10 +46,7 @@ class RestApi:
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
-        if scope["type"] == "lifespan":
-            await lifespan(receive, send)
-            return
-        if scope["type"] != "http":
+        if not await is_http(scope, receive, send):
             return
         body = b""
         while True:

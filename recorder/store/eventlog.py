@@ -156,6 +156,11 @@ _BRIEF = (
 )
 
 
+def _brief(r: Any) -> StoredEvent:
+    """A row of ``_BRIEF`` as a :class:`StoredEvent` (the columns it does not read: None)."""
+    return StoredEvent(r[0], r[1], None, r[4], None, r[2], None, None, r[3], None)
+
+
 def _insert_sql(dialect: str) -> str:
     marks = ", ".join(["?" if dialect == "sqlite" else "%s"] * 9)
     return f"INSERT INTO events ({_INSERT_COLUMNS}) VALUES ({marks})"
@@ -257,16 +262,9 @@ def _read_query(
     return query.order_by(events.c.id).limit(sa.bindparam("limit"))
 
 
-_ACCOUNTS_QUERY = (
-    sa.select(*_BRIEF)
-    .where(
-        events.c.id > sa.bindparam("after"),
-        events.c.id <= sa.bindparam("high"),
-        events.c.account.in_(sa.bindparam("accounts", expanding=True)),
-        events.c.kind.in_(sa.bindparam("kinds", expanding=True)),
-    )
-    .order_by(events.c.id)
-    .limit(sa.bindparam("limit"))
+# The brief, bounded, kind-filtered page of several accounts (``read_accounts``).
+_ACCOUNTS_QUERY = _read_query(EVERYTHING, True, False, True, True).where(
+    events.c.account.in_(sa.bindparam("accounts", expanding=True))
 )
 _HIGH_WATER = sa.select(sa.func.max(events.c.id)).where(events.c.account == sa.bindparam("a"))
 # An append's new positions: every row above the log's last id before it is the batch's.
@@ -484,13 +482,7 @@ class EventLog:
                 within, brief, account is not None, "high" in params, kinds is not None
             )
             rows = c.execute(query, params).all()
-            if brief:
-                found = [
-                    StoredEvent(r[0], r[1], None, r[4], None, r[2], None, None, r[3], None)
-                    for r in rows
-                ]
-            else:
-                found = [StoredEvent(*r) for r in rows]
+            found = [_brief(r) for r in rows] if brief else [StoredEvent(*r) for r in rows]
             if high is None or len(rows) == limit:
                 covered = found[-1].id if found else after
             else:
@@ -526,10 +518,7 @@ class EventLog:
 
         def q(c: sa.Connection) -> Page:
             rows = c.execute(_ACCOUNTS_QUERY, params).all()
-            found = [
-                StoredEvent(r[0], r[1], None, r[4], None, r[2], None, None, r[3], None)
-                for r in rows
-            ]
+            found = [_brief(r) for r in rows]
             return Page(found, found[-1].id if len(rows) == limit else high)
 
         return self._query(q, conn)

@@ -273,12 +273,17 @@ class Session:
         quiet_limit = 2 * self.p.heartbeat_period
         client = self.client
         sink = self.sink
+
+        def allowed() -> float:
+            """How long the client state allows no frame: to a pong after a ping, else the
+            quiet limit (a frame since a ping makes the quiet limit apply again)."""
+            return self.p.pong_timeout if client.awaiting_pong else quiet_limit
+
         last = trio.current_time()
         while True:
-            wait = self.p.pong_timeout if client.awaiting_pong else quiet_limit
             blocked: NewEvent | None = None
             actions: tuple[Action, ...] = FORWARD_ONLY
-            with trio.CancelScope(deadline=last + wait):
+            with trio.CancelScope(deadline=last + allowed()):
                 while True:
                     text = await ws.get_message()
                     received_at = self.now()
@@ -298,13 +303,10 @@ class Session:
                 await self._emit(blocked)  # waits for the writer (back-pressure)
             if actions is not FORWARD_ONLY:
                 await self._act(ws, actions)
-            elif blocked is None:
-                # The deadline passed: silence if nothing came for as long as the client
-                # state now allows (a frame since a ping has made the quiet limit apply).
-                allowed = self.p.pong_timeout if client.awaiting_pong else quiet_limit
-                if trio.current_time() - last >= allowed:
-                    await self._act(ws, client.silence())
-                    last = trio.current_time()
+            elif blocked is None and trio.current_time() - last >= allowed():
+                # The deadline passed with nothing for as long as the client state allows.
+                await self._act(ws, client.silence())
+                last = trio.current_time()
 
     async def _on_frame(self, ws: Any, text: str, received_at: datetime) -> None:
         frame = classify(text)
