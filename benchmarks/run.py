@@ -549,6 +549,18 @@ def long_log(kind: str, n: int, tmp: Path, queries: int) -> list[dict[str, Any]]
     return out
 
 
+def compile_package() -> None:
+    """Byte-compile the recorder's modules, as ``pip install`` does. From a source checkout
+    with ``PYTHONDONTWRITEBYTECODE`` set (as on these machines), every command would compile
+    every module it imports again (about 0.1 s of each ``state`` run)."""
+    import recorder
+
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(Path(recorder.__file__).parent)],
+        check=True,
+    )
+
+
 def import_floor() -> float:
     """A process that only imports SQLAlchemy's engine and the database driver: what any
     command of a SQLAlchemy application pays before it does anything (the baseline of
@@ -666,6 +678,7 @@ def main() -> None:
     groups = {"ingest"} if args.long else set(args.only.split(","))
     results: list[dict[str, Any]] = []
     began = time.monotonic()
+    compile_package()
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for kind in kinds:

@@ -276,6 +276,24 @@ _BATCH_LAST_IDS = (
 )
 
 
+def _accounts_query() -> sa.Select[tuple[str]]:
+    """The distinct accounts by walking the account index from one to the next (a recursive
+    query, the same on SQLite and PostgreSQL): a lookup per account, where ``SELECT
+    DISTINCT`` reads every row of the log (9 % of ``state --at`` on a 300k-event log)."""
+    later = events.alias("later")
+    walk = sa.select(sa.func.min(events.c.account).label("account")).cte("walk", recursive=True)
+    step = sa.select(
+        sa.select(sa.func.min(later.c.account))
+        .where(later.c.account > walk.c.account)
+        .scalar_subquery()
+    ).where(walk.c.account.is_not(None))
+    walk = walk.union_all(step)
+    return sa.select(walk.c.account).where(walk.c.account.is_not(None))
+
+
+_ACCOUNTS = _accounts_query()
+
+
 class EventLog:
     """The event log of one database (every account)."""
 
@@ -418,9 +436,7 @@ class EventLog:
 
     def accounts(self, *, conn: sa.Connection | None = None) -> list[str]:
         """Every account with at least one event, sorted."""
-        return self._query(
-            lambda c: sorted(c.execute(sa.select(events.c.account).distinct()).scalars()), conn
-        )
+        return self._query(lambda c: sorted(c.execute(_ACCOUNTS).scalars()), conn)
 
     def at_time(self, account: str, at: datetime, *, conn: sa.Connection | None = None) -> int:
         """The position of the last event received at or before ``at`` (0 if none). Walks

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from recorder.store.types import ExactDecimal, UTCDateTime
@@ -105,7 +104,13 @@ class Statements:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        self._insert_fn = postgresql.insert if dialect.name == "postgresql" else sqlite.insert
+        # Imported here: a SQLite command has no use for the PostgreSQL dialect (and its
+        # asyncio import, 35 ms of a `state` run), nor the daemon on PostgreSQL for SQLite's.
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        self._insert_fn = insert
         self._cache: dict[tuple[str, str], RowStatement] = {}
 
     def _insert(self, table: sa.Table) -> Any:
