@@ -276,7 +276,7 @@ _BATCH_LAST_IDS = (
 )
 
 
-def _accounts_query() -> sa.Select[tuple[str]]:
+def _accounts_query() -> sa.Select[Any]:
     """The distinct accounts by walking the account index from one to the next (a recursive
     query, the same on SQLite and PostgreSQL): a lookup per account, where ``SELECT
     DISTINCT`` reads every row of the log (9 % of ``state --at`` on a 300k-event log)."""

@@ -106,11 +106,15 @@ class Statements:
         self.dialect = dialect
         # Imported here: a SQLite command has no use for the PostgreSQL dialect (and its
         # asyncio import, 35 ms of a `state` run), nor the daemon on PostgreSQL for SQLite's.
+        self._insert_fn: Callable[[sa.Table], Any]
         if dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
+            from sqlalchemy.dialects import postgresql
+
+            self._insert_fn = postgresql.insert
         else:
-            from sqlalchemy.dialects.sqlite import insert
-        self._insert_fn = insert
+            from sqlalchemy.dialects import sqlite
+
+            self._insert_fn = sqlite.insert
         self._cache: dict[tuple[str, str], RowStatement] = {}
 
     def _insert(self, table: sa.Table) -> Any:
