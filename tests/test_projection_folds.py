@@ -151,3 +151,39 @@ def test_account_projector_with_one_projection_ahead(tmp_path: Path) -> None:
     rebuild(engine, ["a"])
     assert everything(engine, "a") == live
     engine.dispose()
+
+
+def test_checkpoints_move_with_one_update_and_missing_rows_come_back(engine: sa.Engine) -> None:
+    """While an account's folds keep the flags stored, only their positions are written (one
+    UPDATE per account: the flags in the table stay as they are); a checkpoint row missing
+    from the table (cleared by `rebuild --projection`) makes it write every row in full."""
+    from recorder.projections.projector import Position, write_all_checkpoints
+    from recorder.projections.registry import make_folds
+    from recorder.store.schema import projector_checkpoints as pc
+
+    folds = make_folds()
+
+    def rows() -> dict[str, tuple[int, bool]]:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.select(pc.c.projector, pc.c.event_id, pc.c.stale).where(pc.c.account == "x")
+            )
+            return {name: (int(event_id), bool(stale)) for name, event_id, stale in found}
+
+    with engine.begin() as conn:
+        write_all_checkpoints(conn, [Position("x", folds, 10)])
+        write_all_checkpoints(conn, [Position("y", folds, 10)])
+        conn.execute(pc.update().where(pc.c.projector == "orders").values(stale=True))
+    assert rows() == {**{f.name: (10, False) for f in folds}, "orders": (10, True)}
+
+    with engine.begin() as conn:
+        write_all_checkpoints(conn, [Position("x", folds, 20, moved_only=True)])
+    assert rows() == {**{f.name: (20, False) for f in folds}, "orders": (20, True)}
+
+    with engine.begin() as conn:
+        conn.execute(pc.delete().where(pc.c.account == "x", pc.c.projector == "ledgers"))
+        write_all_checkpoints(conn, [Position("x", folds, 30, moved_only=True)])
+    assert rows() == {f.name: (30, False) for f in folds}  # in full: the folds' own flags
+    with engine.connect() as conn:
+        other = conn.execute(sa.select(pc.c.event_id).where(pc.c.account == "y")).scalars()
+        assert set(other) == {10}
