@@ -14,8 +14,10 @@ from typing import Any, NamedTuple, Protocol
 DISCONNECTED = "recorder.disconnected"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
+    """One log event as the folds read it (a named tuple: a fold pass makes one per event,
+    and a frozen dataclass's constructor cost more than the tuple)."""
+
     id: int
     kind: str
     payload: Any  # the frame parsed with Decimal numbers; for markers, the marker object
