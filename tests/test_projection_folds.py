@@ -7,11 +7,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.config import DatabaseConfig
+from recorder.projections import snapshots
 from recorder.projections.projector import AccountProjector, Projector, projectors_for, rebuild
 from recorder.simulator.model import AccountModel
 from recorder.store import migrate
@@ -97,8 +99,10 @@ def test_batch_size_does_not_change_the_result(
     assert any(cp[4] > 0 for cp in one["checkpoints"] if cp[0] == "orders")  # bad os skipped
 
 
-def test_restart_mid_log_equals_one_pass(tmp_path: Path) -> None:
-    """A projector that stops and reloads its state from the database continues exactly."""
+def test_restart_mid_log_equals_one_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A projector that stops and reloads its state from the database continues exactly
+    (state snapshots included: taken at the same positions after restores)."""
+    monkeypatch.setattr(snapshots, "SNAPSHOT_EVERY", 13)
     log = synthetic_log(5, 300, 11, 23)
     one_pass = make_engine(tmp_path / "one")
     store_log(one_pass, "a", log)
@@ -114,11 +118,15 @@ def test_restart_mid_log_equals_one_pass(tmp_path: Path) -> None:
     restarted.dispose()
     assert a == b
     assert a["reconciliations"], "gaps in the log give reconciliation rows"
+    assert len(a["state_snapshots"]) > 10
 
 
-def test_one_pass_account_projector_equals_one_projector_per_projection(tmp_path: Path) -> None:
-    """The daemon's one-task-per-account fold (AccountProjector, in small batches, with a
-    restart in the middle) gives the rows of one projector per projection."""
+def test_one_pass_account_projector_equals_one_projector_per_projection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's one-task-per-account fold (AccountProjector, in small batches, with
+    restarts) gives the rows of one projector per projection, state snapshots included."""
+    monkeypatch.setattr(snapshots, "SNAPSHOT_EVERY", 17)
     log = synthetic_log(9, 400, 17, 29)
     each = make_engine(tmp_path / "each")
     store_log(each, "a", log)
@@ -129,12 +137,14 @@ def test_one_pass_account_projector_equals_one_projector_per_projection(tmp_path
     first = AccountProjector(together, "a", batch=37)
     first.step()
     first.step()
-    AccountProjector(together, "a", batch=37).catch_up()  # restarted: restores from tables
+    for _ in range(5):  # restarted: restores from tables (state snapshots: shared folds)
+        AccountProjector(together, "a", batch=37).step()
+    AccountProjector(together, "a", batch=37).catch_up()
     a, b = everything(each, "a"), everything(together, "a")
     each.dispose()
     together.dispose()
     assert a == b
-    assert a["orders"] and a["state_snapshots"] is not None
+    assert a["orders"] and len(a["state_snapshots"]) > 10
 
 
 def test_account_projector_with_one_projection_ahead(tmp_path: Path) -> None:
