@@ -19,6 +19,7 @@ from recorder.simulator.model import AccountModel
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog, NewEvent
+from recorder.store.schema import projector_checkpoints
 from recorder.store.sessions import open_session
 from tests.test_projections import everything
 
@@ -156,6 +157,16 @@ def test_account_projector_with_one_projection_ahead(tmp_path: Path) -> None:
     half = len(log) // 2
     AccountProjector(engine, "a", batch=40).catch_up(up_to=half)
     rebuild(engine, ["a"], only="orders")  # orders: to the end; the rest: at half
+    # A step of the others (a restart before they reach orders' position) must not move the
+    # stored orders checkpoint back: its rows are those of the end of the log.
+    AccountProjector(engine, "a", batch=40).step()
+    with engine.connect() as conn:
+        stored = dict(
+            conn.execute(
+                sa.select(projector_checkpoints.c.projector, projector_checkpoints.c.event_id)
+            ).all()
+        )
+    assert stored["orders"] == len(log) and stored["trades"] < len(log), stored
     AccountProjector(engine, "a", batch=40).catch_up()
     live = everything(engine, "a")
     rebuild(engine, ["a"])

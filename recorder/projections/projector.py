@@ -402,8 +402,10 @@ class AccountProjector:
         (:meth:`committed`)."""
         flags = {fold.name: fold.snapshot() for fold in self.folds or []}
         self._pending = (covered, out.reconciliations, n, flags)
-        moved_only = flags == self.stored_flags
-        return Position(self.account, self.folds or [], covered, moved_only)
+        # A fold already past ``covered`` (after `rebuild --projection`) keeps its position.
+        ahead = {name: cp for name, cp in self.checkpoints.items() if cp > covered}
+        moved_only = flags == self.stored_flags and not ahead
+        return Position(self.account, self.folds or [], covered, moved_only, ahead)
 
     def committed(self) -> None:
         """The transaction of the last :meth:`step_in` committed: take its positions."""
@@ -537,12 +539,14 @@ _MOVE_CHECKPOINTS = (
 
 class Position(NamedTuple):
     """The checkpoints of one account's folds after a step. ``moved_only``: every fold has
-    its checkpoint row and the same flags as stored, so only the position changes."""
+    its checkpoint row and the same flags as stored, so only the position changes.
+    ``ahead``: folds whose own position is past ``event_id`` (they keep it)."""
 
     account: str
     folds: list[Fold]
     event_id: int
     moved_only: bool = False
+    ahead: dict[str, int] = {}
 
 
 def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, event_id: int) -> None:
@@ -566,14 +570,14 @@ def write_all_checkpoints(conn: sa.Connection, positions: list[Position]) -> Non
     stamp = stmt.convert("updated_at", now)
     yes, no = stmt.convert("stale", True), stmt.convert("stale", False)
     params = []
-    for account, folds, event_id, moved_only in positions:
+    for account, folds, event_id, moved_only, ahead in positions:
         if moved_only:
             continue
         for fold in folds:
             flags = fold.snapshot()
             row = {
                 "projector": fold.name,
-                "event_id": event_id,
+                "event_id": ahead.get(fold.name, event_id),
                 "updated_at": stamp,
                 "stale": yes if flags.stale else no,
                 "synced": yes if flags.synced else no,
