@@ -127,9 +127,13 @@ def load_fold(conn: sa.Connection, log: EventLog, fold: Fold, account: str) -> i
     if cp is None:
         return 0
     checkpoint = int(cp.event_id)
-    flags = FoldFlags(bool(cp.stale), bool(cp.synced), int(cp.skipped))
-    restore_fold(conn, log, fold, account, checkpoint, flags)
+    restore_fold(conn, log, fold, account, checkpoint, _flags_of(cp))
     return checkpoint
+
+
+def _flags_of(row: Any) -> FoldFlags:
+    """The flags of a ``projector_checkpoints`` row."""
+    return FoldFlags(bool(row.stale), bool(row.synced), int(row.skipped))
 
 
 # --- one batch ------------------------------------------------------------------------------
@@ -319,19 +323,15 @@ class AccountProjector:
             )
         }
         positions = {name: int(stored[name].event_id) if name in stored else 0 for name in FOLDS}
-        self.stored_flags = {
-            name: FoldFlags(bool(r.stale), bool(r.synced), int(r.skipped))
-            for name, r in stored.items()
-        }
+        self.stored_flags = {name: _flags_of(r) for name, r in stored.items()}
         # The state snapshots share the table folds only when they stand at one position.
         trio_names = (*STATE_PROJECTIONS, StateFold.name)
         folds = (
             _one_pass_folds(None) if len({positions[n] for n in trio_names}) == 1 else make_folds()
         )
         for fold in folds:
-            cp = stored.get(fold.name)
-            flags = FoldFlags(bool(cp.stale), bool(cp.synced), int(cp.skipped)) if cp else None
-            if cp is not None:
+            flags = self.stored_flags.get(fold.name)
+            if flags is not None:
                 restore_fold(conn, self.log, fold, self.account, positions[fold.name], flags)
         self.checkpoints = positions
         return folds
