@@ -27,11 +27,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from recorder.serving import is_http, serve_asgi
+from recorder.writer import COMMIT_BUCKETS
 
 if TYPE_CHECKING:
     from recorder.daemon import Recorder
-
-COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class RecorderCollector(Collector):
@@ -39,8 +38,6 @@ class RecorderCollector(Collector):
 
     def __init__(self, recorder: Recorder) -> None:
         self.r = recorder
-        self._commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
-        self._commit_sum = 0.0
 
     def collect(self) -> Iterator[Metric]:
         r, stats = self.r, self.r.writer.stats
@@ -126,24 +123,15 @@ class RecorderCollector(Collector):
         yield differences
 
     def _commit_histogram(self) -> Metric:
-        pending = self.r.writer.stats.commit_seconds
-        for seconds in pending:
-            self._commit_sum += seconds
-            for i, bound in enumerate(COMMIT_BUCKETS):
-                if seconds <= bound:
-                    self._commit_counts[i] += 1
-                    break
-            else:
-                self._commit_counts[-1] += 1
-        pending.clear()
+        times = self.r.writer.stats.commit_times
         buckets, total = [], 0
-        for bound, n in zip((*COMMIT_BUCKETS, math.inf), self._commit_counts, strict=True):
+        for bound, n in zip((*COMMIT_BUCKETS, math.inf), times.counts, strict=True):
             total += n
             buckets.append(("+Inf" if bound == math.inf else str(bound), total))
         family = HistogramMetricFamily(
             "bfx_batch_commit_seconds", "Time to commit one batch, retries included"
         )
-        family.add_metric([], buckets, self._commit_sum)
+        family.add_metric([], buckets, times.total)
         return family
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,6 +41,23 @@ Item = NewEvent | SessionChange
 GATHER_POLL = 0.002  # seconds between looks at the queue while a batch fills
 COMMITS_KEPT = 4096  # recent commits per account remembered for the projector lag in seconds
 UNAVAILABLE_LOG_EVERY = 30.0  # seconds: one warning per interval while the database is away
+# Upper bounds (seconds) of the batch commit time histogram (``bfx_batch_commit_seconds``).
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass
+class CommitTimes:
+    """How long batches took to commit, as histogram counts: a fixed size however long the
+    daemon runs. (A list of every batch's time, emptied only by a metrics scrape, grew
+    without bound in a daemon that serves no metrics: 50 batches a second at 100 accounts.)"""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    total: float = 0.0  # seconds, summed
+
+    def add(self, seconds: float) -> None:
+        # The first bound >= seconds; past the last bound, the +Inf bucket.
+        self.counts[bisect_left(COMMIT_BUCKETS, seconds)] += 1
+        self.total += seconds
 
 
 @dataclass
@@ -52,7 +70,7 @@ class WriterStats:
     retries: int = 0
     by_kind: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
     last_frame_at: dict[str, datetime] = field(default_factory=dict)  # chanId 0 frames
-    commit_seconds: list[float] = field(default_factory=list)  # since the last scrape
+    commit_times: CommitTimes = field(default_factory=CommitTimes)
     # (event id, monotonic time) of recent commits per account: how old a projector's lag is
     commits: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
 
@@ -159,7 +177,7 @@ class Writer:
         stats.committed_events += result.count
         stats.batches += 1
         now = trio.current_time()
-        stats.commit_seconds.append(now - began)
+        stats.commit_times.add(now - began)
         by_kind = stats.by_kind
         for item in batch:
             if isinstance(item, NewEvent):

@@ -255,10 +255,10 @@ async def test_nonces_increase_across_rest_websocket_and_a_restart_with_the_cloc
                 nursery, sim, engine, rest_port=rest_port, nonce_clock=clock
             )
             await progressed(recorder, 50)
-            done = len(recorder.backfillers["main"].completed)
+            done = recorder.backfillers["main"].completed_count
             await gap_while_trading(sim, recorder, engine, steps=20)
             await wait_until(
-                lambda r=recorder, d=done: len(r.backfillers["main"].completed) > d, "backfill"
+                lambda r=recorder, d=done: r.backfillers["main"].completed_count > d, "backfill"
             )
             recorder.stop()
             with trio.fail_after(20):

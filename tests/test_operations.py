@@ -7,7 +7,9 @@ import io
 import logging
 import shutil
 import subprocess
+from collections import deque
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -16,10 +18,13 @@ import sqlalchemy as sa
 import trio
 
 from recorder import logs
-from recorder.config import LoggingConfig, MetricsConfig, StatusConfig
+from recorder.config import LoggingConfig, MetricsConfig, StatusConfig, WriterConfig
 from recorder.simulator.server import Simulator
+from recorder.store.database import Database
+from recorder.writer import Writer, WriterStats
 from tests.helpers import progressed, quiesce, wait_until
 from tests.test_daemon import KEY, SECRET, start_recording
+from tests.test_eventlog import ev
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,6 +37,41 @@ def samples(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+def sizes(stats: WriterStats) -> dict[str, int]:
+    """The length of every container the writer's statistics keep, except deques with a
+    bound of their own."""
+    return {
+        name: len(value)
+        for name, value in vars(stats).items()
+        if hasattr(value, "__len__") and not (isinstance(value, deque) and value.maxlen)
+    }
+
+
+async def test_writer_statistics_do_not_grow_with_batches(engine: sa.Engine) -> None:
+    """A daemon serves no metrics by default, so nothing scrapes (and empties) the writer's
+    statistics: what they keep must not grow with every batch. The commit times are counted
+    in the histogram's buckets as they happen."""
+    writer = Writer(Database(engine), WriterConfig(batch_max_frames=1, batch_max_ms=1))
+    seen: dict[str, Any] = {}
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        async with writer.send_channel as send:
+            for n in range(1, 121):
+                await send.send(ev("main", n))
+                if n == 60:
+                    with trio.fail_after(30):
+                        while writer.stats.committed_events < 60:
+                            await writer.wait_any()
+                    seen = sizes(writer.stats)
+        with trio.fail_after(30):
+            await writer.done.wait()
+    stats = writer.stats
+    assert stats.committed_events == 120 and stats.batches == 120
+    assert sizes(stats) == seen  # 60 more batches, nothing longer
+    assert sum(stats.commit_times.counts) == stats.batches
+    assert stats.commit_times.total > 0
 
 
 async def test_metrics_and_health_answered_from_memory(engine: sa.Engine) -> None:
@@ -60,6 +100,11 @@ async def test_metrics_and_health_answered_from_memory(engine: sa.Engine) -> Non
             head = got['bfx_head_event_id{account="main"}']
             assert 0 < head <= recorder.writer.high_water["main"]  # it keeps recording
             assert got["bfx_batch_commit_seconds_count"] > 0
+            assert got["bfx_batch_commit_seconds_count"] <= recorder.writer.stats.batches
+            assert (
+                got['bfx_batch_commit_seconds_bucket{le="+Inf"}']
+                == (got["bfx_batch_commit_seconds_count"])
+            )
             assert 'bfx_projector_lag_events{account="main",projector="orders"}' in got
             assert "bfx_writer_queue_depth" in got
             healthy = await http.get(f"{base}/healthz")

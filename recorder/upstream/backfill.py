@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=2)  # clock skew and late indexing on both ends (rest.md §3.1)
 SNAPSHOT_WAIT = 30.0  # seconds to wait for the snapshots before asking for current state
+COMPLETED_KEPT = 100  # finished windows remembered (for tests and inspection)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,10 @@ class Backfiller:
         self.retry_every = retry_every
         self.now = now
         self._send, self._receive = trio.open_memory_channel[Window](math.inf)
-        self.completed: list[Window] = []
+        # The latest windows done (a daemon reconnects for months: a list of all would grow
+        # by one per disconnect), and how many there have been.
+        self.completed: deque[Window] = deque(maxlen=COMPLETED_KEPT)
+        self.completed_count = 0
         self.incomplete: list[Window] = []
         self.idle = trio.Event()  # set while nothing is queued or running
         self.idle.set()
@@ -107,6 +112,7 @@ class Backfiller:
                 self.running = False
                 if complete:
                     self.completed.append(window)
+                    self.completed_count += 1
                 else:
                     self.incomplete.append(window)
                     nursery.start_soon(self._retry_later, window)
