@@ -35,11 +35,13 @@ import os
 import platform
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,6 +148,26 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def writer_queue_depth(metrics_port: int) -> int | None:
+    """The recorder's ``bfx_writer_queue_depth``: frames read but not yet committed, which
+    the process holds in memory (up to ``writer.queue_size``)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("bfx_writer_queue_depth "):
+            return int(float(line.split()[1]))
+    return None
+
+
 class FrameCounter:
     """Frames of an account committed so far, counted incrementally (a full ``COUNT(*)``
     every poll would cost more and more on a 5M-row log)."""
@@ -203,8 +225,10 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
         engine = engine_for(url)
         cfg = tmp / f"ingest-{kind}.toml"
         proc, port = firehose(n)
+        metrics_port = free_port()
         cfg.write_text(
             f'[database]\nurl = "{url}"\n[logging]\nlevel = "WARNING"\n'
+            f'[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
             f'[[accounts]]\nname = "bench"\nurl = "ws://127.0.0.1:{port}/ws/2"\n'
             'api_key_env = "BENCH_KEY"\napi_secret_env = "BENCH_SECRET"\nbackfill = false\n'
         )
@@ -220,12 +244,19 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
             started = float(proc.stdout.readline().split()[2])
             cpu0 = cpu_seconds(rec.pid)
             early_rss = None
+            early_queue: int | None = None
+            queue_max = 0
+            next_scrape = time.monotonic() + 1.0
             early_at = early_at or max(n // 5, 1)
             committed = FrameCounter(engine, "bench")
             limit = max(600.0, n / 2000)
             while (got := committed()) < n:
                 if early_rss is None and got >= early_at:
                     early_rss = rss_mb(rec.pid)
+                    early_queue = writer_queue_depth(metrics_port)
+                if time.monotonic() >= next_scrape:  # once a second: the backlog held
+                    queue_max = max(queue_max, writer_queue_depth(metrics_port) or 0)
+                    next_scrape = time.monotonic() + 1.0
                 assert rec.poll() is None, "the recorder exited"
                 assert time.monotonic() - started < limit, f"only {got} of {n} committed"
                 time.sleep(0.02)
@@ -265,6 +296,11 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
             ok=growth is not None and growth < 0.2,
             early_at_frames=early_at,
             end_at_frames=n,
+            # Frames read but not yet committed, held in memory: at the early sample, and the
+            # most seen (sampled once a second). The growth follows this backlog's high-water
+            # mark, bounded by writer.queue_size (20,000 frames), not the frames recorded.
+            writer_queue_at_early=early_queue,
+            writer_queue_max=queue_max,
         ),
     ]
 
