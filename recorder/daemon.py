@@ -124,6 +124,7 @@ class Recorder:
         self.projectors: list[ProjectionView] = [
             view for ap in self.account_projectors for view in ap.views
         ]
+        self.pool: ProjectionPool | None = None  # the live projection task's, once it runs
         self.writer = Writer(db, cfg.writer)
         self.status = {acc.name: AccountStatus(acc.name) for acc, _ in accounts}
         self._nonces: dict[str, PersistentNonces] = {}
@@ -298,15 +299,24 @@ class Recorder:
             # One task folds every account: one transaction per wake-up however many
             # accounts this process records.
             if self.account_projectors:
-                pool = ProjectionPool(self.db.engine, self.account_projectors)
+                self.pool = pool = ProjectionPool(self.db.engine, self.account_projectors)
                 nursery.start_soon(
-                    run_pool,
-                    self.db,
-                    pool,
-                    self.writer.high_water,
-                    self.writer.wait_any,
-                    limiter,
+                    functools.partial(
+                        run_pool,
+                        self.db,
+                        pool,
+                        self.writer.high_water,
+                        self.writer.wait_any,
+                        limiter,
+                        writer_behind=self._writer_behind,
+                    )
                 )
+
+    def _writer_behind(self) -> bool:
+        """More than a batch is waiting for the writer: frames arrive faster than they are
+        committed, and the projectors stand back (see ``live.stand_back``)."""
+        writer = self.writer
+        return not writer.done.is_set() and writer.queue_depth > writer.cfg.batch_max_frames
 
     def _nonces_for(self, creds: Credentials) -> PersistentNonces:
         key = creds.api_key.reveal()

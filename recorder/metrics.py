@@ -121,6 +121,12 @@ class RecorderCollector(Collector):
         yield lag
         yield lag_s
         yield differences
+        stood = CounterMetricFamily(
+            "bfx_projector_stand_backs",
+            "Projection rounds put off while the writer was more than a batch behind",
+        )
+        stood.add_metric([], r.pool.stood_back if r.pool is not None else 0)
+        yield stood
 
     def _commit_histogram(self) -> Metric:
         times = self.r.writer.stats.commit_times

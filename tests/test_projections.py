@@ -317,3 +317,77 @@ async def test_one_process_many_accounts_live_equals_rebuild(
     assert any(moves) and not all(moves), moves
     for n in names:
         assert everything(engine, n) == live[n], n
+
+
+async def test_stand_back_waits_for_the_writer_at_most_so_long(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The projectors wait while the writer is behind: until a commit leaves it no longer
+    behind, or for ``longest`` seconds at the most; not at all when it is not behind."""
+    from recorder.projections.live import stand_back
+
+    queued = {"n": 0}
+    committed = trio.Event()
+
+    async def wait_any(timeout: float) -> bool:
+        with trio.move_on_after(timeout):
+            await committed.wait()
+            return True
+        return False
+
+    def behind() -> bool:
+        return queued["n"] > 0
+
+    assert await stand_back(behind, wait_any, 5.0) is False
+    assert trio.current_time() == 0
+
+    async def commit_after(seconds: float) -> None:
+        nonlocal committed
+        await trio.sleep(seconds)
+        queued["n"] = 0
+        committed.set()
+        committed = trio.Event()
+
+    queued["n"] = 10
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(commit_after, 1.5)
+        assert await stand_back(behind, wait_any, 5.0) is True
+        assert trio.current_time() == pytest.approx(1.5)
+
+    queued["n"] = 10  # the writer stays behind: the projectors fold anyway after 5 s
+    start = trio.current_time()
+    assert await stand_back(behind, wait_any, 5.0) is True
+    assert trio.current_time() - start == pytest.approx(5.0)
+
+
+async def test_projectors_stand_back_in_a_burst_and_still_equal_a_rebuild(
+    engine: sa.Engine,
+) -> None:
+    """A burst faster than the writer commits (batches of 3 frames here) leaves more than a
+    batch queued: the live projectors put rounds off until the writer catches up, then fold
+    the backlog. The rows are what a rebuild gives."""
+    from recorder.config import WriterConfig
+
+    sim = Simulator(seed=55, rate=200, api_keys={KEY: SECRET}, connection_limit=None)
+    async with trio.open_nursery() as nursery:
+        recorder = await start_recording(
+            nursery,
+            sim,
+            engine,
+            writer=WriterConfig(batch_max_frames=3, batch_max_ms=5, unavailable_timeout_s=5),
+        )
+        await progressed(recorder, 100)
+        for _ in range(3):
+            await sim.inject("burst", 400)
+            await progressed(recorder, 100)
+        sim.pause()
+        await drain(sim, recorder, engine)
+        assert recorder.pool is not None and recorder.pool.stood_back > 0
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+
+    live = everything(engine)
+    assert live["orders"] and live["wallets"]
+    rebuild(engine, ["main"])
+    assert everything(engine) == live

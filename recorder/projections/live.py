@@ -29,6 +29,30 @@ FOLDS_PER_SECOND = 200.0
 
 ACCOUNTS_PER_TRANSACTION = 10
 FALLBACK = 5.0  # seconds: without a commit of our own, look anyway (other processes append)
+# Seconds the projectors stand back, at most, while the writer is behind (see stand_back):
+# under a sustained overload they still fold a round this often.
+STAND_BACK_LONGEST = 5.0
+
+
+async def stand_back(
+    behind: Callable[[], bool], wait_any: Callable[[float], Any], longest: float
+) -> bool:
+    """While ``behind()`` (the writer has more than a batch queued: frames arrive faster
+    than they are committed), wait for the writer's commits instead of folding, for at most
+    ``longest`` seconds; whether it waited.
+
+    Why: the receive loops, the writer and the projectors share one interpreter. In a burst
+    a projection round holds it for tens of milliseconds while frames queue up in memory
+    (up to ``writer.queue_size``) and in the socket. The log is what must keep up with the
+    exchange; the projections are derived from it and catch up once the backlog is
+    committed (at least every ``longest`` seconds meanwhile). At steady rates the writer
+    is never a batch behind, and nothing waits."""
+    if not behind():
+        return False
+    deadline = trio.current_time() + longest
+    while behind() and (left := deadline - trio.current_time()) > 0:
+        await wait_any(left)
+    return True
 
 
 async def run_pool(
@@ -38,11 +62,13 @@ async def run_pool(
     wait_any: Callable[[float], Any],
     limiter: trio.CapacityLimiter,
     coalesce: float = COALESCE,
+    writer_behind: Callable[[], bool] | None = None,
 ) -> None:
     """Fold every account of this process from one task: after the writer commits, let
     commits gather for ``coalesce`` seconds (longer with many accounts: see
     :data:`FOLDS_PER_SECOND`), then fold every account with new events, a few accounts per
-    transaction (and every account every few seconds, for commits by other processes)."""
+    transaction (and every account every few seconds, for commits by other processes).
+    ``writer_behind``: while it says so, no round starts (see :func:`stand_back`)."""
     delay = 0.1
     everyone = list(pool.projectors)
     gather = max(coalesce, len(everyone) / FOLDS_PER_SECOND)
@@ -51,6 +77,13 @@ async def run_pool(
     # look without a commit of our own (start, fallback) the log's marks are read.
     marks: dict[str, int] | None = None
     while True:
+        if writer_behind is not None and await stand_back(
+            writer_behind, wait_any, STAND_BACK_LONGEST
+        ):
+            pool.stood_back += 1
+            if marks is not None:  # more has been committed meanwhile: fold up to it
+                marks = dict(high_water)
+                due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
         backlog = False
         try:
             # Accounts in parts: on SQLite a fold transaction holds the one write lock

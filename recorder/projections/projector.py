@@ -442,6 +442,7 @@ class ProjectionPool:
     def __init__(self, engine: sa.Engine, projectors: list[AccountProjector]) -> None:
         self.engine = engine
         self.projectors = {p.account: p for p in projectors}
+        self.stood_back = 0  # rounds put off while the writer was behind (live.stand_back)
 
     def step(
         self, accounts: list[str], known_high: dict[str, int] | None = None
