@@ -114,6 +114,29 @@ def test_unreachable_database_is_one_line_and_exit_1() -> None:
         assert "database unavailable" in lines[0]
 
 
+def test_exit_skips_the_final_collections_after_the_other_handlers(tmp_path: Path) -> None:
+    """The command line's exit handler freezes what is left (the interpreter's last
+    collections skip it), after the handlers registered after it; logging still flushes
+    the file it writes to."""
+    code = (
+        "import atexit, gc, logging, sys\n"
+        "import recorder.cli\n"
+        "logging.basicConfig(filename=sys.argv[1], level=logging.INFO)\n"
+        "logging.getLogger('t').info('last words')\n"
+        "atexit.register(lambda: print('frozen before', gc.get_freeze_count()))\n"
+        "atexit._run_exitfuncs()\n"
+        "print('frozen after', gc.get_freeze_count())\n"
+    )
+    log_file = tmp_path / "t.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(log_file)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, after = (int(line.split()[-1]) for line in proc.stdout.splitlines())
+    assert before == 0 and after > 1000
+    assert "last words" in log_file.read_text()
+
+
 def test_every_command_loads_and_has_help() -> None:
     for name in COMMANDS:
         result = CliRunner().invoke(main, [name, "--help"])
