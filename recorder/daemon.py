@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from recorder.collector import fewer_collections
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.groups import leaves
 from recorder.logs import log_fields
@@ -170,7 +171,8 @@ class Recorder:
                     log_fields(log, str(exc), logging.ERROR, account=exc.account)
                     self.finished.set()
                     return EXIT_USAGE
-                await self._run(task_status)
+                with fewer_collections():  # a long-running process moving data
+                    await self._run(task_status)
         except* (StoreError, trio.BrokenResourceError) as group:
             found = [e for e in leaves(group) if isinstance(e, StoreError)]
             broken = found[0] if found else StoreError("the writer stopped")

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
+from recorder.collector import fewer_collections
 from recorder.projections.base import Event, Fold, FoldFlags, Output, Reconciliation
 from recorder.projections.collection import CollectionFold
 from recorder.projections.registry import FOLDS, make_folds
@@ -634,6 +635,17 @@ def rebuild(
     written in one transaction per batch. The folds are the live projectors' folds, so the
     result is the same rows (tests/test_projections.py checks rebuild == live).
     """
+    with fewer_collections():
+        return _rebuild(engine, accounts, only, progress, batch)
+
+
+def _rebuild(
+    engine: sa.Engine,
+    accounts: Iterable[str],
+    only: str | None,
+    progress: Callable[[int], None] | None,
+    batch: int,
+) -> int:
     total = 0
     log = EventLog(engine)
     for account in accounts:
