@@ -1,6 +1,7 @@
 """A stand-in exchange for the benchmarks, run as its own process (so it does not share the
 measured process's GIL): every connection gets ``info``, an ``auth`` OK, then N real account
-frames (from the simulator's model) as fast as possible or at ``--rate`` frames/s.
+frames (from the simulator's model) as fast as possible or at ``--rate`` frames/s, then a
+heartbeat every few seconds.
 
 Prints the bound port, then ``start <connection> <time.monotonic()>`` when it begins sending
 on a connection (CLOCK_MONOTONIC is system-wide, so the measuring process can compare).
@@ -17,6 +18,8 @@ from typing import Any
 import orjson
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, serve_websocket
+
+HEARTBEAT_EVERY = 5.0  # seconds, once the frames are sent
 
 
 def make_frames(n: int, seed: int = 1) -> list[str]:
@@ -63,7 +66,12 @@ async def serve(n: int, rate: float) -> None:
             else:
                 for f in frames:
                     await ws.send_message(f)
-            await trio.sleep_forever()  # the client decides when it has had enough
+            # The client decides when it has had enough. Meanwhile heartbeats, as the
+            # exchange sends them: a silent socket would time out, and the reconnect would
+            # get a second burst while the measurement of the first still runs.
+            while True:
+                await trio.sleep(HEARTBEAT_EVERY)
+                await ws.send_message('[0,"hb"]')
         except ConnectionClosed:
             return
 

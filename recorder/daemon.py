@@ -53,6 +53,8 @@ from recorder.writer import Item, Writer
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_CATCH_UP = 60.0  # seconds the projectors may fold at shutdown, after the drain
+
 
 class WriteKeyRefused(Exception):
     """An account's API key has WRITE permissions and ``allow_write_key`` is false."""
@@ -208,10 +210,14 @@ class Recorder:
                 task_status.started()
             await self.writer.done.wait()
             background.cancel()
-        # Everything read is committed; bring the projections up to the end of the log.
-        with trio.CancelScope(shield=True), trio.move_on_after(60):
+        # Everything read is committed; bring the projections up to the end of the log, for
+        # SHUTDOWN_CATCH_UP seconds at most (the next start goes on from their checkpoints).
+        # A batch per call, so that the bound can act between batches: after a long burst
+        # (the projectors stand back meanwhile) one call folding everything outlasted it.
+        with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CATCH_UP):
             for projector in self.account_projectors:
-                await self.db.run(projector.catch_up)
+                while await self.db.run(projector.step) is not None:
+                    pass
 
     async def _background(self, scope: trio.CancelScope) -> None:
         """Projectors, the lease watch and the periodic chain-head line, until the writer

@@ -391,3 +391,35 @@ async def test_projectors_stand_back_in_a_burst_and_still_equal_a_rebuild(
     assert live["orders"] and live["wallets"]
     rebuild(engine, ["main"])
     assert everything(engine) == live
+
+
+async def test_the_projectors_catch_up_at_shutdown_for_a_bounded_time(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the drain the projectors fold what is left for ``SHUTDOWN_CATCH_UP`` seconds at
+    most, a batch per worker-thread call: a projector that is never caught up (here one
+    whose every batch finds more) cannot hold the exit past the bound."""
+    import time
+
+    from recorder import daemon
+    from recorder.projections.projector import AccountProjector
+
+    steps = 0
+
+    def endless(self: AccountProjector, up_to: int | None = None) -> int:
+        nonlocal steps
+        steps += 1
+        time.sleep(0.02)
+        return 1
+
+    monkeypatch.setattr(daemon, "SHUTDOWN_CATCH_UP", 0.5)
+    sim = Simulator(seed=57, rate=100, api_keys={KEY: SECRET}, connection_limit=None)
+    async with trio.open_nursery() as nursery:
+        recorder = await start_recording(nursery, sim, engine)
+        await progressed(recorder, 20)
+        monkeypatch.setattr(AccountProjector, "step", endless)
+        recorder.stop()
+        with trio.fail_after(20):
+            await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    assert steps > 1
