@@ -206,3 +206,30 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
             sa.text("SELECT COUNT(*) FROM backfills WHERE account = 'demo' AND complete")
         ).scalar()
     engine.dispose()
+
+
+def test_sqlite_balance_at_now_includes_the_current_second(tmp_path: Path) -> None:
+    """The README's SQLite "now" keeps the fraction of a second: a balance changed a few
+    milliseconds ago is the balance now (``datetime('now')`` would cut to the second and
+    miss it)."""
+    from datetime import UTC, datetime, timedelta
+
+    from recorder.store import migrate
+    from recorder.store.schema import wallet_history
+
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{tmp_path / 'r.db'}"))
+    migrate.upgrade(engine)
+    then = datetime.now(UTC) - timedelta(milliseconds=2)
+    row = {"account": "demo", "wallet_type": "exchange", "currency": "USD"}
+    with engine.begin() as conn:
+        for ref, at, balance in ((1, then - timedelta(seconds=5), 1), (2, then, 2)):
+            conn.execute(
+                wallet_history.insert().values(
+                    **row, source="wu", ref=ref, at=at, balance=balance, event_id=ref
+                )
+            )
+        got = conn.execute(
+            sa.text(query(readme_queries(), "Balance of a wallet at a time (SQLite"))
+        ).one()
+    engine.dispose()
+    assert Decimal(str(got.balance)) == 2
