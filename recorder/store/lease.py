@@ -192,7 +192,12 @@ class AdvisoryLease:
 
     def release(self) -> None:
         if self._conn is not None:
-            self._discard(self._conn)  # a lost connection has released the lock already
+            # Unlock first: closing the connection alone frees the lock only once the server
+            # has noticed and ended the session, so a lease tried right after could still
+            # find it held. (A lost connection has released the lock already.)
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+            self._discard(self._conn)
             self._conn = None
 
 
