@@ -316,15 +316,9 @@ class Recorder:
                         self.writer.high_water,
                         self.writer.wait_any,
                         limiter,
-                        writer_behind=self._writer_behind,
+                        writer_behind=self.writer.behind,
                     )
                 )
-
-    def _writer_behind(self) -> bool:
-        """More than a batch is waiting for the writer: frames arrive faster than they are
-        committed, and the projectors stand back (see ``live.stand_back``)."""
-        writer = self.writer
-        return not writer.done.is_set() and writer.queue_depth > writer.cfg.batch_max_frames
 
     def _nonces_for(self, creds: Credentials) -> PersistentNonces:
         key = creds.api_key.reveal()

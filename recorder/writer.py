@@ -208,6 +208,11 @@ class Writer:
     def queue_depth(self) -> int:
         return self._receive.statistics().current_buffer_used
 
+    def behind(self) -> bool:
+        """More than a batch is waiting: frames arrive faster than they are committed (the
+        live projectors stand back meanwhile, see ``live.stand_back``)."""
+        return not self.done.is_set() and self.queue_depth > self.cfg.batch_max_frames
+
     def lag_seconds(self, account: str, checkpoint: int) -> float:
         """How long ago the oldest commit a projector at ``checkpoint`` has not folded was
         made (0 when it is caught up)."""

@@ -76,6 +76,11 @@ async def run_pool(
     # After our writer's commits its marks say what is committed (no query needed); on a
     # look without a commit of our own (start, fallback) the log's marks are read.
     marks: dict[str, int] | None = None
+
+    def due_for(marks: dict[str, int]) -> list[str]:
+        """The accounts whose projections have not folded up to ``marks``."""
+        return [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
+
     while True:
         if writer_behind is not None and await stand_back(
             writer_behind, wait_any, STAND_BACK_LONGEST
@@ -83,7 +88,7 @@ async def run_pool(
             pool.stood_back += 1
             if marks is not None:  # more has been committed meanwhile: fold up to it
                 marks = dict(high_water)
-                due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
+                due = due_for(marks)
         backlog = False
         try:
             # Accounts in parts: on SQLite a fold transaction holds the one write lock
@@ -99,7 +104,7 @@ async def run_pool(
             delay = min(delay * 2, 5.0)
             continue
         marks = dict(high_water)
-        due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
+        due = due_for(marks)
         if due and backlog:
             continue  # a full page left more to fold: catching up, no pause
         if due or await wait_any(FALLBACK):
@@ -109,7 +114,7 @@ async def run_pool(
             # per frame).
             await trio.sleep(gather)
             marks = dict(high_water)
-            due = [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
+            due = due_for(marks)
         else:
             marks = None
             due = everyone
