@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 import stat
@@ -83,6 +84,9 @@ class LoggingConfig:
 @dataclass(frozen=True)
 class MetricsConfig:
     listen: str | None = None  # "127.0.0.1:9464" serves /metrics and /healthz; None: off
+    # Required when ``listen`` is not a loopback address: requests then need
+    # ``Authorization: Bearer <token>``.
+    token: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class AccountConfig:
     backoff_cap_s: float = 60.0
     heartbeat_period_s: float = 15.0
     rest_url: str = "https://api.bitfinex.com/v2"
+    rest_timeout_s: float = 30.0  # one REST request and its whole answer, at most
     backfill: bool = True
     allow_write_key: bool = False
 
@@ -191,6 +196,23 @@ def _positive(expected: type | tuple[type, ...], label: str) -> Check:
     return check
 
 
+def _between(
+    expected: type | tuple[type, ...], label: str, low: float, high: float = math.inf
+) -> Check:
+    """A finite number in ``[low, high]``: nan, infinities and absurd values (a heartbeat
+    of 1e-9 s reconnects in a loop, a summary every millisecond floods the log) are refused."""
+    base = _type(expected, label)
+
+    def check(key: str, value: Any) -> Any:
+        value = base(key, value)
+        if not math.isfinite(value) or not low <= value <= high:
+            span = f"from {low:g} to {high:g}" if math.isfinite(high) else f"{low:g} or more"
+            raise ConfigError(key, f"must be {span}, got {value}", f"set {key} {span}")
+        return value
+
+    return check
+
+
 def _choice(*choices: str) -> Check:
     def check(key: str, value: Any) -> Any:
         if not isinstance(value, str) or value.upper() not in {c.upper() for c in choices}:
@@ -219,7 +241,31 @@ def _database_url(key: str, value: Any) -> str:
         )
     if scheme in ("postgresql", "postgresql+psycopg2"):
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
+    if scheme.startswith("sqlite"):
+        rest = value.split("://", 1)[1]
+        path = rest.split("?", 1)[0]
+        if not path.startswith("/") or path in ("/", "/:memory:"):
+            raise ConfigError(
+                key,
+                f"{value!r} names no database file (SQLite would keep the log in memory and "
+                "lose it at exit)",
+                "write sqlite:///recorder.db (three slashes: a path relative to the "
+                "configuration file's folder) or sqlite:////var/lib/bfx-recorder/recorder.db "
+                "(four: an absolute path)",
+            )
     return value
+
+
+def resolve_sqlite_path(url: str, folder: Path) -> str:
+    """A relative SQLite path written in a configuration file, made absolute against the
+    file's folder (so that every command finds the daemon's database, from any directory)."""
+    scheme, _, rest = url.partition("://")
+    if not scheme.startswith("sqlite") or not rest.startswith("/") or rest.startswith("//"):
+        return url
+    path, sep, query = rest[1:].partition("?")
+    if Path(path).is_absolute():
+        return url
+    return f"{scheme}:///{(folder / path).resolve()}{sep}{query}"
 
 
 def _is_loopback(host: str) -> bool:
@@ -266,6 +312,19 @@ def _listen(key: str, value: Any) -> str:
     if not sep or not port.isdigit() or not 0 < int(port) < 65536 or not host:
         raise ConfigError(key, f"{value!r} is not HOST:PORT", 'write e.g. "127.0.0.1:9464"')
     return value
+
+
+def _token(key: str, value: Any) -> Secret:
+    _type(str, "a string")(key, value)
+    if len(value) < 16:
+        raise ConfigError(
+            key, "is shorter than 16 characters (its value is not shown)", "use a long random token"
+        )
+    return Secret(value)
+
+
+def listen_host(listen: str) -> str:
+    return listen.rpartition(":")[0].strip("[]")
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -320,9 +379,9 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         WriterConfig,
         {
             "batch_max_frames": _positive(int, "a whole number"),
-            "batch_max_ms": _positive((int, float), "a number of milliseconds"),
+            "batch_max_ms": _between((int, float), "a number of milliseconds", 0.1, 10_000),
             "queue_size": _positive(int, "a whole number"),
-            "unavailable_timeout_s": _positive((int, float), "a number of seconds"),
+            "unavailable_timeout_s": _between((int, float), "a number of seconds", 0.1, 86_400),
         },
     ),
     "logging": (
@@ -330,17 +389,17 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
         {
             "format": _choice("text", "json"),
             "level": _choice("DEBUG", "INFO", "WARNING", "ERROR"),
-            "summary_interval_s": _positive((int, float), "a number of seconds"),
+            "summary_interval_s": _between((int, float), "a number of seconds", 1, 86_400),
         },
     ),
     "metrics": (
         MetricsConfig,
-        {"listen": lambda key, value: _listen(key, value)},
+        {"listen": lambda key, value: _listen(key, value), "token": _token},
     ),
     "status": (
         StatusConfig,
         {
-            "max_frame_age_s": _positive((int, float), "a number of seconds"),
+            "max_frame_age_s": _between((int, float), "a number of seconds", 0.1),
             "max_projector_lag": _positive(int, "a whole number of events"),
         },
     ),
@@ -354,9 +413,10 @@ ACCOUNT_KEYS: dict[str, Check] = {
     "api_secret_file": _secret_file,
     "filter": _str_list,
     "dms": _type(bool, "true or false"),
-    "backoff_cap_s": _positive((int, float), "a number of seconds"),
-    "heartbeat_period_s": _positive((int, float), "a number of seconds"),
+    "backoff_cap_s": _between((int, float), "a number of seconds", 0.1, 86_400),
+    "heartbeat_period_s": _between((int, float), "a number of seconds", 1, 3_600),
     "rest_url": _rest_url,
+    "rest_timeout_s": _between((int, float), "a number of seconds", 1, 600),
     "backfill": _type(bool, "true or false"),
     "allow_write_key": _type(bool, "true or false"),
 }
@@ -374,8 +434,15 @@ def _env_value(raw: str) -> Any:
         return raw
 
 
-def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Config:
-    """Validate a parsed TOML document plus environment overrides into a :class:`Config`."""
+EXCHANGE_WS_URL = "wss://api.bitfinex.com/ws/2"
+
+
+def parse(
+    raw: Mapping[str, Any], environ: Mapping[str, str], source: str, folder: Path | None = None
+) -> Config:
+    """Validate a parsed TOML document plus environment overrides into a :class:`Config`.
+    ``folder``: the configuration file's, against which a relative SQLite path written in
+    the file is resolved."""
     for top in raw:
         if top not in SECTIONS and top != "accounts":
             raise _unknown(top, [*SECTIONS, "accounts"])
@@ -396,7 +463,19 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Co
             if env_key in environ:
                 values[key] = _env_value(environ[env_key])
                 origins[f"{section}.{key}"] = f"environment {env_key}"
-        built[section] = cls(**{k: checks[k](f"{section}.{k}", v) for k, v in values.items()})
+        checked = {k: checks[k](f"{section}.{k}", v) for k, v in values.items()}
+        from_file = origins.get(f"{section}.url", "").startswith("file ")
+        if section == "database" and folder is not None and "url" in checked and from_file:
+            checked["url"] = resolve_sqlite_path(checked["url"], folder)
+        built[section] = cls(**checked)
+    metrics = built["metrics"]
+    if metrics.listen and not _is_loopback(listen_host(metrics.listen)) and not metrics.token:
+        raise ConfigError(
+            "metrics.token",
+            f"metrics.listen {metrics.listen!r} is not a loopback address and no token is set",
+            "set [metrics] token (requests then need Authorization: Bearer TOKEN), or listen "
+            'on "127.0.0.1:PORT"',
+        )
 
     accounts_raw = raw.get("accounts", [])
     if not isinstance(accounts_raw, list):
@@ -413,6 +492,18 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Co
             if key not in ACCOUNT_KEYS:
                 raise _unknown(f"{where}.{key}", list(ACCOUNT_KEYS))
             values[key] = ACCOUNT_KEYS[key](f"{where}.{key}", value)
+        if (
+            values.get("url", EXCHANGE_WS_URL) != EXCHANGE_WS_URL
+            and values.get("backfill", True)
+            and "rest_url" not in values
+        ):
+            raise ConfigError(
+                f"{where}.rest_url",
+                f"url points at {values['url']!r}, not the exchange, but rest_url is not set: "
+                "signed REST requests would go to the exchange's host",
+                "set rest_url to the REST API beside that WebSocket (for `bfx-recorder "
+                'simulate --rest-port P`: "http://127.0.0.1:P/v2"), or backfill = false',
+            )
         if any(a.name == values["name"] for a in accounts):
             raise ConfigError(
                 f"{where}.name", f"duplicate account name {values['name']!r}", "make names unique"
@@ -474,7 +565,7 @@ def load(
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), f"TOML syntax error: {exc}", "correct the syntax") from None
-    return parse(raw, env, str(path))
+    return parse(raw, env, str(path), path.resolve().parent)
 
 
 def describe(config: Config, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -485,6 +576,7 @@ def describe(config: Config, environ: Mapping[str, str] | None = None) -> dict[s
     for section in SECTIONS:
         out[section] = asdict(getattr(config, section))
     out["database"]["url"] = redact_url(config.database.url)
+    out["metrics"]["token"] = "set" if config.metrics.token else "unset"
     # Where each setting came from: the file, the environment, or the built-in default.
     out["sources"] = {
         f"{section}.{key}": config.origins.get(f"{section}.{key}", "built-in default")

@@ -37,6 +37,7 @@ from recorder.projections.projector import (
     unexplained_vanished,
 )
 from recorder.protocol.rest import ENDPOINTS, write_scopes
+from recorder.store import backfills as backfill_store
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
 from recorder.store.errors import StoreError, StoreUnavailable
@@ -68,6 +69,17 @@ class WriteKeyRefused(Exception):
             "every Write box unchecked), or set allow_write_key = true for this account"
         )
 
+
+class MetricsUnusable(Exception):
+    """The ``[metrics] listen`` address cannot be served (in use, not this machine's)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+BACKFILL_RETRY_EVERY = 60.0  # seconds before an incomplete window (or check) is tried again
+PERMISSION_RETRY_CAP = 3600.0  # the permission check's back-off grows to this
 
 VANISHING = ("orders", "positions")  # projections whose vanished entities REST is asked for
 VANISHED_WAIT = 30.0  # seconds to wait for the projectors before reading reconciliations
@@ -133,6 +145,9 @@ class Recorder:
         self._nonces: dict[str, PersistentNonces] = {}
         self._limits: dict[str, ConnectionRateLimit] = {}
         self._scope: trio.CancelScope | None = None
+        self._startup: trio.CancelScope | None = None
+        # Each account's backfill windows that a previous run left unfinished (resumed).
+        self._unfinished: dict[str, list[backfill_store.Unfinished]] = {}
         self._account_scopes: dict[str, trio.CancelScope] = {}
         self.leases = {lease.account: lease for lease in leases or []}
         self.lease_check_every = lease_check_every
@@ -148,42 +163,60 @@ class Recorder:
         self.finished = trio.Event()
 
     def stop(self) -> None:
-        """Stop reading; everything already read is still committed before run() returns."""
+        """Stop reading; everything already read is still committed before run() returns.
+        Any phase answers: start-up (reading where each record stopped) is cancelled, and
+        sessions that have not started yet never start."""
         self.stopping = True
-        if self._scope is not None:
-            self._scope.cancel()
+        for scope in (self._startup, self._scope):
+            if scope is not None:
+                scope.cancel()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> int:
-        """Record until stop() (exit code 0) or until every account failed finally (1). A
-        store error the writer cannot get past (the log changed under it) is exit 1 too."""
+        """Record until stop() (exit code 0) or until every account stopped on a final error
+        (a rejected key, a key that can write: 2, a configuration the unit must not restart
+        on). A store error the writer cannot get past (the log changed under it) is exit 1;
+        a metrics address that cannot be served is exit 2, before anything connects."""
         log_fields(log, "recorder start", accounts=",".join(self.status))
         broken: StoreError | None = None
+        unusable: OSError | None = None
         try:
-            async with httpx.AsyncClient() as self._http:
+            with trio.CancelScope() as self._startup:
+                if self.stopping:
+                    self._startup.cancel()
                 # Where each record stopped (before anything of this run is logged): the gap
-                # after it is backfilled after the first auth.
+                # after it is backfilled after the first auth. Nothing here waits on REST.
                 for acc, _ in self.accounts:
                     totals = await self.db.run(self.log.totals, acc.name)
                     self._stopped_at[acc.name] = totals.last_received_at
-                try:
-                    for acc, creds in self.accounts:
-                        if acc.backfill:
-                            await self._check_permissions(acc, creds)
-                except WriteKeyRefused as exc:
-                    log_fields(log, str(exc), logging.ERROR, account=exc.account)
-                    self.finished.set()
-                    return EXIT_USAGE
-                with fewer_collections():  # a long-running process moving data
-                    await self._run(task_status)
+                    if acc.backfill:
+                        self._unfinished[acc.name] = await self.db.run(
+                            backfill_store.unfinished, self.db.engine, acc.name
+                        )
+            if not self.stopping:
+                timeout = httpx.Timeout(max(a.rest_timeout_s for a, _ in self.accounts or []))
+                async with httpx.AsyncClient(timeout=timeout) as self._http:
+                    with fewer_collections():  # a long-running process moving data
+                        await self._run(task_status)
         except* (StoreError, trio.BrokenResourceError) as group:
             found = [e for e in leaves(group) if isinstance(e, StoreError)]
             broken = found[0] if found else StoreError("the writer stopped")
+        except* MetricsUnusable as group:
+            unusable = next(e for e in leaves(group) if isinstance(e, MetricsUnusable)).error
         finally:
             with trio.CancelScope(shield=True):
                 await self._log_heads("at shutdown")
                 for lease in self.leases.values():
                     await self.db.run(lease.release)
         self.finished.set()
+        if unusable is not None:
+            why = unusable.strerror or str(unusable)
+            log_fields(
+                log,
+                f"cannot serve metrics on {self.cfg.metrics.listen}: {why}; fix: choose "
+                "another [metrics] listen address",
+                logging.ERROR,
+            )
+            return EXIT_USAGE
         if broken is not None:
             log_fields(log, f"recorder stopped: {broken}", logging.ERROR)
             return 1
@@ -195,21 +228,35 @@ class Recorder:
             failed_accounts=len(failed),
         )
         if not self.stopping and failed and len(failed) == len(self.status):
-            return 1
+            return EXIT_USAGE  # every key was refused: restarting cannot help
         return 0
 
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as outer:
+            # Metrics first: an address that cannot be served fails before anything connects.
+            metrics = trio.CancelScope()
+            if self.cfg.metrics.listen:
+                try:
+                    self.metrics_port = await outer.start(self._serve_metrics, metrics)
+                except (OSError, BaseExceptionGroup) as exc:
+                    errors = leaves(exc)
+                    if not errors or not all(isinstance(e, OSError) for e in errors):
+                        raise
+                    raise MetricsUnusable(errors[0]) from exc  # type: ignore[arg-type]
+                log_fields(log, "metrics and health served", listen=self.cfg.metrics.listen)
             await outer.start(self.writer.run)
             background = trio.CancelScope()
             outer.start_soon(self._background, background)
             async with self.writer.send_channel, trio.open_nursery() as accounts:
                 self._scope = accounts.cancel_scope
+                if self.stopping:
+                    accounts.cancel_scope.cancel()
                 for acc, creds in self.accounts:
                     accounts.start_soon(self._account, acc, creds, self.writer.send_channel.clone())
                 task_status.started()
             await self.writer.done.wait()
             background.cancel()
+            metrics.cancel()
         # Everything read is committed; bring the projections up to the end of the log, for
         # SHUTDOWN_CATCH_UP seconds at most (the next start goes on from their checkpoints).
         # A batch per call, so that the bound can act between batches: after a long burst
@@ -218,6 +265,13 @@ class Recorder:
             for projector in self.account_projectors:
                 while await self.db.run(projector.step) is not None:
                     pass
+
+    async def _serve_metrics(
+        self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[int]
+    ) -> None:
+        assert self.cfg.metrics.listen is not None
+        with scope:
+            await serve_metrics(self, self.cfg.metrics.listen, task_status=task_status)
 
     async def _background(self, scope: trio.CancelScope) -> None:
         """Projectors, the lease watch and the periodic chain-head line, until the writer
@@ -228,11 +282,6 @@ class Recorder:
                 nursery.start_soon(self._watch_leases)
                 nursery.start_soon(self._heads_every)
                 nursery.start_soon(self._summary_every)
-                if self.cfg.metrics.listen:
-                    self.metrics_port = await nursery.start(
-                        serve_metrics, self, self.cfg.metrics.listen
-                    )
-                    log_fields(log, "metrics and health served", listen=self.cfg.metrics.listen)
 
     async def _watch_leases(self) -> None:
         """A lease can be lost (the PostgreSQL server restarted and another process took
@@ -350,36 +399,39 @@ class Recorder:
         found = await self.db.run(unexplained_vanished, self.db.engine, account)
         return {name: sorted({int(k) for k in keys if k.isdigit()}) for name, keys in found.items()}
 
-    async def _check_permissions(self, acc: AccountConfig, creds: Credentials) -> None:
-        """Ask ``auth/r/permissions`` once at start-up (the answer goes into the log) and
-        refuse a key that can write, unless ``allow_write_key``."""
-        pending: list[NewEvent] = []
-
-        async def keep(item: NewEvent) -> None:
-            pending.append(item)
-
-        client = self._rest_client(acc, creds, keep)
-        try:
-            answer = await client.call(ENDPOINTS["permissions"], {})
-        except RestFailed as exc:
-            log_fields(
-                log,
-                "could not check the key's permissions over REST; the WebSocket caps are "
-                "checked on every auth",
-                logging.WARNING,
-                account=acc.name,
-                error=str(exc)[:200],
-            )
-            answer = None
-        finally:
-            # The request and its answer go into the log like any other (committed first).
-            await self.db.run(
-                self.log.append, pending, await self.db.run(self.log.heads, [acc.name])
-            )
-        scopes = write_scopes(answer.rows) if answer is not None else []
+    async def _check_permissions(
+        self,
+        acc: AccountConfig,
+        creds: Credentials,
+        emit: Callable[[NewEvent], Awaitable[None]],
+        refuse: Callable[[list[str]], None],
+    ) -> None:
+        """Ask ``auth/r/permissions`` beside the session, never before it (the answer goes
+        into the log through the writer like any other), and ``refuse`` a key that can write
+        unless ``allow_write_key``. REST unreachable: a warning, and the check is tried again
+        with the backfill's back-off (doubling up to an hour) while recording goes on."""
+        client = self._rest_client(acc, creds, emit)
+        delay = self.rest_options.get("retry_every", BACKFILL_RETRY_EVERY)
+        while True:
+            try:
+                answer = await client.call(ENDPOINTS["permissions"], {})
+                break
+            except RestFailed as exc:
+                log_fields(
+                    log,
+                    "could not check the key's permissions over REST; recording goes on (the "
+                    "WebSocket caps are checked on every auth)",
+                    logging.WARNING,
+                    account=acc.name,
+                    error=str(exc)[:200],
+                    retry_in=round(delay, 1),
+                )
+                await trio.sleep(delay)
+                delay = min(delay * 2, PERMISSION_RETRY_CAP)
+        scopes = write_scopes(answer.rows)
         if scopes and not acc.allow_write_key:
-            raise WriteKeyRefused(acc.name, scopes)
-        if scopes:
+            refuse(scopes)
+        elif scopes:
             log_fields(
                 log,
                 "the API key can write (allow_write_key = true)",
@@ -394,16 +446,36 @@ class Recorder:
         status = self.status[acc.name]
         status.reconnect_allowance = acc.backoff_cap_s + self.connection_limit[1] + 30.0
         status.disconnected_since = trio.current_time()
+        supervising = trio.CancelScope()
+        self._account_scopes[acc.name] = supervising
+        current: list[Session | None] = [None]
+
+        def refuse(scopes: list[str]) -> None:
+            """The key can write: stop this account (frames already recorded are kept)."""
+            reason = f"error: key has write permissions ({', '.join(scopes)})"
+            log_fields(log, str(WriteKeyRefused(acc.name, scopes)), logging.ERROR, account=acc.name)
+            status.stopped = SessionOutcome(reason=reason, final=True)
+            if current[0] is not None:
+                current[0].end(reason, final=True)
+            supervising.cancel()
+
         async with sink, trio.open_nursery() as helpers:
             nonces = self._nonces_for(creds)
             backfiller: Backfiller | None = None
             if acc.backfill:
                 client = self._rest_client(acc, creds, sink.send)
                 backfiller = Backfiller(
-                    client, sink.send, retry_every=self.rest_options.get("retry_every", 60.0)
+                    client,
+                    sink.send,
+                    retry_every=self.rest_options.get("retry_every", BACKFILL_RETRY_EVERY),
                 )
                 self.backfillers[acc.name] = backfiller
                 await helpers.start(backfiller.run)
+                for left in self._unfinished.get(acc.name, []):
+                    backfiller.request(
+                        Window(left.window_from, left.window_to, left.reason, left.session_id)
+                    )
+                helpers.start_soon(self._check_permissions, acc, creds, sink.send, refuse)
             last_frame = [self._stopped_at.get(acc.name)]
             first = [True]
             host = urlsplit(acc.url).netloc
@@ -442,7 +514,7 @@ class Recorder:
 
             def make_session() -> Session:
                 status.sessions += 1
-                return Session(
+                current[0] = session = Session(
                     params,
                     sink=sink,
                     open_session=open_session,
@@ -453,6 +525,7 @@ class Recorder:
                     on_end=ended,
                     key_lock=nonces.key_lock,
                 )
+                return session
 
             def ended(outcome: SessionOutcome) -> None:
                 """Every session end, shutdown included (the supervisor does not see those)."""
@@ -463,8 +536,7 @@ class Recorder:
                 if outcome.last_frame_at is not None:
                     last_frame[0] = outcome.last_frame_at
 
-            with trio.CancelScope() as scope:
-                self._account_scopes[acc.name] = scope
+            with supervising:
                 status.stopped = await supervise(
                     acc.name,
                     make_session,

@@ -10,6 +10,7 @@ families at scrape time (the hot path pays no per-frame metric calls).
 
 from __future__ import annotations
 
+import hmac
 import math
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -162,6 +163,17 @@ def health(recorder: Recorder) -> tuple[bool, str]:
     return True, "ok"
 
 
+def authorized(scope: dict[str, Any], token: str) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (compared in constant
+    time)."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"authorization":
+            scheme, _, given = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token):
+                return True
+    return False
+
+
 class MetricsApp:
     """The ASGI app: /metrics and /healthz."""
 
@@ -175,7 +187,10 @@ class MetricsApp:
     ) -> None:
         if not await is_http(scope, receive, send):
             return
-        if scope["path"] == "/metrics":
+        token = self.recorder.cfg.metrics.token
+        if token is not None and not authorized(scope, token.reveal()):
+            status, ctype, body = 401, b"text/plain", b"unauthorized: send Authorization: Bearer\n"
+        elif scope["path"] == "/metrics":
             status, ctype, body = 200, b"text/plain; version=0.0.4", generate_latest(self.registry)
         elif scope["path"] == "/healthz":
             ok, reason = health(self.recorder)

@@ -154,7 +154,10 @@ def test_service_unit() -> None:
     exe = shutil.which("bfx-recorder")
     assert exe is not None
     local = Path("/tmp") / f"bfx-recorder-test-{unit.stat().st_mtime_ns}.service"
-    local.write_text(unit.read_text().replace("/usr/local/bin/bfx-recorder", exe))
+    # The unit's path is the README's install step (a virtual environment in /opt).
+    assert service["ExecStart"] == "/opt/bfx-recorder/bin/bfx-recorder run"
+    assert "/opt/bfx-recorder/bin/pip install ." in unit.read_text()
+    local.write_text(unit.read_text().replace("/opt/bfx-recorder/bin/bfx-recorder", exe))
     try:
         checked = subprocess.run(
             ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60

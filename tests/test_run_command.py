@@ -95,7 +95,9 @@ def test_run_without_credentials_names_the_variable(tmp_path: Path) -> None:
     assert "TEST_BFX_KEY" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_run_with_bad_credentials_exits_1(tmp_path: Path) -> None:
+def test_run_with_bad_credentials_exits_2(tmp_path: Path) -> None:
+    """A key the exchange rejects with a final code: exit 2, which the unit does not restart
+    on (RestartPreventExitStatus=2), instead of retrying a rejected key every 5 s."""
     db = tmp_path / "r.db"
     with SimThread(seed=31, rate=0, api_keys={KEY: SECRET}, connection_limit=None) as st:
         cfg = write_config(tmp_path, st.port, db)
@@ -107,7 +109,7 @@ def test_run_with_bad_credentials_exits_1(tmp_path: Path) -> None:
             text=True,
             timeout=60,
         )
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert "account main stopped: authentication failed with code 10100" in proc.stderr
     engine = create_engine(DatabaseConfig(url=f"sqlite:///{db}"))
     with engine.connect() as conn:

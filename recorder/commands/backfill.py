@@ -9,6 +9,7 @@ daemon backfills its own gaps).
 
 from __future__ import annotations
 
+import signal
 import sys
 from datetime import UTC, datetime
 
@@ -17,7 +18,14 @@ import httpx
 import trio
 
 from recorder import logs
-from recorder.commands.common import EXIT_USAGE, fail, open_engine, parse_time, with_config
+from recorder.commands.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    fail,
+    open_engine,
+    parse_time,
+    with_config,
+)
 from recorder.config import AccountConfig, Config, ConfigError
 from recorder.projections.projector import AccountProjector
 from recorder.store.database import Database
@@ -65,24 +73,48 @@ def command(cfg: Config, account: str | None, start: str, end: str | None) -> No
         db.engine.dispose()
         fail(f"{exc}; stop it first (the daemon backfills its own gaps)", EXIT_USAGE)
 
+    stopped_by: list[str] = []
+
     async def main() -> bool:
         writer = Writer(db, cfg.writer)
         nonces = PersistentNonces(db, creds.api_key.reveal())
-        async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
-            await nursery.start(writer.run)
-            async with writer.send_channel as sink:
-                client = RestClient.for_account(acc, creds, nonces, sink.send, http)
-                complete = await Backfiller(client, sink.send).backfill(Window(t0, t1, "manual"))
-            await writer.done.wait()
+        complete = False
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+                await nursery.start(writer.run)
+                fetching = trio.CancelScope()
+
+                async def watch() -> None:
+                    async for signum in signals:
+                        stopped_by.append(signal.Signals(signum).name)
+                        fetching.cancel()  # the window ends marked incomplete
+
+                nursery.start_soon(watch)
+                async with writer.send_channel as sink:
+                    client = RestClient.for_account(acc, creds, nonces, sink.send, http)
+                    with fetching:
+                        complete = await Backfiller(client, sink.send).backfill(
+                            Window(t0, t1, "manual")
+                        )
+                await writer.done.wait()
+                nursery.cancel_scope.cancel()
         await db.run(AccountProjector(db.engine, acc.name).catch_up)
         return complete
 
+    for signum in (signal.SIGINT, signal.SIGTERM):  # until trio's receiver: a plain exit
+        signal.signal(signum, lambda *_: sys.exit(EXIT_FAILURE))
     try:
         complete = trio.run(main)
     finally:
         for lease in leases:
             lease.release()
         db.engine.dispose()
+    if stopped_by:
+        fail(
+            f"{acc.name}: backfill {t0.isoformat()} .. {t1.isoformat()} stopped by "
+            f"{stopped_by[0]}: recorded as incomplete; run it again to fetch it whole",
+            EXIT_FAILURE,
+        )
     click.echo(
         f"{acc.name}: backfill {t0.isoformat()} .. {t1.isoformat()} "
         f"{'complete' if complete else 'INCOMPLETE (see the log; run it again)'}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -85,6 +86,47 @@ def _sqlite_path(url: sa.URL) -> Path | None:
     return Path(url.database)
 
 
+def check_sqlite_folder(cfg: Config) -> None:
+    """A SQLite path in a folder that does not exist is refused: the folder will not appear
+    by itself, so waiting for it would wait forever."""
+    path = _sqlite_path(sa.make_url(cfg.database.url))
+    if path is not None and not path.parent.is_dir():
+        raise ConfigError(
+            "database.url",
+            f"the folder {path.parent} of the SQLite database {path} does not exist",
+            f"create it (mkdir -p {path.parent}) or correct database.url",
+        )
+
+
+def check_listen(cfg: Config) -> None:
+    """``[metrics] listen`` must be an address this process can serve: resolvable, this
+    machine's, and free. Checked before anything connects (``run``, ``config check``)."""
+    listen = cfg.metrics.listen
+    if not listen:
+        return
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(
+            "metrics.listen",
+            f"cannot resolve {host!r}: {exc.strerror or exc}",
+            'use an address of this machine, e.g. "127.0.0.1:9464"',
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                "metrics.listen",
+                f"cannot listen on {listen}: {exc.strerror or exc}",
+                "choose a free port on an address of this machine",
+            ) from None
+
+
 def open_engine(cfg: Config, *, read_only: bool, check_schema: bool = True) -> sa.Engine:
     """An engine on the configured database.
 
@@ -99,6 +141,7 @@ def open_engine(cfg: Config, *, read_only: bool, check_schema: bool = True) -> s
 
     url = sa.make_url(cfg.database.url)
     path = _sqlite_path(url)
+    check_sqlite_folder(cfg)
     if read_only and path is not None and not path.exists():
         raise ConfigError(
             "database.url",

@@ -7,7 +7,7 @@ import json
 import click
 
 from recorder import config as config_mod
-from recorder.commands.common import with_config
+from recorder.commands.common import check_listen, check_sqlite_folder, with_config
 from recorder.config import Config, ConfigError
 
 
@@ -20,8 +20,11 @@ def group() -> None:
 @with_config
 def check(cfg: Config) -> None:
     """Validate the configuration and print the effective settings (secrets as set/unset) and
-    where each came from; exit 2 if an account's credentials are not there."""
+    where each came from; exit 2 if an account's credentials are not there, the SQLite
+    database's folder is missing, or the metrics address cannot be served."""
     click.echo(json.dumps(config_mod.describe(cfg), indent=2))
+    check_sqlite_folder(cfg)
+    check_listen(cfg)
     missing = []
     for acc in cfg.accounts:
         key_set, secret_set = acc.has_credentials()

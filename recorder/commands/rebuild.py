@@ -2,17 +2,51 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+from types import FrameType
 
 import click
+import sqlalchemy as sa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-from recorder.commands.common import EXIT_USAGE, fail, open_engine, pick_account, with_config
+from recorder.commands.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    fail,
+    open_engine,
+    pick_account,
+    with_config,
+)
 from recorder.config import Config, ConfigError
 from recorder.projections.projector import rebuild, rebuild_work
 from recorder.projections.registry import PROJECTION_NAMES
 from recorder.store.eventlog import EventLog
 from recorder.store.lease import Lease, LeaseHeld, hold_all
+from recorder.store.schema import projector_checkpoints
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM during the fold: the batch in flight rolls back, the committed ones
+    (rows and checkpoints together) stay."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.name = signal.Signals(signum).name
+
+
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+def checkpoints(engine: sa.Engine, accounts: list[str], projection: str | None) -> dict[str, int]:
+    """Each account's lowest checkpoint among the projections rebuilt."""
+    c = projector_checkpoints.c
+    query = sa.select(c.account, sa.func.min(c.event_id)).where(c.account.in_(accounts))
+    if projection is not None:
+        query = query.where(c.projector == projection)
+    with engine.connect() as conn:
+        return {acc: int(pos) for acc, pos in conn.execute(query.group_by(c.account))}
 
 
 @click.command("rebuild")
@@ -38,20 +72,37 @@ def command(cfg: Config, projection: str | None, account: str | None) -> None:
         except LeaseHeld as exc:
             fail(f"{exc}; stop it before rebuilding that account", EXIT_USAGE)
         total = rebuild_work(engine, accounts, projection)  # type: ignore[arg-type]
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not sys.stderr.isatty(),
-        ) as progress:
-            task = progress.add_task("folding events", total=total)
-            folded = rebuild(
-                engine,
-                accounts,  # type: ignore[arg-type]
-                projection,
-                lambda n: progress.advance(task, n),
+        done = [0]
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                disable=not sys.stderr.isatty(),
+            ) as progress:
+                task = progress.add_task("folding events", total=total)
+
+                def advance(n: int) -> None:
+                    done[0] += n
+                    progress.advance(task, n)
+
+                folded = rebuild(engine, accounts, projection, advance)  # type: ignore[arg-type]
+        except Interrupted as stop:
+            where = ", ".join(
+                f"{acc} at event {pos}"
+                for acc, pos in checkpoints(engine, accounts, projection).items()  # type: ignore[arg-type]
             )
+            fail(
+                f"rebuild stopped by {stop.name} after {done[0]} of {total} events; the "
+                f"projections hold the log up to their checkpoints ({where or 'none yet'}); "
+                "`bfx-recorder run` folds on from there, `bfx-recorder rebuild` starts over",
+                EXIT_FAILURE,
+            )
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         what = projection or "all projections"
         click.echo(f"rebuilt {what} for {len(accounts)} account(s) from {folded} events")
     finally:

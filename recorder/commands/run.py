@@ -18,8 +18,16 @@ import click
 import trio
 
 from recorder import logs
-from recorder.commands.common import EXIT_FAILURE, EXIT_USAGE, fail, open_engine, with_config
-from recorder.config import Config, ConfigError
+from recorder.commands.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    check_listen,
+    check_sqlite_folder,
+    fail,
+    open_engine,
+    with_config,
+)
+from recorder.config import Config, ConfigError, redact_url
 from recorder.daemon import Recorder
 from recorder.logs import log_fields
 from recorder.store.database import Database
@@ -32,29 +40,52 @@ DATABASE_WAIT_LOG_EVERY = 30.0  # seconds between "still waiting for the databas
 FORCE_AFTER_SIGNALS = 3
 
 
-async def run_until_signal(recorder: Recorder) -> int:
+class EarlySignals:
+    """Signals that arrive after the start-up's plain exit is switched off and before trio's
+    receiver takes over (and those trio re-delivers when its receiver closes): noted here,
+    handed to the receiver, so none is lost and none can abort the drain."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.pending.append(signum)
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self)
+
+
+async def run_until_signal(recorder: Recorder, early: EarlySignals | None = None) -> int:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
+            received = 0
+
+            def on_signal(signum: int) -> None:
+                nonlocal received
+                received += 1
+                name = signal.Signals(signum).name
+                if received == 1:
+                    log_fields(log, "stopping: draining what was read", signal=name)
+                    recorder.stop()
+                elif received < FORCE_AFTER_SIGNALS:
+                    log_fields(
+                        log,
+                        "already stopping; the drain goes on (one more signal forces exit)",
+                        logging.WARNING,
+                        signal=name,
+                    )
+                else:
+                    click.echo("bfx-recorder: forced exit before the drain finished", err=True)
+                    os._exit(EXIT_FAILURE)
 
             async def watch() -> None:
-                received = 0
                 async for signum in signals:
-                    received += 1
-                    name = signal.Signals(signum).name
-                    if received == 1:
-                        log_fields(log, "stopping: draining what was read", signal=name)
-                        recorder.stop()
-                    elif received < FORCE_AFTER_SIGNALS:
-                        log_fields(
-                            log,
-                            "already stopping; the drain goes on (one more signal forces exit)",
-                            logging.WARNING,
-                            signal=name,
-                        )
-                    else:
-                        click.echo("bfx-recorder: forced exit before the drain finished", err=True)
-                        os._exit(EXIT_FAILURE)
+                    on_signal(signum)
 
+            if early is not None:
+                while early.pending:
+                    on_signal(early.pending.pop(0))
             nursery.start_soon(watch)
             code = await recorder.run()
             nursery.cancel_scope.cancel()
@@ -65,6 +96,7 @@ def wait_for_database(cfg: Config) -> Database:
     """The daemon waits for a database that is not there yet (a server still starting, a
     full disk), with back-off and one line per interval; SIGINT/SIGTERM ends the wait."""
     delay, logged_at = 0.5, -DATABASE_WAIT_LOG_EVERY
+    log_fields(log, "opening the database", url=redact_url(cfg.database.url))
     while True:
         try:
             return Database(open_engine(cfg, read_only=False))
@@ -72,7 +104,13 @@ def wait_for_database(cfg: Config) -> Database:
             now = time.monotonic()
             if now - logged_at >= DATABASE_WAIT_LOG_EVERY:
                 logged_at = now
-                log_fields(log, "waiting for the database", logging.WARNING, error=str(exc))
+                log_fields(
+                    log,
+                    "waiting for the database",
+                    logging.WARNING,
+                    url=redact_url(cfg.database.url),
+                    error=str(exc),
+                )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
 
@@ -92,6 +130,9 @@ def command(cfg: Config, standby: bool) -> None:
             "accounts", "no [[accounts]] configured", "add an [[accounts]] table (see the example)"
         )
     accounts = [(acc, acc.credentials()) for acc in cfg.accounts]
+    # Trouble that can be found before anything connects is one line and exit 2.
+    check_sqlite_folder(cfg)
+    check_listen(cfg)
     for signum in (signal.SIGINT, signal.SIGTERM):  # before trio runs: a plain, quiet exit
         signal.signal(signum, lambda *_: sys.exit(0))
     db = wait_for_database(cfg)
@@ -107,12 +148,13 @@ def command(cfg: Config, standby: bool) -> None:
     except LeaseHeld as exc:
         db.engine.dispose()
         fail(f"{exc}; stop it first, or start this one with --standby", EXIT_USAGE)
-    # trio restores these when its signal receiver closes and re-delivers signals still
-    # pending then (a second SIGTERM during the drain): ignored, they cannot abort the exit.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    # From here a signal is noted, not an exit: one before trio's receiver is up stops the
+    # recorder as soon as it is; those trio re-delivers when its receiver closes (a second
+    # SIGTERM during the drain) are noted too, and cannot abort the exit.
+    early = EarlySignals()
+    early.install()
     try:
-        code = trio.run(run_until_signal, Recorder(cfg, accounts, db, leases=leases))
+        code = trio.run(run_until_signal, Recorder(cfg, accounts, db, leases=leases), early)
     finally:
         for lease in leases:
             lease.release()

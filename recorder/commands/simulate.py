@@ -1,4 +1,5 @@
-"""``bfx-recorder simulate``: the simulator as a standalone server."""
+"""``bfx-recorder simulate``: the simulator as a standalone server: the account's WebSocket
+and its REST history (for the gap backfill), as the demo runs it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ from recorder.simulator.server import Simulator, generated_credentials
 
 @click.command("simulate")
 @click.option("--port", type=int, required=True, help="TCP port (0 picks a free one).")
+@click.option(
+    "--rest-port",
+    type=int,
+    default=None,
+    help="TCP port of the simulated REST API (the gap backfill's; 0 picks a free one; "
+    "default: the WebSocket port + 1).",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--api-key", default=None, help="API key the simulator accepts.")
 @click.option(
@@ -41,6 +49,7 @@ from recorder.simulator.server import Simulator, generated_credentials
 def command(
     cfg: Config,
     port: int,
+    rest_port: int | None,
     host: str,
     api_key: str | None,
     api_secret: str | None,
@@ -86,7 +95,11 @@ def command(
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as sigs:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(sim.serve, host, port)
+                rest = await nursery.start(
+                    sim.serve_rest, host, bound + 1 if rest_port is None else rest_port
+                )
                 click.echo(f"simulator listening on ws://{host}:{bound}/ws/2 (seed {seed})")
+                click.echo(f"simulated REST API on http://{host}:{rest}/v2 (set it as rest_url)")
                 async for signum in sigs:
                     if signum == signal.SIGUSR1:
                         write_truth()

@@ -126,23 +126,44 @@ class Answer:
         return self.status == API_ERROR and self.code in FINAL_CODES
 
 
+RATE_LIMIT_CODE = 11010
+_RATE_LIMIT_TEXT = ("ratelimit", "err_rate_limit")
+
+
+def _says_rate_limit(text: str) -> bool:
+    low = text.lower()
+    return any(word in low for word in _RATE_LIMIT_TEXT)
+
+
 def read_answer(http_status: int, body: bytes | str) -> Answer:
-    """Classify an answer by its body first (rest.md §2.1: HTTP 500 is usually a normal API
-    error). Never raises: unreadable bodies are ``unavailable`` (an edge outage)."""
+    """Classify an answer by its status and body together (rest.md §2.1: HTTP 500 is
+    usually a normal API error, so the body is read first). Never raises.
+
+    - Rate limited: HTTP 429 whatever the body (a proxy's HTML page too), or an error body
+      (``["error", 11010, ...]``, ``{"error": "ERR_RATE_LIMIT"}``, an unreadable error page)
+      saying so. The words inside the rows of a 200 answer are data, not a rate limit.
+    - API error: ``["error", CODE, "text"]``.
+    - Unavailable (retried): any other error status (a 404 ``[]`` is not an empty window),
+      a body that is not JSON, JSON that is not an array of rows.
+    - OK: a 2xx JSON array."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    if "ratelimit" in text.lower() or "err_rate_limit" in text.lower():
+    if http_status == 429:
         return Answer(RATE_LIMITED, text=text[:200])
     try:
         data = orjson.loads(text)
     except orjson.JSONDecodeError:
+        if http_status >= 400 and _says_rate_limit(text):
+            return Answer(RATE_LIMITED, text=text[:200])
         return Answer(UNAVAILABLE, text=f"HTTP {http_status}: unreadable body")
     if isinstance(data, list) and data[:1] == ["error"]:
         code = data[1] if len(data) > 1 and type(data[1]) is int else None
         message = str(data[2]) if len(data) > 2 else ""
+        if code == RATE_LIMIT_CODE or _says_rate_limit(message):
+            return Answer(RATE_LIMITED, code=code, text=message[:200])
         return Answer(API_ERROR, code=code, text=message)
-    if http_status == 429:
+    if isinstance(data, dict) and _says_rate_limit(text):
         return Answer(RATE_LIMITED, text=text[:200])
-    if http_status >= 500 or not isinstance(data, list):
+    if not 200 <= http_status < 300 or not isinstance(data, list):
         return Answer(UNAVAILABLE, text=f"HTTP {http_status}: {text[:200]}")
     return Answer(OK, rows=data)
 

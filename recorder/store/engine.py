@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,6 +14,7 @@ from sqlalchemy.engine import Engine
 from recorder.config import DatabaseConfig
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+PG_CONNECT_TIMEOUT_S = 10
 
 
 def create_engine(db: DatabaseConfig, **kwargs: Any) -> Engine:
@@ -18,6 +22,7 @@ def create_engine(db: DatabaseConfig, **kwargs: Any) -> Engine:
     connection (set in a ``connect`` listener: Python 3.11's sqlite3 has no ``autocommit``)."""
     url = sa.make_url(db.url)
     if url.get_backend_name() == "sqlite":
+        _create_private(url.database)
         engine = sa.create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs
         )
@@ -37,4 +42,22 @@ def create_engine(db: DatabaseConfig, **kwargs: Any) -> Engine:
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    if "connect_timeout" not in url.query:
+        # A server that accepts and never answers fails a connection attempt after this
+        # long, so that waiting for the database can say what it waits for.
+        kwargs.setdefault("connect_args", {"connect_timeout": PG_CONNECT_TIMEOUT_S})
     return sa.create_engine(url, **kwargs)
+
+
+def _create_private(database: str | None) -> None:
+    """Create a new SQLite database file readable by its owner only (0600, whatever the
+    umask): the log holds the account's whole history. SQLite gives its -wal and -shm files
+    the database file's mode. An existing file is left as it is; a missing folder too (the
+    commands refuse it with the fix)."""
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return
+    path = Path(database)
+    if path.exists() or not path.parent.is_dir():
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -71,8 +71,10 @@ class FileLease:
 
     def __init__(self, database: Path, account: str) -> None:
         self.account = account
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", account)
-        self.path = database.with_name(f"{database.name}.lease-{safe}")
+        # Readable, and collision-free: 'a b' and 'a_b' read alike but hash apart.
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", account)[:40]
+        digest = hashlib.sha256(account.encode()).hexdigest()[:12]
+        self.path = database.with_name(f"{database.name}.lease-{safe}-{digest}")
         self._fd: int | None = None
 
     def try_acquire(self) -> bool:

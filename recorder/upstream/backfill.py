@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 OVERLAP = timedelta(minutes=2)  # clock skew and late indexing on both ends (rest.md §3.1)
 SNAPSHOT_WAIT = 30.0  # seconds to wait for the snapshots before asking for current state
+END_MARKER_GRACE = 5.0  # seconds a stop may wait to hand over a window's end marker
 COMPLETED_KEPT = 100  # finished windows remembered (for tests and inspection)
 
 
@@ -124,6 +125,33 @@ class Backfiller:
         self.incomplete.remove(window)
         self.request(window)
 
+    async def _fetch(self, window: Window, rows: list[int]) -> None:
+        """Page every history endpoint through the window, then (after a reconnect) the
+        current state, counting the rows answered into ``rows[0]`` (also when it fails
+        part-way). Raises RestFailed / PagingStuck."""
+        client = self.client
+        for name in WINDOW_ENDPOINTS:
+            endpoint = ENDPOINTS[name]
+            if name in self.page_limits:
+                endpoint = replace(endpoint, limit=self.page_limits[name])
+            pager = WindowPager(endpoint, ms(window.start), ms(window.end, ceil=True))
+            while not pager.done:
+                answer = await client.call(pager.endpoint, pager.request())
+                pager.receive(answer.rows)
+            rows[0] += pager.rows
+        if window.snapshots_in is not None:
+            with trio.move_on_after(SNAPSHOT_WAIT):
+                await window.snapshots_in.wait()
+            for name in STATE_ENDPOINTS:
+                rows[0] += len((await client.call(ENDPOINTS[name], {})).rows)
+        if window.vanished is not None:
+            ids = await window.vanished()
+            for name, key in (("orders-hist", "orders"), ("positions-audit", "positions")):
+                if ids.get(key):
+                    endpoint = ENDPOINTS[name]
+                    params = {"id": ids[key], "limit": endpoint.limit}
+                    rows[0] += len((await client.call(endpoint, params)).rows)
+
     def _marker(self, kind: str, fields: dict[str, Any], session_id: int | None) -> NewEvent:
         return marker(self.client.account, session_id, self.now(), kind, fields)
 
@@ -135,7 +163,7 @@ class Backfiller:
         start = {**span, "reason": window.reason, "session_id": window.session_id}
         await self.emit(self._marker("recorder.backfill-start", start, window.session_id))
         before = client.requests
-        rows, complete, why = 0, True, ""
+        counted, complete, why = [0], False, "stopped before it finished"
         log_fields(
             log,
             "backfill start",
@@ -145,39 +173,24 @@ class Backfiller:
             window_to=span["window_to"],
         )
         try:
-            for name in WINDOW_ENDPOINTS:
-                endpoint = ENDPOINTS[name]
-                if name in self.page_limits:
-                    endpoint = replace(endpoint, limit=self.page_limits[name])
-                pager = WindowPager(endpoint, ms(window.start), ms(window.end, ceil=True))
-                while not pager.done:
-                    answer = await client.call(pager.endpoint, pager.request())
-                    pager.receive(answer.rows)
-                rows += pager.rows
-            if window.snapshots_in is not None:
-                with trio.move_on_after(SNAPSHOT_WAIT):
-                    await window.snapshots_in.wait()
-                for name in STATE_ENDPOINTS:
-                    rows += len((await client.call(ENDPOINTS[name], {})).rows)
-            if window.vanished is not None:
-                ids = await window.vanished()
-                for name, key in (("orders-hist", "orders"), ("positions-audit", "positions")):
-                    if ids.get(key):
-                        endpoint = ENDPOINTS[name]
-                        params = {"id": ids[key], "limit": endpoint.limit}
-                        rows += len((await client.call(endpoint, params)).rows)
+            await self._fetch(window, counted)
+            complete, why = True, ""
         except (RestFailed, PagingStuck) as exc:
-            complete, why = False, str(exc)
-        requests = client.requests - before
-        end = {**span, "complete": complete, "requests": requests, "rows": rows}
-        await self.emit(self._marker("recorder.backfill-end", end, window.session_id))
-        log_fields(
-            log,
-            "backfill end" if complete else "backfill incomplete, will retry",
-            logging.INFO if complete else logging.WARNING,
-            account=client.account,
-            requests=requests,
-            rows=rows,
-            why=why[:200] or None,
-        )
+            why = str(exc)
+        finally:
+            # Also when cancelled (a stop): the window is marked incomplete, so the next
+            # start resumes it. Shielded and bounded: the writer is still taking items.
+            requests, rows = client.requests - before, counted[0]
+            end = {**span, "complete": complete, "requests": requests, "rows": rows}
+            with trio.CancelScope(shield=True), trio.move_on_after(END_MARKER_GRACE):
+                await self.emit(self._marker("recorder.backfill-end", end, window.session_id))
+            log_fields(
+                log,
+                "backfill end" if complete else "backfill incomplete, will retry",
+                logging.INFO if complete else logging.WARNING,
+                account=client.account,
+                requests=requests,
+                rows=rows,
+                why=why[:200] or None,
+            )
         return complete

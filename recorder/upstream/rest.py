@@ -42,7 +42,8 @@ from recorder.upstream.nonces import PersistentNonces
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 30.0  # seconds for a whole request and answer (``rest_timeout_s``)
+SEND_DEADLINE = 5.0  # seconds the key's lock may be held while a request is being sent
 PACE = 60.0 / 90  # seconds between requests to one endpoint: 90 a minute (rest.md §2.3)
 
 
@@ -71,8 +72,12 @@ class RestClient:
         attempts: int = 5,
         retry_delay: float = 1.0,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        timeout: float = REQUEST_TIMEOUT,
+        send_deadline: float = SEND_DEADLINE,
     ) -> None:
         self.account = account
+        self.timeout = timeout
+        self.send_deadline = send_deadline
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
         self.api_secret = api_secret
@@ -110,7 +115,7 @@ class RestClient:
             key_lock=nonces.key_lock,
             emit=emit,
             http=http,
-            **options,
+            **{"timeout": account.rest_timeout_s, **options},
         )
 
     def _marker(self, kind: str, fields: dict[str, Any]) -> NewEvent:
@@ -157,17 +162,14 @@ class RestClient:
         )
         url = f"{self.base_url}/{endpoint.path}"
         try:
-            async with self.key_lock:  # one request in flight per key, nonce then send
-                nonce = await self.nonce()
-                headers = signed_headers(
-                    self.api_key.reveal(), self.api_secret.reveal(), endpoint.path, nonce, body
-                )
-                self._last_call[endpoint.path] = trio.current_time()
-                self.requests += 1
-                with trio.fail_after(REQUEST_TIMEOUT):
-                    response = await self.http.post(url, content=body, headers=headers)
-        except (httpx.HTTPError, trio.TooSlowError) as exc:
+            # One total deadline for the whole exchange (connect, send, every byte of the
+            # answer): a host that accepts and never answers, or trickles, costs just this.
+            with trio.fail_after(self.timeout):
+                response = await self._send_signed(endpoint, url, body)
+        except (httpx.HTTPError, httpx.InvalidURL, OSError, trio.TooSlowError) as exc:
             text = f"{type(exc).__name__}: {exc}"[:300]
+            if isinstance(exc, trio.TooSlowError):
+                text = f"no complete answer within {self.timeout:g} s"
             await self.emit(
                 self._marker("rest.error", {"path": endpoint.path, "status": None, "body": text})
             )
@@ -194,3 +196,44 @@ class RestClient:
                 )
             )
         return answer
+
+    async def _send_signed(self, endpoint: Endpoint, url: str, body: bytes) -> httpx.Response:
+        """Take a nonce and send, holding the key's lock only until the request has left
+        (or for ``send_deadline`` at most): the answer is awaited outside it, so a slow or
+        hung REST host never delays the WebSocket ``auth`` of the same key. (Should the
+        auth's larger nonce overtake a request still being written, the exchange answers
+        ``nonce: small``, which is retried.)"""
+        sent = trio.Event()
+        got: list[httpx.Response] = []
+        failed: list[Exception] = []
+
+        async def trace(event: str, _info: dict[str, Any]) -> None:
+            if event.endswith("send_request_body.complete"):
+                sent.set()
+
+        async def post(headers: dict[str, str]) -> None:
+            try:
+                got.append(
+                    await self.http.post(
+                        url, content=body, headers=headers, extensions={"trace": trace}
+                    )
+                )
+            except Exception as exc:  # re-raised below, as itself rather than in a group
+                failed.append(exc)
+            finally:
+                sent.set()
+
+        # The lock: nonce order = send order, one request leaving at a time.
+        async with trio.open_nursery() as nursery, self.key_lock:
+            nonce = await self.nonce()
+            headers = signed_headers(
+                self.api_key.reveal(), self.api_secret.reveal(), endpoint.path, nonce, body
+            )
+            self._last_call[endpoint.path] = trio.current_time()
+            self.requests += 1
+            nursery.start_soon(post, headers)
+            with trio.move_on_after(self.send_deadline):
+                await sent.wait()
+        if failed:
+            raise failed[0]
+        return got[0]

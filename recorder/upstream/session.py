@@ -136,6 +136,14 @@ class Session:
         self.snapshots_in = trio.Event()
         self._snapshots_pending: set[str] = set()
         self._connected = False
+        # An end asked for from outside (a REST permission check found a key that can
+        # write): the session is cancelled and records this reason instead of 'shutdown'.
+        self._ended_by: _End | None = None
+
+    def end(self, reason: str, *, final: bool = False) -> None:
+        """Ask the session to end for ``reason``; the caller then cancels the scope the
+        session runs in (the end is recorded, shielded, as for a shutdown)."""
+        self._ended_by = _End(reason, final=final)
 
     # --- output -----------------------------------------------------------------------------
 
@@ -217,7 +225,9 @@ class Session:
         except trio.TooSlowError:
             out.reason = "error: no info event after connecting"
         finally:
-            # Also on cancellation, where the reason stays 'shutdown'.
+            # Also on cancellation, where the reason stays 'shutdown' unless end() said why.
+            if self._ended_by is not None:
+                out.reason, out.final = self._ended_by.reason, self._ended_by.final
             await self._finish(close_code, pending)
         return out
 

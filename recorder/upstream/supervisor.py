@@ -50,14 +50,15 @@ async def supervise(
         if on_outcome is not None:
             on_outcome(outcome)
         if outcome.final:
-            log_fields(
-                log,
-                f"account {account} stopped: authentication failed with code "
-                f"{outcome.auth_code} ({outcome.auth_msg}); check its API key and secret",
-                logging.ERROR,
-                account=account,
-                code=outcome.auth_code,
-            )
+            if outcome.auth_code is not None:  # else the session said why (a key that can write)
+                log_fields(
+                    log,
+                    f"account {account} stopped: authentication failed with code "
+                    f"{outcome.auth_code} ({outcome.auth_msg}); check its API key and secret",
+                    logging.ERROR,
+                    account=account,
+                    code=outcome.auth_code,
+                )
             return outcome
         lasted = (outcome.ended or trio.current_time()) - outcome.started
         if outcome.authenticated and lasted >= HEALTHY_AFTER:
