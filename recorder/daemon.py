@@ -141,6 +141,7 @@ class Recorder:
         ]
         self.pool: ProjectionPool | None = None  # the live projection task's, once it runs
         self.writer = Writer(db, cfg.writer)
+        self.writer.on_conflict = self._conflicted
         self.status = {acc.name: AccountStatus(acc.name) for acc, _ in accounts}
         self._nonces: dict[str, PersistentNonces] = {}
         self._limits: dict[str, ConnectionRateLimit] = {}
@@ -263,8 +264,17 @@ class Recorder:
         # (the projectors stand back meanwhile) one call folding everything outlasted it.
         with trio.CancelScope(shield=True), trio.move_on_after(SHUTDOWN_CATCH_UP):
             for projector in self.account_projectors:
-                while await self.db.run(projector.step) is not None:
-                    pass
+                try:
+                    while await self.db.run(projector.step) is not None:
+                        pass
+                except Exception as exc:  # the log is complete; the next start folds on
+                    log_fields(
+                        log,
+                        "projection catch-up at shutdown failed; the next start folds on",
+                        logging.WARNING,
+                        account=projector.account,
+                        error=f"{type(exc).__name__}: {exc}"[:300],
+                    )
 
     async def _serve_metrics(
         self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[int]
@@ -306,6 +316,24 @@ class Recorder:
                 scope = self._account_scopes.get(account)
                 if scope is not None:
                     scope.cancel()
+
+    def _conflicted(self, accounts: tuple[str, ...], why: str) -> None:
+        """Another process appends to these accounts (the writer no longer appends their
+        items): stop recording them, and only them."""
+        for account in accounts:
+            status = self.status.get(account)
+            if status is None or status.stopped is not None:
+                continue
+            log_fields(
+                log,
+                f"account {account} stopped: another process appends to its log",
+                logging.ERROR,
+                account=account,
+            )
+            status.stopped = SessionOutcome(reason="error: chain conflict", final=True)
+            scope = self._account_scopes.get(account)
+            if scope is not None:
+                scope.cancel()
 
     async def _summary_every(self) -> None:
         """A heartbeat line per account every ``logging.summary_interval_s``: frames since the

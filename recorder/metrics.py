@@ -128,6 +128,17 @@ class RecorderCollector(Collector):
         )
         stood.add_metric([], r.pool.stood_back if r.pool is not None else 0)
         yield stood
+        failures = CounterMetricFamily(
+            "bfx_projector_failures",
+            "Projection rounds that failed (recording goes on; the round is retried)",
+        )
+        failures.add_metric([], r.pool.failures if r.pool is not None else 0)
+        yield failures
+        failing = GaugeMetricFamily(
+            "bfx_projector_failing", "1 while projection rounds keep failing"
+        )
+        failing.add_metric([], int(r.pool is not None and r.pool.failing is not None))
+        yield failing
 
     def _commit_histogram(self) -> Metric:
         times = self.r.writer.stats.commit_times
@@ -156,6 +167,8 @@ def health(recorder: Recorder) -> tuple[bool, str]:
         if last is not None and (now - last).total_seconds() > bounds.max_frame_age_s:
             age = (now - last).total_seconds()
             return False, f"account {account}: last frame {age:.0f}s ago"
+    if recorder.pool is not None and recorder.pool.failing is not None:
+        return False, f"projections failing (recording goes on): {recorder.pool.failing}"
     for p in recorder.projectors:
         behind = recorder.writer.high_water.get(p.account, 0) - p.checkpoint
         if behind > bounds.max_projector_lag:

@@ -24,6 +24,7 @@ import logging
 import math
 from bisect import bisect_left
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,7 +34,7 @@ from recorder.config import WriterConfig
 from recorder.logs import log_fields
 from recorder.store.database import Database
 from recorder.store.errors import StoreUnavailable
-from recorder.store.eventlog import EventLog, NewEvent, SessionChange
+from recorder.store.eventlog import ChainConflict, EventLog, NewEvent, SessionChange
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,11 @@ class Writer:
         self.done = trio.Event()  # set when the queue is drained and the writer returned
         # One thread at a time: appends are serialized anyway, and order must be kept.
         self._limiter = trio.CapacityLimiter(1)
+        # Accounts another process appends to (a ChainConflict): their items are no longer
+        # appended, the other accounts' are; ``on_conflict`` hears of each (the daemon stops
+        # that account alone).
+        self.refused: set[str] = set()
+        self.on_conflict: Callable[[tuple[str, ...], str], None] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Append until every clone of :attr:`send_channel` is closed and the queue drained."""
@@ -130,7 +136,14 @@ class Writer:
                 return
             await trio.sleep(min(GATHER_POLL, deadline - now))
 
+    def _without_refused(self, batch: list[Item]) -> list[Item]:
+        return [i for i in batch if not (isinstance(i, NewEvent) and i.account in self.refused)]
+
     async def _commit(self, batch: list[Item]) -> None:
+        if self.refused:
+            batch = self._without_refused(batch)
+            if not batch:
+                return
         began = trio.current_time()
         delay = 0.05
         outcome_unknown = False
@@ -150,6 +163,18 @@ class Writer:
                         break
                 result = await self.db.run(self.log.append, batch, before, limiter=self._limiter)
                 break
+            except ChainConflict as exc:
+                # Only the accounts concerned stop; the batch's others are appended (whether
+                # the batch landed is asked again for them).
+                self.refused.update(exc.accounts)
+                log_fields(log, str(exc), logging.ERROR, accounts=",".join(exc.accounts))
+                if self.on_conflict is not None:
+                    self.on_conflict(exc.accounts, str(exc))
+                if not exc.accounts:
+                    raise
+                batch = self._without_refused(batch)
+                if not batch:
+                    return
             except StoreUnavailable as exc:
                 outcome_unknown = True  # it may have committed before the error
                 self.stats.retries += 1

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,54 @@ BAD_CONFIGS = {
         "environment variable name",
     ),
     "bad-db-scheme": ('[database]\nurl = "mysql://x"\n', "database.url", "postgresql+psycopg"),
+    # A URL SQLite reads as an in-memory database: the log would vanish at exit.
+    "sqlite-two-slashes": ('[database]\nurl = "sqlite://recorder.db"\n', "database.url", "three"),
+    "sqlite-in-memory": ('[database]\nurl = "sqlite://"\n', "database.url", "in memory"),
+    "sqlite-missing-folder": (
+        '[database]\nurl = "sqlite:////no-such-folder-bfx/recorder.db"\n',
+        "database.url",
+        "mkdir -p /no-such-folder-bfx",
+    ),
+    "nan-period": (
+        '[[accounts]]\nname = "a"\nheartbeat_period_s = nan\n',
+        "accounts[0].heartbeat_period_s",
+        "from 1 to 3600",
+    ),
+    "absurd-heartbeat": (
+        '[[accounts]]\nname = "a"\nheartbeat_period_s = 1e-9\n',
+        "accounts[0].heartbeat_period_s",
+        "from 1 to 3600",
+    ),
+    "absurd-summary": (
+        "[logging]\nsummary_interval_s = 0.001\n",
+        "logging.summary_interval_s",
+        "from 1 to 86400",
+    ),
+    "zero-timeout": (
+        '[[accounts]]\nname = "a"\nrest_timeout_s = 0\n',
+        "accounts[0].rest_timeout_s",
+        "from 1 to 600",
+    ),
+    "rest-url-left-to-the-exchange": (
+        '[[accounts]]\nname = "a"\nurl = "ws://127.0.0.1:8765/ws/2"\n',
+        "accounts[0].rest_url",
+        "--rest-port",
+    ),
+    "metrics-exposed-without-token": (
+        '[metrics]\nlisten = "0.0.0.0:9464"\n',
+        "metrics.token",
+        "Authorization: Bearer",
+    ),
+    "metrics-unresolvable": (
+        '[metrics]\nlisten = "no-such-host.invalid:9464"\ntoken = "0123456789abcdef0123"\n',
+        "metrics.listen",
+        "cannot resolve",
+    ),
+    "metrics-foreign-address": (
+        '[metrics]\nlisten = "192.0.2.1:9464"\ntoken = "0123456789abcdef0123"\n',
+        "metrics.listen",
+        "cannot listen on 192.0.2.1:9464",
+    ),
 }
 
 
@@ -226,3 +275,63 @@ def test_config_check_reports_where_each_value_came_from(tmp_path: Path) -> None
     assert sources["database.url"] == "environment BFX_RECORDER_DATABASE_URL"
     assert sources["writer.batch_max_ms"] == f"file {path}"
     assert sources["writer.queue_size"] == "built-in default"
+
+
+def test_metrics_address_in_use_is_refused_before_anything_connects(tmp_path: Path) -> None:
+    """`config check` and `run` name the key when the metrics port is taken (run used to
+    authenticate, then die with a long traceback and a session without an end)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "recorder.toml"
+        path.write_text(
+            f'[database]\nurl = "sqlite:///r.db"\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+            '[[accounts]]\nname = "a"\nurl = "ws://127.0.0.1:9/ws/2"\nbackfill = false\n'
+        )
+        env = {"BFX_API_KEY": "k", "BFX_API_SECRET": SECRET}
+        for command in (["config", "check"], ["run"]):
+            code, out = run_cli(*command, "--config", str(path), env=env)
+            assert code == 2, out
+            line = out.strip().splitlines()[-1]
+            assert "metrics.listen" in line and f"127.0.0.1:{port}" in line and "fix:" in line
+            assert "Traceback" not in out
+    assert not (tmp_path / "r.db").exists()  # refused before the database was touched
+
+
+def test_relative_sqlite_path_is_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "recorder.toml"
+    path.write_text('[database]\nurl = "sqlite:///data/recorder.db?x=1"\n')
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = config_mod.load(path, environ={})
+    assert cfg.database.url == f"sqlite:///{folder / 'data' / 'recorder.db'}?x=1"
+    # Absolute paths and values from the environment are left as they are.
+    path.write_text('[database]\nurl = "sqlite:////var/lib/r.db"\n')
+    assert config_mod.load(path, environ={}).database.url == "sqlite:////var/lib/r.db"
+    env = {"BFX_RECORDER_DATABASE_URL": "sqlite:///here.db"}
+    assert config_mod.load(path, environ=env).database.url == "sqlite:///here.db"
+
+
+def test_status_from_another_folder_sees_the_daemons_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "recorder.toml"
+    path.write_text('[database]\nurl = "sqlite:///recorder.db"\n')
+    monkeypatch.chdir(folder)
+    code, out = run_cli("db", "upgrade", "--config", str(path))
+    assert code == 0, out
+    created = folder / "recorder.db"
+    assert created.exists()
+    assert created.stat().st_mode & 0o777 == 0o600  # the log is the account's whole history
+    monkeypatch.chdir(tmp_path)
+    code, out = run_cli("db", "current", "--config", str(path))
+    assert code == 0, out  # found, not "there is no database"
+    assert not (tmp_path / "recorder.db").exists()

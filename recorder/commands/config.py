@@ -22,9 +22,9 @@ def check(cfg: Config) -> None:
     """Validate the configuration and print the effective settings (secrets as set/unset) and
     where each came from; exit 2 if an account's credentials are not there, the SQLite
     database's folder is missing, or the metrics address cannot be served."""
-    click.echo(json.dumps(config_mod.describe(cfg), indent=2))
     check_sqlite_folder(cfg)
     check_listen(cfg)
+    click.echo(json.dumps(config_mod.describe(cfg), indent=2))
     missing = []
     for acc in cfg.accounts:
         key_set, secret_set = acc.has_credentials()

@@ -32,6 +32,8 @@ FALLBACK = 5.0  # seconds: without a commit of our own, look anyway (other proce
 # Seconds the projectors stand back, at most, while the writer is behind (see stand_back):
 # under a sustained overload they still fold a round this often.
 STAND_BACK_LONGEST = 5.0
+FAIL_BACKOFF_FIRST = 1.0  # seconds before a failed projection round is tried again...
+FAIL_BACKOFF_CAP = 60.0  # ...doubling up to this
 
 
 async def stand_back(
@@ -70,6 +72,7 @@ async def run_pool(
     transaction (and every account every few seconds, for commits by other processes).
     ``writer_behind``: while it says so, no round starts (see :func:`stand_back`)."""
     delay = 0.1
+    fail_delay = FAIL_BACKOFF_FIRST
     everyone = list(pool.projectors)
     gather = max(coalesce, len(everyone) / FOLDS_PER_SECOND)
     due = everyone
@@ -103,6 +106,30 @@ async def run_pool(
             await trio.sleep(delay)
             delay = min(delay * 2, 5.0)
             continue
+        except Exception as exc:
+            # Whatever else makes a fold fail (a defect, a row the guard did not foresee),
+            # the projections stand still and report it; the sessions and the writer go on
+            # recording, and the round is tried again with back-off (its transaction rolled
+            # back, the folds' state reloaded from their checkpoints).
+            failing = f"{type(exc).__name__}: {exc}"[:300]
+            if failing != pool.failing:
+                log.error("projection round failed; recording goes on", exc_info=exc)
+            pool.failing = failing
+            pool.failures += 1
+            log_fields(
+                log,
+                "projections failing, retrying",
+                logging.ERROR,
+                error=failing,
+                retry_in=round(fail_delay, 1),
+            )
+            await trio.sleep(fail_delay)
+            fail_delay = min(fail_delay * 2, FAIL_BACKOFF_CAP)
+            continue
+        if pool.failing is not None:
+            log_fields(log, "projections folding again", previous_error=pool.failing)
+            pool.failing = None
+        fail_delay = FAIL_BACKOFF_FIRST
         marks = dict(high_water)
         due = due_for(marks)
         if due and backlog:

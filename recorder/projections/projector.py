@@ -23,13 +23,19 @@ import sqlalchemy as sa
 from recorder.collector import fewer_collections
 from recorder.projections.base import Event, Fold, FoldFlags, Output, Reconciliation
 from recorder.projections.collection import CollectionFold
+from recorder.projections.guard import Finding, check_for
 from recorder.projections.registry import FOLDS, make_folds
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.values import parse_frame
 from recorder.store.errors import store_errors
 from recorder.store.eventlog import EventLog, StoredEvent
 from recorder.store.prepared import RowStatement, statements
-from recorder.store.schema import PROJECTION_TABLES, projector_checkpoints, reconciliations
+from recorder.store.schema import (
+    PROJECTION_TABLES,
+    fold_findings,
+    projector_checkpoints,
+    reconciliations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -149,27 +155,55 @@ def write_outputs(conn: sa.Connection, outputs: list[tuple[str, Output]]) -> Non
     prepared = statements(conn)
     # Per statement, the rows of every account bound to it; upserts first, as before.
     batches: dict[RowStatement, list[Any]] = {}
+    # Rows no table can hold (guard.py): left out, kept as findings.
+    unfit: list[tuple[str, Finding]] = []
     for account, out in outputs:
         for name, rows in out.upserts.items():
             table = PROJECTION_TABLES[name]
+            check = check_for(table)
             stmt = prepared.upsert(table, keep_stored=name in COALESCE_TABLES)
             bound = batches.setdefault(stmt, [])
             gone = []
             for key, row in rows.items():
                 if row is None:
                     gone.append(key)
-                else:
+                elif (problem := check.problem(row)) is None:
                     bound.append(stmt.bind(account, row))
+                else:
+                    unfit.append((account, check.finding(key, row, problem)))
             if gone:
-                _delete_rows(conn, table, account, gone)
+                _delete_rows(conn, table, account, [k for k in gone if None not in k])
     for account, out in outputs:
         for name, ins_rows in out.inserts_if_absent.items():
-            stmt = prepared.insert_if_absent(PROJECTION_TABLES[name])
-            batches.setdefault(stmt, []).extend(stmt.bind(account, r) for r in ins_rows.values())
+            table = PROJECTION_TABLES[name]
+            check = check_for(table)
+            stmt = prepared.insert_if_absent(table)
+            bound = batches.setdefault(stmt, [])
+            for key, row in ins_rows.items():
+                if (problem := check.problem(row)) is None:
+                    bound.append(stmt.bind(account, row))
+                else:
+                    unfit.append((account, check.finding(key, row, problem)))
     for stmt, params in batches.items():
-        stmt.run(conn, params)
+        if params:
+            stmt.run(conn, params)
     for account, out in outputs:
         _write_findings(conn, account, out)
+    if unfit:
+        conn.execute(
+            fold_findings.insert(),
+            [
+                {
+                    "account": account,
+                    "projection": f.projection,
+                    "event_id": f.event_id,
+                    "key": f.key,
+                    "reason": f.reason,
+                    "row": f.row,
+                }
+                for account, f in unfit
+            ],
+        )
 
 
 def _delete_rows(
@@ -444,6 +478,8 @@ class ProjectionPool:
         self.engine = engine
         self.projectors = {p.account: p for p in projectors}
         self.stood_back = 0  # rounds put off while the writer was behind (live.stand_back)
+        self.failing: str | None = None  # the last round's error while rounds fail
+        self.failures = 0  # failed rounds, in all
 
     def step(
         self, accounts: list[str], known_high: dict[str, int] | None = None
@@ -597,11 +633,12 @@ def clear_projection(engine: sa.Engine, name: str, account: str) -> None:
     table = PROJECTION_TABLES[name]
     with store_errors(), engine.begin() as conn:
         conn.execute(table.delete().where(table.c.account == account))
-        conn.execute(
-            reconciliations.delete().where(
-                reconciliations.c.account == account, reconciliations.c.projection == name
+        for findings in (reconciliations, fold_findings):
+            conn.execute(
+                findings.delete().where(
+                    findings.c.account == account, findings.c.projection == name
+                )
             )
-        )
         conn.execute(
             projector_checkpoints.delete().where(
                 projector_checkpoints.c.account == account,

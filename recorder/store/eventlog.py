@@ -184,7 +184,12 @@ def _as_utc(value: Any) -> datetime | None:
 
 
 class ChainConflict(StoreError):
-    """The account's log does not end where this writer left it: someone else appends."""
+    """The account's log does not end where this writer left it: someone else appends.
+    ``accounts``: the accounts concerned (the batch's others are not)."""
+
+    def __init__(self, message: str, accounts: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.accounts = tuple(accounts)
 
 
 def storable(frame: str) -> str:
@@ -377,16 +382,21 @@ class EventLog:
             return AppendResult({acc: heads[acc][0] for acc in after}, after, count)
         if all(heads[acc][1] == known_hashes.get(acc, GENESIS) for acc in after):
             return None
+        conflicted = [
+            acc
+            for acc in after
+            if heads[acc][1] not in (after[acc], known_hashes.get(acc, GENESIS))
+        ]
         conflicts = [
             f"{acc} (head {heads[acc][0]}:{heads[acc][1][:12]}, expected "
             f"{known_hashes.get(acc, GENESIS)[:12]} or {after[acc][:12]})"
-            for acc in after
-            if heads[acc][1] not in (after[acc], known_hashes.get(acc, GENESIS))
+            for acc in conflicted
         ]
         raise ChainConflict(
             "the event log changed under this writer for account(s) "
             + ", ".join(conflicts)
-            + ": another process appends to it; stop it (one recorder per account)"
+            + ": another process appends to it; stop it (one recorder per account)",
+            conflicted,
         )
 
     def heads(self, accounts: Iterable[str]) -> dict[str, str]:

@@ -234,6 +234,19 @@ state_snapshots = sa.Table(
     sa.Column("state", JSONDoc, nullable=False),
 )
 
+fold_findings = sa.Table(
+    "fold_findings",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("projection", sa.Text, nullable=False),
+    sa.Column("event_id", sa.BigInteger),  # the event that produced the row
+    sa.Column("key", sa.Text, nullable=False),  # the row's key, as JSON
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("row", sa.Text, nullable=False),  # the row as JSON (its values as text)
+    sa.Index("ix_fold_findings_account_projection", "account", "projection"),
+)
+
 PROJECTION_TABLES: dict[str, sa.Table] = {
     t.name: t
     for t in (

@@ -1,0 +1,100 @@
+"""Rows checked before they are written: what a table cannot hold is a finding, not a crash.
+
+The log keeps whatever the exchange sent, so a fold meets rows no table can hold: an order
+without an id, an id beyond 64 bits, a wallet without a currency, text with a NUL character
+(PostgreSQL text cannot hold one). Such a row is left out of its table and written to
+``fold_findings`` (projection, event, key, reason, the row), and the rest of the frame and of
+the log is folded as usual. The check is a pure function of the row, so a rebuild finds the
+same rows as the live fold did.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from recorder.projections.values import jsonable
+from recorder.store.types import ExactDecimal
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+# Amounts beyond this many digits (either way) are no amount a table should hold (PostgreSQL
+# NUMERIC refuses exponents past its limits; SQLite would round them).
+DECIMAL_EXPONENT_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Finding:
+    projection: str
+    event_id: int | None
+    key: str
+    reason: str
+    row: str
+
+
+class RowCheck:
+    """The checks of one table, compiled once: key columns present, integers within 64
+    bits, text without NUL, amounts finite and of sane magnitude."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table.name
+        self.keys = tuple(c.name for c in table.primary_key.columns if c.name != "account")
+        self.ints = tuple(
+            c.name for c in table.c if isinstance(c.type, sa.Integer) and c.name != "account"
+        )
+        self.texts = tuple(
+            c.name for c in table.c if isinstance(c.type, sa.String) and c.name != "account"
+        )
+        self.decimals = tuple(c.name for c in table.c if isinstance(c.type, ExactDecimal))
+
+    def problem(self, row: dict[str, Any]) -> str | None:
+        """Why ``row`` cannot be written, or None."""
+        get = row.get
+        for name in self.keys:
+            if get(name) is None:
+                return f"{name} is missing (part of the key)"
+        for name in self.ints:
+            value = get(name)
+            if value is not None and not (isinstance(value, int) and INT_MIN <= value <= INT_MAX):
+                return f"{name} {value!r} is not an integer of 64 bits"
+        for name in self.texts:
+            value = get(name)
+            if value is not None and (not isinstance(value, str) or "\x00" in value):
+                return f"{name} is not text a column can hold"
+        for name in self.decimals:
+            value = get(name)
+            if value is not None and (
+                not isinstance(value, Decimal)
+                or not value.is_finite()
+                or abs(value.adjusted()) > DECIMAL_EXPONENT_MAX
+            ):
+                return f"{name} {value!r} is not an amount a column can hold"
+        return None
+
+    def finding(self, key: tuple[Any, ...], row: dict[str, Any], reason: str) -> Finding:
+        event_id = row.get("event_id")
+        return Finding(
+            self.table,
+            event_id if isinstance(event_id, int) and INT_MIN <= event_id <= INT_MAX else None,
+            _json(list(key)),
+            reason,
+            _json(jsonable(row)),
+        )
+
+
+def _json(value: Any) -> str:
+    """Any value as JSON text (integers of any size kept exact; anything else as text)."""
+    return json.dumps(value, default=str, sort_keys=True)
+
+
+_CHECKS: dict[str, RowCheck] = {}
+
+
+def check_for(table: sa.Table) -> RowCheck:
+    found = _CHECKS.get(table.name)
+    if found is None:
+        found = _CHECKS[table.name] = RowCheck(table)
+    return found
