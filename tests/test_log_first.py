@@ -397,9 +397,9 @@ class FaultThread:
 )
 def test_sigterm_in_every_phase_exits_0_within_the_bound(tmp_path: Path, when: str) -> None:
     """REST accepts and never answers. A SIGTERM while the database is opened (before trio
-    runs), as the recorder starts (the few milliseconds before trio's receiver were a gap), during the
-    permission check, and during a backfill window: exit 0 within the bound, sessions
-    ended with 'shutdown', a window in flight marked incomplete."""
+    runs), as the recorder starts (the few milliseconds before trio's receiver were a gap),
+    during the permission check, and during a backfill window: exit 0 within the bound,
+    sessions ended with 'shutdown', a window in flight marked incomplete."""
     with (
         SimThread(seed=92, rate=50, api_keys={RUN_KEY: RUN_SECRET}, connection_limit=None) as st,
         FaultThread("hang") as fault,
