@@ -26,6 +26,9 @@ Metrics:
    ingest (growth < 20 %).
 7. ``replay``: ``serve-replay --speed 0`` frames/s to a bare client vs ``replay`` reading the
    same rows.
+8. ``startup_rest_unreachable``: 100 accounts in one process, the time until every auth is
+   committed with the backfill on and its REST host unreachable, vs with the backfill off
+   (REST must never delay recording).
 """
 
 from __future__ import annotations
@@ -531,6 +534,80 @@ def scale(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
     ]
 
 
+# --- 8: start-up with the REST host unreachable -----------------------------------------------
+
+
+async def time_to_auth(url: str, port: int, accounts: int, rest_url: str | None) -> float:
+    """Seconds from ``run`` starting until every account's auth reply is committed: the
+    backfill off (``rest_url`` None) or on against ``rest_url``."""
+    from recorder.config import AccountConfig, Config, Credentials, DatabaseConfig, Secret
+    from recorder.daemon import Recorder
+    from recorder.store.database import Database
+    from recorder.store.engine import create_engine
+
+    engine = create_engine(DatabaseConfig(url=url))
+    accs = [
+        (
+            AccountConfig(
+                name=f"a{i:03d}",
+                url=f"ws://127.0.0.1:{port}/ws/2",
+                backfill=rest_url is not None,
+                rest_url=rest_url or "http://127.0.0.1:9/v2",
+            ),
+            Credentials(Secret("k"), Secret("s")),
+        )
+        for i in range(accounts)
+    ]
+    recorder = Recorder(
+        Config(database=DatabaseConfig(url=url)),
+        accs,
+        Database(engine),
+        connection_limit=(10_000, 1.0),
+    )
+    names = [a.name for a, _ in accs]
+    by_kind = recorder.writer.stats.by_kind
+    async with trio.open_nursery() as nursery:
+        start = time.monotonic()
+        nursery.start_soon(recorder.run)
+        while not all((name, "auth") in by_kind for name in names):
+            await trio.sleep(0.01)
+        took = time.monotonic() - start
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    engine.dispose()
+    return took
+
+
+def startup(kind: str, tmp: Path) -> list[dict[str, Any]]:
+    """100 accounts: every one authenticated with the REST host unreachable (a closed
+    port: the permission check and the backfill fail) vs with the backfill off."""
+    accounts = 100
+    proc, port = firehose(100, 1.0)
+    try:
+        with database(kind, tmp) as off_url, database(kind, tmp) as on_url:
+            engine_for(off_url).dispose()
+            engine_for(on_url).dispose()
+            unreachable = f"http://127.0.0.1:{free_port()}/v2"
+            base = trio.run(time_to_auth, off_url, port, accounts, None)
+            took = trio.run(time_to_auth, on_url, port, accounts, unreachable)
+    finally:
+        proc.kill()
+        proc.wait()
+    return [
+        result(
+            "startup_rest_unreachable",
+            kind,
+            round(took, 3),
+            "s until 100 accounts authenticated, REST unreachable",
+            baseline=round(base, 3),
+            ratio=round(base / took, 3) if took else None,
+            target="as fast as with the backfill off (ratio >= 0.8)",
+            ok=took <= base / 0.8,
+        )
+    ]
+
+
 # --- 3, 4 and 7: fold, state --at, replay on one long log ---------------------------------------
 
 
@@ -737,8 +814,9 @@ def main() -> None:
     ap.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     ap.add_argument(
         "--only",
-        default="ingest,lag,fold,scale",
-        help="comma-separated groups: ingest (with memory), lag, fold (with state, replay), scale",
+        default="ingest,lag,fold,scale,startup",
+        help="comma-separated groups: ingest (with memory), lag, fold (with state, replay), "
+        "scale, startup (100 accounts with the REST host unreachable)",
     )
     args = ap.parse_args()
     mode = "quick" if args.quick else "long" if args.long else "full"
@@ -759,6 +837,8 @@ def main() -> None:
                 results += long_log(kind, size["fold"], tmp, size["state_q"])
             if "scale" in groups:
                 results += scale(kind, size["scale_s"], tmp)
+            if "startup" in groups:
+                results += startup(kind, tmp)
     doc = {
         "mode": mode,
         "machine": {

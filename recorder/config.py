@@ -114,6 +114,7 @@ class AccountConfig:
     heartbeat_period_s: float = 15.0
     rest_url: str = "https://api.bitfinex.com/v2"
     rest_timeout_s: float = 30.0  # one REST request and its whole answer, at most
+    max_frame_bytes: int = 64 * 1024 * 1024  # the largest frame read (see connection.py)
     backfill: bool = True
     allow_write_key: bool = False
 
@@ -417,6 +418,7 @@ ACCOUNT_KEYS: dict[str, Check] = {
     "heartbeat_period_s": _between((int, float), "a number of seconds", 1, 3_600),
     "rest_url": _rest_url,
     "rest_timeout_s": _between((int, float), "a number of seconds", 1, 600),
+    "max_frame_bytes": _between(int, "a whole number of bytes", 1 << 20, 1 << 30),
     "backfill": _type(bool, "true or false"),
     "allow_write_key": _type(bool, "true or false"),
 }

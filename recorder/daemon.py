@@ -427,6 +427,15 @@ class Recorder:
         found = await self.db.run(unexplained_vanished, self.db.engine, account)
         return {name: sorted({int(k) for k in keys if k.isdigit()}) for name, keys in found.items()}
 
+    @staticmethod
+    async def _after_first_auth(
+        first_auth: trio.Event, task: Callable[[], Awaitable[None]]
+    ) -> None:
+        """REST work of an account starts once its session first authenticated: its requests
+        (and their nonces' commits) never compete with the first connect."""
+        await first_auth.wait()
+        await task()
+
     async def _check_permissions(
         self,
         acc: AccountConfig,
@@ -434,7 +443,7 @@ class Recorder:
         emit: Callable[[NewEvent], Awaitable[None]],
         refuse: Callable[[list[str]], None],
     ) -> None:
-        """Ask ``auth/r/permissions`` beside the session, never before it (the answer goes
+        """Ask ``auth/r/permissions`` beside the session, after its first auth (the answer goes
         into the log through the writer like any other), and ``refuse`` a key that can write
         unless ``allow_write_key``. REST unreachable: a warning, and the check is tried again
         with the backfill's back-off (doubling up to an hour) while recording goes on."""
@@ -476,6 +485,7 @@ class Recorder:
         status.disconnected_since = trio.current_time()
         supervising = trio.CancelScope()
         self._account_scopes[acc.name] = supervising
+        first_auth = trio.Event()
         current: list[Session | None] = [None]
 
         def refuse(scopes: list[str]) -> None:
@@ -499,11 +509,11 @@ class Recorder:
                 )
                 self.backfillers[acc.name] = backfiller
                 await helpers.start(backfiller.run)
-                for left in self._unfinished.get(acc.name, []):
-                    backfiller.request(
-                        Window(left.window_from, left.window_to, left.reason, left.session_id)
-                    )
-                helpers.start_soon(self._check_permissions, acc, creds, sink.send, refuse)
+                helpers.start_soon(
+                    self._after_first_auth,
+                    first_auth,
+                    functools.partial(self._check_permissions, acc, creds, sink.send, refuse),
+                )
             last_frame = [self._stopped_at.get(acc.name)]
             first = [True]
             host = urlsplit(acc.url).netloc
@@ -520,11 +530,25 @@ class Recorder:
                 pong_timeout=min(10.0, acc.heartbeat_period_s),
                 db_unavailable_timeout=self.cfg.writer.unavailable_timeout_s,
                 allow_write_key=acc.allow_write_key,
+                max_frame_bytes=acc.max_frame_bytes,
+            )
+            connector = (
+                functools.partial(connect, max_frame_bytes=acc.max_frame_bytes)
+                if self.connector is connect
+                else self.connector
             )
 
             def authenticated(session_id: int, at: datetime, snapshots_in: trio.Event) -> None:
                 reason = "restart" if first[0] else "reconnect"
+                if first[0] and backfiller is not None:
+                    # What a previous run left unfinished, first (REST starts only now: the
+                    # first connect never competes with it).
+                    for left in self._unfinished.get(acc.name, []):
+                        backfiller.request(
+                            Window(left.window_from, left.window_to, left.reason, left.session_id)
+                        )
                 first[0] = False
+                first_auth.set()
                 if backfiller is not None and last_frame[0] is not None:
                     start, end = last_frame[0] - OVERLAP, at + OVERLAP
                     vanished = functools.partial(self._vanished, acc.name)
@@ -547,7 +571,7 @@ class Recorder:
                     sink=sink,
                     open_session=open_session,
                     next_nonce=nonces.next,
-                    connector=self.connector,
+                    connector=connector,
                     on_connected=connected,
                     on_authenticated=authenticated,
                     on_end=ended,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,23 @@ class SimThread:
         assert self.cancel is not None
         self.call(self.cancel.cancel)
         self.thread.join(10)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then closed): a REST host that
+    cannot be reached."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# The crash, fault and metrics tests run with the backfill off and with it on against a REST
+# host that cannot be reached: the socket's frames must not depend on REST.
+REST_CASES = ["rest-off", "rest-unreachable"]
+
+
+def rest_port_for(case: str) -> int | None:
+    return closed_port() if case == "rest-unreachable" else None
 
 
 def dump_database(engine: sa.Engine) -> str:

@@ -22,7 +22,7 @@ from recorder.config import LoggingConfig, MetricsConfig, StatusConfig, WriterCo
 from recorder.simulator.server import Simulator
 from recorder.store.database import Database
 from recorder.writer import Writer, WriterStats
-from tests.helpers import progressed, quiesce, wait_until
+from tests.helpers import REST_CASES, progressed, quiesce, rest_port_for, wait_until
 from tests.test_daemon import KEY, SECRET, start_recording
 from tests.test_eventlog import ev
 
@@ -74,7 +74,8 @@ async def test_writer_statistics_do_not_grow_with_batches(engine: sa.Engine) -> 
     assert stats.commit_times.total > 0
 
 
-async def test_metrics_and_health_answered_from_memory(engine: sa.Engine) -> None:
+@pytest.mark.parametrize("rest", REST_CASES)
+async def test_metrics_and_health_answered_from_memory(engine: sa.Engine, rest: str) -> None:
     stream = io.StringIO()
     logs.setup("text", "INFO", stream=stream)
     sim = Simulator(seed=81, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
@@ -84,6 +85,7 @@ async def test_metrics_and_health_answered_from_memory(engine: sa.Engine) -> Non
                 nursery,
                 sim,
                 engine,
+                rest_port=rest_port_for(rest),
                 metrics=MetricsConfig(listen="127.0.0.1:0"),
                 logging_cfg=LoggingConfig(summary_interval_s=0.2),
                 status=StatusConfig(max_frame_age_s=2.0, max_projector_lag=100_000),

@@ -12,7 +12,13 @@ import trio
 
 from recorder.projections.projector import rebuild
 from recorder.simulator.server import Simulator
-from recorder.store.schema import PROJECTION_TABLES, events, projector_checkpoints, reconciliations
+from recorder.store.schema import (
+    PROJECTION_TABLES,
+    events,
+    fold_findings,
+    projector_checkpoints,
+    reconciliations,
+)
 from tests.helpers import drain, progressed, reauth, recorded_on_last_session, wait_until
 from tests.test_daemon import KEY, SECRET, start_recording
 
@@ -51,6 +57,12 @@ def everything(engine: sa.Engine, account: str = "main") -> dict[str, Any]:
                 )
             )
         ]
+        out["fold_findings"] = sorted(
+            (r.projection, r.event_id, r.key, r.reason, r.row)
+            for r in conn.execute(
+                sa.select(fold_findings).where(fold_findings.c.account == account)
+            )
+        )
         out["checkpoints"] = [
             (r.projector, r.event_id, r.stale, r.synced, r.skipped)
             for r in conn.execute(

@@ -36,7 +36,15 @@ from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import LeaseHeld, hold_all, lease_for
 from recorder.store.schema import projector_checkpoints as checkpoints
 from recorder.writer import Writer
-from tests.helpers import SimThread, progressed, quiesce, wait_until
+from tests.helpers import (
+    REST_CASES,
+    SimThread,
+    closed_port,
+    progressed,
+    quiesce,
+    rest_port_for,
+    wait_until,
+)
 from tests.proxy import CommitCutter
 from tests.test_daemon import KEY as DAEMON_KEY
 from tests.test_daemon import SECRET as DAEMON_SECRET
@@ -145,13 +153,18 @@ def test_lease_is_exclusive_and_names_its_holder(engine: sa.Engine) -> None:
     other.release()
 
 
-def run_config(tmp_path: Path, db_url: str, port: int) -> Path:
+def run_config(tmp_path: Path, db_url: str, port: int, rest: str = "rest-off") -> Path:
+    """``rest``: the backfill off, or on against a REST host that cannot be reached."""
+    backfill = (
+        f'rest_url = "http://127.0.0.1:{closed_port()}/v2"\n'
+        if rest == "rest-unreachable"
+        else "backfill = false\n"
+    )
     cfg = tmp_path / "recorder.toml"
     cfg.write_text(
         f'[database]\nurl = "{db_url}"\n[writer]\nbatch_max_ms = 5\n'
         f'[[accounts]]\nname = "main"\nurl = "ws://127.0.0.1:{port}/ws/2"\n'
-        'api_key_env = "REL_KEY"\napi_secret_env = "REL_SECRET"\nbackoff_cap_s = 0.5\n'
-        "backfill = false\n"
+        'api_key_env = "REL_KEY"\napi_secret_env = "REL_SECRET"\nbackoff_cap_s = 0.5\n' + backfill
     )
     return cfg
 
@@ -174,8 +187,9 @@ def poll(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("rest", REST_CASES)
 def test_second_recorder_is_refused_standby_takes_over_after_kill_9(
-    tmp_path: Path, db_url: str
+    tmp_path: Path, db_url: str, rest: str
 ) -> None:
     """Two `run` processes, one account: the second is refused (exit 2, naming the holder);
     a `--standby` one takes over when the first is killed with SIGKILL in the middle of a
@@ -183,7 +197,7 @@ def test_second_recorder_is_refused_standby_takes_over_after_kill_9(
     engine = create_engine(DatabaseConfig(url=db_url))
     migrate.upgrade(engine)
     with SimThread(seed=50, rate=100, api_keys={KEY: SECRET}, connection_limit=None) as st:
-        cfg = run_config(tmp_path, db_url, st.port)
+        cfg = run_config(tmp_path, db_url, st.port, rest)
         first = start(cfg, "run")
         standby: subprocess.Popen[str] | None = None
         try:
@@ -238,7 +252,7 @@ def test_second_recorder_is_refused_standby_takes_over_after_kill_9(
     stored = list(EventLog(engine).iterate("main"))
     by_session: dict[int | None, list[str]] = {}
     for e in stored:
-        if not e.kind.startswith("recorder."):
+        if not e.kind.startswith(("recorder.", "rest.")):  # the socket's frames
             by_session.setdefault(e.session_id, []).append(e.frame)
     frames_per_session = [by_session[s] for s in sorted(k for k in by_session if k is not None)]
     assert len(frames_per_session) == sessions
@@ -272,7 +286,10 @@ def test_rebuild_refuses_while_the_account_is_recorded(tmp_path: Path) -> None:
 # --- transient store errors -----------------------------------------------------------------
 
 
-async def test_disk_full_sqlite_daemon_stays_up_and_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rest", REST_CASES)
+async def test_disk_full_sqlite_daemon_stays_up_and_loses_nothing(
+    tmp_path: Path, rest: str
+) -> None:
     """SQLITE_FULL (``PRAGMA max_page_count`` lowered on every connection by this test's
     hook): the writer keeps its batch, projectors wait, the session ends with
     database-unavailable, and everything recovers when there is room again."""
@@ -287,7 +304,9 @@ async def test_disk_full_sqlite_daemon_stays_up_and_loses_nothing(tmp_path: Path
     sim = Simulator(seed=61, rate=400, api_keys={DAEMON_KEY: DAEMON_SECRET}, connection_limit=None)
     cfg_writer = WriterConfig(batch_max_ms=5, queue_size=50, unavailable_timeout_s=0.5)
     async with trio.open_nursery() as nursery:
-        recorder = await start_recording(nursery, sim, engine, writer=cfg_writer)
+        recorder = await start_recording(
+            nursery, sim, engine, writer=cfg_writer, rest_port=rest_port_for(rest)
+        )
         await progressed(recorder, 100)
         with engine.connect() as conn:
             pages = int(conn.exec_driver_sql("PRAGMA page_count").scalar_one())
@@ -311,7 +330,9 @@ async def test_disk_full_sqlite_daemon_stays_up_and_loses_nothing(tmp_path: Path
     stored = list(EventLog(engine).iterate("main"))
     for n, sid in enumerate(sorted({e.session_id for e in stored if e.session_id}), start=1):
         recorded = [
-            e.frame for e in stored if e.session_id == sid and not e.kind.startswith("recorder.")
+            e.frame
+            for e in stored
+            if e.session_id == sid and not e.kind.startswith(("recorder.", "rest."))
         ]
         assert recorded and recorded == sim.frames_for(n)[: len(recorded)]
     assert verify(engine, "main").ok
@@ -351,8 +372,9 @@ class ThrowawayPostgres:
 
 @pytest.mark.postgres
 @pytest.mark.slow
+@pytest.mark.parametrize("rest", REST_CASES)
 async def test_postgres_restart_loses_nothing_and_recovers_without_restart(
-    tmp_path: Path,
+    tmp_path: Path, rest: str
 ) -> None:
     server = ThrowawayPostgres(Path(tempfile.mkdtemp(prefix="bfx-pg-")))
     server.init()
@@ -367,7 +389,13 @@ async def test_postgres_restart_loses_nothing_and_recovers_without_restart(
         cfg_writer = WriterConfig(batch_max_ms=5, unavailable_timeout_s=30)
         async with trio.open_nursery() as nursery:
             recorder = await start_recording(
-                nursery, sim, engine, writer=cfg_writer, leases=[lease], lease_check_every=0.2
+                nursery,
+                sim,
+                engine,
+                writer=cfg_writer,
+                leases=[lease],
+                lease_check_every=0.2,
+                rest_port=rest_port_for(rest),
             )
             await progressed(recorder, 100)
             await trio.to_thread.run_sync(server.stop)  # every connection is cut
@@ -389,7 +417,7 @@ async def test_postgres_restart_loses_nothing_and_recovers_without_restart(
             recorded = [
                 e.frame
                 for e in stored
-                if e.session_id == sid and not e.kind.startswith("recorder.")
+                if e.session_id == sid and not e.kind.startswith(("recorder.", "rest."))
             ]
             assert recorded and recorded == sim.frames_for(n)[: len(recorded)]
         assert verify(engine, "main").ok

@@ -1,5 +1,7 @@
 """``fold_findings``: rows a projection could not write (a null key, an id over 64 bits, text
-a column cannot hold), kept as findings instead of stopping the fold.
+a column cannot hold), kept as findings instead of stopping the fold: one row per
+(account, projection, event, key), checked as each event produces its rows (so a rebuild
+gives the same findings however the live fold was batched).
 
 Revision ID: 0006
 Revises: 0005
@@ -20,20 +22,15 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "fold_findings",
-        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("account", sa.Text(), nullable=False),
         sa.Column("projection", sa.Text(), nullable=False),
-        sa.Column("event_id", sa.BigInteger(), nullable=True),
+        sa.Column("event_id", sa.BigInteger(), nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
         sa.Column("reason", sa.Text(), nullable=False),
         sa.Column("row", sa.Text(), nullable=False),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    op.create_index(
-        "ix_fold_findings_account_projection", "fold_findings", ["account", "projection"]
+        sa.PrimaryKeyConstraint("account", "projection", "event_id", "key"),
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_fold_findings_account_projection", table_name="fold_findings")
     op.drop_table("fold_findings")

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
+from recorder.projections.guard import Finding, check_named
+
 DISCONNECTED = "recorder.disconnected"
 
 
@@ -54,6 +56,10 @@ class Output:
         default_factory=dict
     )
     reconciliations: list[Reconciliation] = field(default_factory=list)
+    # Rows no table can hold (guard.py), per (table, event id, key): left out, kept as
+    # findings. Checked as each event's row is produced, so the findings are the same
+    # however the events were batched (a live fold and a rebuild agree).
+    unfit: dict[tuple[str, int, str], Finding] = field(default_factory=dict)
     # (projection, key, event id of a REST answer): mark that key's unexplained
     # reconciliation rows as explained by the answer.
     explanations: list[tuple[str, str, int]] = field(default_factory=list)
@@ -61,13 +67,27 @@ class Output:
     def explain(self, projection: str, key: str, event_id: int) -> None:
         self.explanations.append((projection, key, event_id))
 
+    def _fits(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> bool:
+        check = check_named(table)
+        problem = check.problem(row) if check is not None else None
+        if problem is None:
+            return True
+        assert check is not None
+        found = check.finding(key, row, problem)
+        self.unfit[(table, found.event_id, found.key)] = found
+        return False
+
     def upsert(self, table: str, key: tuple[Any, ...], row: dict[str, Any] | None) -> None:
+        if row is not None and not self._fits(table, key, row):
+            return
         self.upserts.setdefault(table, {})[key] = row
         self.inserts_if_absent.get(table, {}).pop(key, None)
 
     def insert_if_absent(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
         if key in self.upserts.get(table, {}):
             return  # a later or earlier full update already covers this row
+        if not self._fits(table, key, row):
+            return
         self.inserts_if_absent.setdefault(table, {}).setdefault(key, row)
 
     def clear(self) -> None:
@@ -75,6 +95,7 @@ class Output:
         self.inserts_if_absent.clear()
         self.reconciliations.clear()
         self.explanations.clear()
+        self.unfit.clear()
 
 
 class FoldFlags(NamedTuple):

@@ -29,7 +29,7 @@ DECIMAL_EXPONENT_MAX = 1000
 @dataclass(frozen=True)
 class Finding:
     projection: str
-    event_id: int | None
+    event_id: int  # the event that produced the row (0 when the row names none)
     key: str
     reason: str
     row: str
@@ -78,7 +78,7 @@ class RowCheck:
         event_id = row.get("event_id")
         return Finding(
             self.table,
-            event_id if isinstance(event_id, int) and INT_MIN <= event_id <= INT_MAX else None,
+            event_id if isinstance(event_id, int) and INT_MIN <= event_id <= INT_MAX else 0,
             _json(list(key)),
             reason,
             _json(jsonable(row)),
@@ -90,11 +90,16 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
-_CHECKS: dict[str, RowCheck] = {}
+_CHECKS: dict[str, RowCheck | None] = {}
 
 
-def check_for(table: sa.Table) -> RowCheck:
-    found = _CHECKS.get(table.name)
-    if found is None:
-        found = _CHECKS[table.name] = RowCheck(table)
-    return found
+def check_named(name: str) -> RowCheck | None:
+    """The check of projection table ``name`` (None for what is no table)."""
+    try:
+        return _CHECKS[name]
+    except KeyError:
+        from recorder.store.schema import PROJECTION_TABLES
+
+        table = PROJECTION_TABLES.get(name)
+        found = _CHECKS[name] = RowCheck(table) if table is not None else None
+        return found

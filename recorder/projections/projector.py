@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from recorder.collector import fewer_collections
 from recorder.projections.base import Event, Fold, FoldFlags, Output, Reconciliation
 from recorder.projections.collection import CollectionFold
-from recorder.projections.guard import Finding, check_for
+from recorder.projections.guard import Finding
 from recorder.projections.registry import FOLDS, make_folds
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.values import parse_frame
@@ -155,55 +155,61 @@ def write_outputs(conn: sa.Connection, outputs: list[tuple[str, Output]]) -> Non
     prepared = statements(conn)
     # Per statement, the rows of every account bound to it; upserts first, as before.
     batches: dict[RowStatement, list[Any]] = {}
-    # Rows no table can hold (guard.py): left out, kept as findings.
-    unfit: list[tuple[str, Finding]] = []
     for account, out in outputs:
         for name, rows in out.upserts.items():
             table = PROJECTION_TABLES[name]
-            check = check_for(table)
             stmt = prepared.upsert(table, keep_stored=name in COALESCE_TABLES)
             bound = batches.setdefault(stmt, [])
             gone = []
             for key, row in rows.items():
                 if row is None:
                     gone.append(key)
-                elif (problem := check.problem(row)) is None:
-                    bound.append(stmt.bind(account, row))
                 else:
-                    unfit.append((account, check.finding(key, row, problem)))
+                    bound.append(stmt.bind(account, row))
             if gone:
-                _delete_rows(conn, table, account, [k for k in gone if None not in k])
+                _delete_rows(conn, table, account, gone)
     for account, out in outputs:
         for name, ins_rows in out.inserts_if_absent.items():
-            table = PROJECTION_TABLES[name]
-            check = check_for(table)
-            stmt = prepared.insert_if_absent(table)
-            bound = batches.setdefault(stmt, [])
-            for key, row in ins_rows.items():
-                if (problem := check.problem(row)) is None:
-                    bound.append(stmt.bind(account, row))
-                else:
-                    unfit.append((account, check.finding(key, row, problem)))
+            stmt = prepared.insert_if_absent(PROJECTION_TABLES[name])
+            batches.setdefault(stmt, []).extend(stmt.bind(account, r) for r in ins_rows.values())
     for stmt, params in batches.items():
         if params:
             stmt.run(conn, params)
     for account, out in outputs:
         _write_findings(conn, account, out)
+    unfit = [(account, f) for account, out in outputs for f in out.unfit.values()]
     if unfit:
+        _write_unfit(conn, unfit)
+
+
+def _write_unfit(conn: sa.Connection, unfit: list[tuple[str, Finding]]) -> None:
+    """Rows no table could hold, one per (table, event, key) (rare: written the plain
+    way; one already there, from a fold of the same events, is replaced)."""
+    latest = {(account, f.projection, f.event_id, f.key): f for account, f in unfit}
+    c = fold_findings.c
+    for account, projection, event_id, key in latest:
         conn.execute(
-            fold_findings.insert(),
-            [
-                {
-                    "account": account,
-                    "projection": f.projection,
-                    "event_id": f.event_id,
-                    "key": f.key,
-                    "reason": f.reason,
-                    "row": f.row,
-                }
-                for account, f in unfit
-            ],
+            fold_findings.delete().where(
+                c.account == account,
+                c.projection == projection,
+                c.event_id == event_id,
+                c.key == key,
+            )
         )
+    conn.execute(
+        fold_findings.insert(),
+        [
+            {
+                "account": account,
+                "projection": f.projection,
+                "key": f.key,
+                "event_id": f.event_id,
+                "reason": f.reason,
+                "row": f.row,
+            }
+            for (account, _, _, _), f in latest.items()
+        ],
+    )
 
 
 def _delete_rows(

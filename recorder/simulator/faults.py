@@ -13,6 +13,9 @@ starts) or ``NAME[:ARG]@T/P`` (at T, then every P seconds). Examples::
     seq-skip@12             skip one public sequence number
     seq-repeat@14           repeat the previous public sequence number
     burst:2000@15           2000 frames at once
+    dirty@20                rows no table can hold (null id, 30-digit id, null currency)
+    huge:2000000@25         one frame of 2 MB
+    bad-utf8@30             a text frame that is not valid UTF-8
 """
 
 from __future__ import annotations
@@ -31,6 +34,10 @@ FAULTS: dict[str, str] = {
     "seq-skip": "skip one public sequence number on the next account frame",
     "seq-repeat": "repeat the previous public sequence number on the next account frame",
     "burst": "generate ARG frames (default 1000) at once",
+    "dirty": "send rows no table can hold: an order without an id, one with a 30-digit id, "
+    "a wallet without a currency",
+    "huge": "send one frame of ARG bytes (default 2,000,000)",
+    "bad-utf8": "send a text frame that is not valid UTF-8",
 }
 
 _ITEM = re.compile(

@@ -33,6 +33,7 @@ from trio_websocket import (
 )
 
 from recorder.protocol import SEQ_ALL, exchange
+from recorder.protocol import layouts as L
 from recorder.protocol.exchange import AuthChecker, ConnectionWindow
 from recorder.serving import listen
 from recorder.simulator.faults import ScheduledFault
@@ -273,6 +274,37 @@ class Simulator:
             await self._send_raw(conn, text[: len(text) // 2])
         elif name in ("seq-skip", "seq-repeat"):
             conn.seq_fault = name
+        elif name == "dirty":
+            # Rows no table can hold, as an exchange might send them: an order without an
+            # id, one whose id is beyond 64 bits, a wallet without a currency.
+            now = int(time.time() * 1000)
+            order = {
+                "symbol": "tBTCUSD",
+                "mts_create": now,
+                "mts_update": now,
+                "amount": 0.5,
+                "amount_orig": 0.5,
+                "order_type": "EXCHANGE LIMIT",
+                "order_status": "ACTIVE",
+                "price": 100.0,
+            }
+            await self._send_account(conn, "on", L.ORDER.array({**order, "id": None}))
+            await self._send_account(
+                conn, "on", L.ORDER.array({**order, "id": HUGE_ID_MARK}), (HUGE_ID_MARK, HUGE_ID)
+            )
+            wallet = {"wallet_type": "exchange", "currency": None, "balance": 1.5}
+            await self._send_account(conn, "wu", L.WALLET.array(wallet))
+        elif name == "huge":
+            # One frame of ARG bytes (default 2 MB): a notification whose text is that long.
+            size = int(arg or 2_000_000)
+            note = [int(time.time() * 1000), "huge", None, None, None, None, "INFO", "x" * size]
+            await self._send_account(conn, "n", note)
+        elif name == "bad-utf8":
+            # A text frame whose payload is not UTF-8 (the client closes with 1007).
+            payload = b'[0,"n",["\xff\xfe"]]'
+            async with conn.lock:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await conn.ws._stream.send_all(bytes([0x81, len(payload)]) + payload)
         else:
             raise ValueError(f"unknown fault {name!r}")
 
@@ -423,7 +455,15 @@ class Simulator:
     async def _send_event(self, conn: _Connection, event: dict[str, Any]) -> None:
         await self._send_raw(conn, orjson.dumps(event).decode())
 
-    async def _send_account(self, conn: _Connection, abbr: str, payload: Any) -> None:
+    async def _send_account(
+        self,
+        conn: _Connection,
+        abbr: str,
+        payload: Any,
+        replace: tuple[int, str] | None = None,
+    ) -> None:
+        """``replace``: a number in the payload written as other text (a 30-digit id, which
+        no JSON library here writes)."""
         if self._stalled(conn):
             return
         async with conn.lock:
@@ -438,8 +478,11 @@ class Simulator:
                 if abbr != "n":
                     conn.auth_seq += 1
                 frame += [conn.pub_seq, conn.auth_seq]
+            text = orjson.dumps(frame).decode()
+            if replace is not None:
+                text = text.replace(str(replace[0]), replace[1], 1)
             try:
-                await self._put(conn, orjson.dumps(frame).decode())
+                await self._put(conn, text)
             except ConnectionClosed:
                 return
             conn.last_account_frame = trio.current_time()
@@ -448,6 +491,10 @@ class Simulator:
         with trio.move_on_after(2):
             await conn.ws.aclose(code, reason)
         conn.scope.cancel()
+
+
+HUGE_ID_MARK = 4_242_424_242_424_242  # stands for HUGE_ID while the frame is encoded
+HUGE_ID = "123456789012345678901234567890"
 
 
 class _SeededIds:

@@ -237,14 +237,13 @@ state_snapshots = sa.Table(
 fold_findings = sa.Table(
     "fold_findings",
     metadata,
-    sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("account", sa.Text, nullable=False),
-    sa.Column("projection", sa.Text, nullable=False),
-    sa.Column("event_id", sa.BigInteger),  # the event that produced the row
-    sa.Column("key", sa.Text, nullable=False),  # the row's key, as JSON
+    # One row per (account, projection, event, key): what each event could not write.
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("projection", sa.Text, primary_key=True),
+    sa.Column("event_id", sa.BigInteger, primary_key=True),  # 0: no event id in the row
+    sa.Column("key", sa.Text, primary_key=True),  # the row's key, as JSON
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("row", sa.Text, nullable=False),  # the row as JSON (its values as text)
-    sa.Index("ix_fold_findings_account_projection", "account", "projection"),
 )
 
 PROJECTION_TABLES: dict[str, sa.Table] = {

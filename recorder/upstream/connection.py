@@ -92,11 +92,21 @@ def _cause(exc: BaseException) -> str:
     return texts[0] if texts else type(exc).__name__
 
 
+# The largest message read (trio-websocket's default, 1 MiB, is below an order snapshot of
+# 10,000 orders: about 2 MB; the exchange sends it again after every reconnect, so the
+# account looped). 64 MiB: 32 times that, and still a bound on what one frame may cost.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+# Close codes of a message the library could not deliver (the session marks them).
+UNDELIVERABLE = {1007: "invalid UTF-8 in a text frame", 1009: "message over the size limit"}
+
+
 @asynccontextmanager
-async def connect(url: str) -> AsyncIterator[Socket]:
+async def connect(url: str, *, max_frame_bytes: int = MAX_FRAME_BYTES) -> AsyncIterator[Socket]:
     """Open ``url``; handshake problems (HTTP 429, refused, timeouts) become HandshakeFailed."""
     try:
-        async with open_websocket_url(url, message_queue_size=2048) as ws:
+        async with open_websocket_url(
+            url, message_queue_size=2048, max_message_size=max_frame_bytes
+        ) as ws:
             yield Socket(ws)
     except ConnectionRejected as exc:
         raise HandshakeFailed(

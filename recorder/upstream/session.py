@@ -40,7 +40,14 @@ from recorder.protocol.client import (
 )
 from recorder.protocol.rest import write_caps
 from recorder.store.eventlog import NewEvent, SessionChange, marker
-from recorder.upstream.connection import ConnectionLost, Connector, HandshakeFailed, connect
+from recorder.upstream.connection import (
+    MAX_FRAME_BYTES,
+    UNDELIVERABLE,
+    ConnectionLost,
+    Connector,
+    HandshakeFailed,
+    connect,
+)
 from recorder.writer import Item
 
 log = logging.getLogger(__name__)
@@ -64,6 +71,7 @@ class SessionParams:
     info_timeout: float = 15.0
     db_unavailable_timeout: float = 30.0
     allow_write_key: bool = False
+    max_frame_bytes: int = MAX_FRAME_BYTES
 
 
 @dataclass
@@ -139,6 +147,7 @@ class Session:
         # An end asked for from outside (a REST permission check found a key that can
         # write): the session is cancelled and records this reason instead of 'shutdown'.
         self._ended_by: _End | None = None
+        self._undelivered: dict[str, Any] | None = None
 
     def end(self, reason: str, *, final: bool = False) -> None:
         """Ask the session to end for ``reason``; the caller then cancels the scope the
@@ -220,6 +229,15 @@ class Session:
                     await ws.aclose(1001, "recorder database unavailable")
         except ConnectionLost as exc:
             out.reason, close_code = "closed", exc.code
+            if exc.code in UNDELIVERABLE:
+                # A frame the library could not deliver (no text to store): a marker says
+                # what, how big it may be, and the close code, before the disconnect.
+                self._undelivered = {
+                    "code": exc.code,
+                    "problem": UNDELIVERABLE[exc.code],
+                    "detail": exc.reason,
+                    "max_frame_bytes": self.p.max_frame_bytes,
+                }
         except HandshakeFailed as exc:
             out.reason, out.handshake_status = f"error: {exc}", exc.status
         except trio.TooSlowError:
@@ -240,6 +258,15 @@ class Session:
                 # Never drop a frame: wait for the database however long it takes.
                 await self.sink.send(pending)
             with trio.move_on_after(SHUTDOWN_GRACE):
+                if self._undelivered is not None:
+                    await self.sink.send(self._marker("undelivered-frame", self._undelivered))
+                    log_fields(
+                        log,
+                        "a frame could not be read and is marked in the log",
+                        logging.WARNING,
+                        account=self.p.account,
+                        **self._undelivered,
+                    )
                 if self._connected:
                     fields = {"reason": out.reason, "code": close_code}
                     await self.sink.send(self._marker("disconnected", fields))
