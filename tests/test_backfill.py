@@ -299,6 +299,11 @@ async def test_a_key_that_can_write_is_refused_unless_allowed(engine: sa.Engine)
             await nursery.start(allowed.run)
             with trio.fail_after(20):
                 await auth.wait()
+            # The check runs after the first auth, beside the session.
+            await wait_until(
+                lambda: "the API key can write (allow_write_key = true)" in stream.getvalue(),
+                "the permission check",
+            )
             allowed.stop()
             await allowed.finished.wait()
             nursery.cancel_scope.cancel()

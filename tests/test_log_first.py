@@ -499,3 +499,46 @@ def test_backfill_command_stopped_marks_its_window_incomplete(tmp_path: Path) ->
         assert [(w.reason, w.complete) for w in backfill_rows(engine)] == [("manual", False)]
     finally:
         engine.dispose()
+
+
+def test_rebuild_stopped_by_a_signal_says_where_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM in the middle of `rebuild`: one line saying how far it got; the committed
+    batches (rows and checkpoints together) stay, and folding on from there gives what a
+    whole rebuild gives."""
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+    from recorder.commands import rebuild as rebuild_command
+    from recorder.projections import projector
+    from tests.test_projection_folds import store_log, synthetic_log
+    from tests.test_projections import everything
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = create_engine(DatabaseConfig(url=url))
+    migrate.upgrade(engine)
+    store_log(engine, "main", synthetic_log(seed=7, steps=900, gap_every=200, snap_every=300))
+    real = projector.rebuild
+
+    def interrupted(*args: Any, **kwargs: Any) -> int:
+        progress = args[3]
+
+        def then_signal(n: int) -> None:
+            progress(n)
+            os.kill(os.getpid(), signal.SIGTERM)  # after the first committed batch
+
+        return real(*args[:3], then_signal, batch=300)
+
+    monkeypatch.setattr(rebuild_command, "rebuild", interrupted)
+    result = CliRunner().invoke(main, ["rebuild"], env={"BFX_RECORDER_DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "rebuild stopped by SIGTERM after 300 of" in line
+    assert "main at event 300" in line and "`bfx-recorder run` folds on from there" in line
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    AccountProjector(engine, "main").catch_up()  # what the daemon does at its next start
+    resumed = everything(engine, "main")
+    real(engine, ["main"])
+    assert everything(engine, "main") == resumed
+    engine.dispose()
