@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 import httpx
@@ -41,10 +41,11 @@ from recorder.store import backfills as backfill_store
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
 from recorder.store.errors import StoreError, StoreUnavailable
-from recorder.store.eventlog import EventLog, NewEvent
+from recorder.store.eventlog import EventLog, NewEvent, marker
 from recorder.store.lease import Lease
 from recorder.upstream.backfill import OVERLAP, Backfiller, Window
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
+from recorder.upstream.clock import ClockWatch
 from recorder.upstream.connection import Connector, connect
 from recorder.upstream.nonces import PersistentNonces
 from recorder.upstream.rest import RestClient, RestFailed
@@ -124,8 +125,12 @@ class Recorder:
         lease_check_every: float = LEASE_CHECK_EVERY,
         head_log_every: float = HEAD_LOG_EVERY,
         rest_options: dict[str, float] | None = None,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.cfg = cfg
+        # The wall clock (tests step it); watched against the monotonic one.
+        self.wall = wall
+        self.clock = ClockWatch(lambda: wall().timestamp())
         self.accounts = accounts
         self.db = db
         self.connector = connector
@@ -292,6 +297,7 @@ class Recorder:
                 nursery.start_soon(self._watch_leases)
                 nursery.start_soon(self._heads_every)
                 nursery.start_soon(self._summary_every)
+                nursery.start_soon(self.clock.run)
 
     async def _watch_leases(self) -> None:
         """A lease can be lost (the PostgreSQL server restarted and another process took
@@ -427,6 +433,24 @@ class Recorder:
         found = await self.db.run(unexplained_vanished, self.db.engine, account)
         return {name: sorted({int(k) for k in keys if k.isdigit()}) for name, keys in found.items()}
 
+    async def _mark_clock_steps(self, account: str, sink: trio.MemorySendChannel[Item]) -> None:
+        """A ``recorder.clock-step`` marker in the account's log for each wall-clock step."""
+        seen = self.clock.found
+        while True:
+            await self.clock.changed.wait()
+            new = self.clock.found - seen
+            seen = self.clock.found
+            for step in self.clock.steps[-new:] if new else []:
+                fields = {
+                    "seconds": round(step.seconds, 3),
+                    "wall_before": datetime.fromtimestamp(step.wall_before, UTC).isoformat(),
+                    "wall_after": datetime.fromtimestamp(step.wall_after, UTC).isoformat(),
+                }
+                log_fields(
+                    log, "the wall clock stepped", logging.WARNING, account=account, **fields
+                )
+                await sink.send(marker(account, None, self.wall(), "recorder.clock-step", fields))
+
     @staticmethod
     async def _after_first_auth(
         first_auth: trio.Event, task: Callable[[], Awaitable[None]]
@@ -498,6 +522,7 @@ class Recorder:
             supervising.cancel()
 
         async with sink, trio.open_nursery() as helpers:
+            helpers.start_soon(self._mark_clock_steps, acc.name, sink)
             nonces = self._nonces_for(creds)
             backfiller: Backfiller | None = None
             if acc.backfill:
@@ -515,6 +540,7 @@ class Recorder:
                     functools.partial(self._check_permissions, acc, creds, sink.send, refuse),
                 )
             last_frame = [self._stopped_at.get(acc.name)]
+            gap_began = [trio.current_time()]  # trio time the current gap began
             first = [True]
             host = urlsplit(acc.url).netloc
             if host not in self._limits:
@@ -550,7 +576,10 @@ class Recorder:
                 first[0] = False
                 first_auth.set()
                 if backfiller is not None and last_frame[0] is not None:
-                    start, end = last_frame[0] - OVERLAP, at + OVERLAP
+                    # A wall-clock step during the gap: widen by it, either way, so the
+                    # window still covers the gap in the exchange's time.
+                    step = timedelta(seconds=self.clock.stepped_since(gap_began[0]))
+                    start, end = last_frame[0] - OVERLAP - step, at + OVERLAP + step
                     vanished = functools.partial(self._vanished, acc.name)
                     window = Window(start, end, reason, session_id, snapshots_in, vanished)
                     backfiller.request(window)
@@ -576,6 +605,7 @@ class Recorder:
                     on_authenticated=authenticated,
                     on_end=ended,
                     key_lock=nonces.key_lock,
+                    now=self.wall,
                 )
                 return session
 
@@ -585,6 +615,7 @@ class Recorder:
                 status.disconnected_since = trio.current_time()
                 status.last_reason = outcome.reason
                 status.ends[outcome.reason] = status.ends.get(outcome.reason, 0) + 1
+                gap_began[0] = trio.current_time()
                 if outcome.last_frame_at is not None:
                     last_frame[0] = outcome.last_frame_at
 

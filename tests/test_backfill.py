@@ -31,7 +31,7 @@ from recorder.simulator.server import Simulator
 from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import backfills, ledgers, orders, positions, reconciliations, trades
-from recorder.upstream.backfill import Backfiller, Window
+from recorder.upstream.backfill import Backfiller, Progress, Window
 from recorder.upstream.rest import RestClient
 from tests.helpers import SimThread, drain, progressed, wait_until
 from tests.test_daemon import KEY, SECRET, make_recorder, session_rows, start_recording
@@ -158,6 +158,54 @@ async def test_rest_down_window_stays_incomplete_then_completes(engine: sa.Engin
     assert not [f for f in verify(engine, "main").findings if f.what == "backfill-incomplete"]
 
 
+async def test_a_clock_stepped_back_during_a_gap_still_backfills_the_gap(
+    engine: sa.Engine,
+) -> None:
+    """The wall clock steps back 600 s while the connection is down: the reconnect's window
+    (computed from wall-clock times) is widened by the step and still covers the gap's
+    trades; the step is marked in the log, and verify says the session times are out of
+    order. (Without the widening the window ended 8 minutes before it began.)"""
+    sim = Simulator(seed=79, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
+    offset = [0.0]
+
+    def wall() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=offset[0])
+
+    async with trio.open_nursery() as nursery:
+        rest_port = await nursery.start(sim.serve_rest)
+        recorder = await start_recording(nursery, sim, engine, rest_port=rest_port, wall=wall)
+        await progressed(recorder, 100)
+        sim.pause()
+        await drain(sim, recorder, engine)
+        sim.refuse()
+        await sim.inject("drop")
+        await wait_until(lambda: not sim.connections, "the recorder is disconnected")
+        offset[0] = -600.0  # NTP steps the clock back 10 minutes
+        await sim.advance(60)  # trades nobody hears
+        auth = sim.auth_events
+        sim.refuse(0)
+        with trio.fail_after(20):
+            await auth.wait()
+        await wait_until(lambda: reconnect_backfills_done(recorder), "the reconnect's window")
+        sim.pause()
+        await drain(sim, recorder, engine)
+        recorder.stop()
+        with trio.fail_after(20):
+            await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    got = {r["id"] for r in rows(engine, trades)}
+    assert got == set(sim.model.trades)  # the gap's trades too
+    steps = [
+        orjson.loads(e.frame)
+        for e in EventLog(engine).iterate("main")
+        if e.kind == "recorder.clock-step"
+    ]
+    assert steps and -605 < steps[0]["seconds"] < -595
+    window = next(w for w in rows(engine, backfills) if w["reason"] == "reconnect")
+    assert window["window_to"] - window["window_from"] > timedelta(minutes=10)
+    assert any(f.what == "session-times" for f in verify(engine, "main").findings)
+
+
 def ledger_entry(n: int, mts: int) -> dict[str, Any]:
     return {
         "id": 9_000 + n,
@@ -241,6 +289,59 @@ async def test_paging_rows_that_share_a_millisecond_across_pages() -> None:
         end = [orjson.loads(e.frame) for e in logged if e.kind == "recorder.backfill-end"]
         assert end[-1]["complete"] is False
         nursery.cancel_scope.cancel()
+
+
+async def test_a_retry_asks_only_what_failed_and_costs_the_log_little() -> None:
+    """One endpoint down (a proxy's 5 KB error page) for six attempts of one window: the
+    pages already answered are not asked again, the repeated error page is logged as a
+    reference, and the window adds less than 50 KB to the log (it used to store every page
+    and the error page again at every retry)."""
+    sim = Simulator(seed=78, rate=0, api_keys={KEY: SECRET}, connection_limit=None)
+    await sim.advance(100)
+    sim.rest_down_paths = {"auth/r/movements/hist"}  # the last endpoint a window pages
+    logged: list[Any] = []
+
+    async def emit(item: Any) -> None:
+        logged.append(item)
+
+    def size() -> int:
+        return sum(len(e.frame) for e in logged)
+
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        port = await nursery.start(sim.serve_rest)
+        client = simulator_client(port, http, emit)
+        backfiller = Backfiller(client, emit, page_limits=sim.rest_page_max)
+        window = Window(datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC), "reconnect")
+        assert not await backfiller.backfill(window)
+        first, asked_first = size(), len(sim.rest_requests)
+        assert asked_first == 9  # every endpoint answered before the one that is down
+        for _ in range(5):
+            assert not await backfiller.backfill(window)
+        retried = [path for path, _ in sim.rest_requests[asked_first:]]
+        assert set(retried) == {"/v2/auth/r/movements/hist"}  # only what failed
+        errors = [orjson.loads(e.frame) for e in logged if e.kind == "rest.error"]
+        assert errors[0]["body"] and len(errors[0]["body"]) > 3000
+        assert all(e["body"] is None and e["repeat_of"] == errors[0]["sha256"] for e in errors[1:])
+        per_retry = (size() - first) / 5
+        print(f"first attempt {first} bytes, then {per_retry:.0f} bytes per retry")
+        assert per_retry < 1000
+        sim.rest_down_paths.clear()
+        assert await backfiller.backfill(window)  # completes with what was left
+        assert size() < 50_000
+        assert [p for p, _ in sim.rest_requests[len(retried) + asked_first :]] == [
+            "/v2/auth/r/movements/hist"
+        ]
+        nursery.cancel_scope.cancel()
+
+
+def test_an_incomplete_window_backs_off_to_an_hour() -> None:
+    backfiller = Backfiller(None, None, retry_every=60.0)  # type: ignore[arg-type]
+    window = Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), "manual")
+    delays = []
+    for attempts in range(1, 10):
+        backfiller._progress[window] = Progress(attempts=attempts)
+        delays.append(backfiller.retry_delay(window))
+    assert delays == [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]
 
 
 async def test_nonces_increase_across_rest_websocket_and_a_restart_with_the_clock_back(

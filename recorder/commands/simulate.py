@@ -23,7 +23,7 @@ from recorder.simulator.server import Simulator, generated_credentials
     type=int,
     default=None,
     help="TCP port of the simulated REST API (the gap backfill's; 0 picks a free one; "
-    "default: the WebSocket port + 1).",
+    "default: the WebSocket port + 1, or a free one with --port 0).",
 )
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--api-key", default=None, help="API key the simulator accepts.")
@@ -88,16 +88,20 @@ def command(
     )
 
     def write_truth() -> None:
+        """Whole or not at all: a reader never sees half a file."""
         if truth_path:
-            Path(truth_path).write_bytes(sim.truth_json())
+            target = Path(truth_path)
+            partial = target.with_name(f".{target.name}.partial")
+            partial.write_bytes(sim.truth_json())
+            partial.replace(target)
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as sigs:
             async with trio.open_nursery() as nursery:
                 bound = await nursery.start(sim.serve, host, port)
-                rest = await nursery.start(
-                    sim.serve_rest, host, bound + 1 if rest_port is None else rest_port
-                )
+                # Beside the WebSocket port by default (any free one with --port 0).
+                wanted = (bound + 1 if port else 0) if rest_port is None else rest_port
+                rest = await nursery.start(sim.serve_rest, host, wanted)
                 click.echo(f"simulator listening on ws://{host}:{bound}/ws/2 (seed {seed})")
                 click.echo(f"simulated REST API on http://{host}:{rest}/v2 (set it as rest_url)")
                 async for signum in sigs:

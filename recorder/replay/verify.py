@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +22,9 @@ PAGE = 10000
 class Finding:
     account: str
     at: datetime | None
-    what: str  # 'session-ended', 'seq-gap', 'malformed', 'reconciliation', 'backfill-incomplete'
+    # 'session-ended', 'session-times', 'seq-gap', 'malformed', 'reconciliation',
+    # 'backfill-incomplete'
+    what: str
     detail: str
     event_id: int | None = None
     seconds: float | None = None  # how long the record was interrupted, for session ends
@@ -98,9 +101,41 @@ def _check_chain(log: EventLog, account: str, report: Report) -> None:
     report.checked[account] = checked
 
 
+def _session_times(history: list[Any], account: str, add: Callable[[Finding], None]) -> None:
+    """Sessions whose times are out of order: a wall-clock step (ended before it started,
+    started before the previous one ended). Times in the log are the wall clock's; these
+    say where they cannot be taken at face value."""
+    previous_end: datetime | None = None
+    for s in history:
+        started, ended = _utc(s.started_at), _utc(s.ended_at)
+        if started is not None and ended is not None and ended < started:
+            add(
+                Finding(
+                    account,
+                    started,
+                    "session-times",
+                    f"session {s.id} ended ({ended.isoformat()}) before it started "
+                    f"({started.isoformat()}): the wall clock stepped back",
+                )
+            )
+        if started is not None and previous_end is not None and started < previous_end:
+            add(
+                Finding(
+                    account,
+                    started,
+                    "session-times",
+                    f"session {s.id} started ({started.isoformat()}) before the previous one "
+                    f"ended ({previous_end.isoformat()}): the wall clock stepped back",
+                )
+            )
+        if ended is not None:
+            previous_end = ended
+
+
 def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> None:
     add = report.findings.append
     history = account_sessions(engine, account)
+    _session_times(history, account, add)
     for n, s in enumerate(history):
         if s.end_reason not in (None, "shutdown"):
             resumed = next(

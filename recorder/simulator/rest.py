@@ -29,6 +29,12 @@ READ_ONLY_PERMISSIONS = [
     [scope, 1, 0]
     for scope in ("account", "history", "orders", "positions", "funding", "settings", "wallets")
 ] + [["withdraw", 0, 0]]
+# What an edge proxy answers for an endpoint that is down: a page of a few kilobytes.
+PROXY_503_PAGE = (
+    b"<!DOCTYPE html><html><head><title>503 Service Unavailable</title><style>"
+    + b"body{font-family:sans-serif;margin:0;padding:2em}" * 60
+    + b"</style></head><body><h1>503</h1><p>The origin is unavailable.</p></body></html>"
+)
 DEFAULT_LIMIT = 25  # what the exchange returns when a request names no limit
 
 
@@ -73,6 +79,8 @@ class RestApi:
         sim.rest_requests.append((path, body))
         if sim.rest_fault == "down":
             return 503, b"<html><body>503 Service Temporarily Unavailable</body></html>"
+        if path.removeprefix("/v2/") in sim.rest_down_paths:
+            return 503, PROXY_503_PAGE
         if sim.rest_fault == "rate-limit":
             return 429, _error(11010, "ratelimit: error")
         route = path.removeprefix("/v2/")

@@ -127,6 +127,7 @@ class Simulator:
         self.rest_port: int | None = None
         self.rest_requests: list[tuple[str, bytes]] = []  # (path, body) of every request
         self.rest_fault: str | None = None  # "down" or "rate-limit" while set
+        self.rest_down_paths: set[str] = set()  # endpoints answering a proxy's 503 page
         self.rest_rate_limit: tuple[int, float] | None = (90, 60.0)  # per endpoint
         self.rest_page_max: dict[str, int] = {}  # endpoint name -> page maximum override
         self.permissions: list[list[Any]] = [list(p) for p in READ_ONLY_PERMISSIONS]

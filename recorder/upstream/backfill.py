@@ -7,8 +7,9 @@ demand) and pages each history endpoint through the window completely
 answers explain what the reconnect's snapshots revealed. A window is bracketed by
 ``recorder.backfill-start`` and ``recorder.backfill-end`` markers; an incomplete one (REST down,
 rate-limited past the retries, a page that cannot progress) ends with ``complete: false`` and is
-tried again after ``retry_every`` until it completes. It never blocks the receive loop or the
-writer: it only adds events to the writer's queue like a session does.
+tried again after ``retry_every``, doubling up to an hour, until it completes; a retry asks
+only what failed (the endpoint, from the page where it stopped). It never blocks the receive
+loop or the writer: it only adds events to the writer's queue like a session does.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,6 +69,22 @@ def ms(t: datetime, *, ceil: bool = False) -> int:
     return whole + (1 if ceil and rest else 0)
 
 
+@dataclass
+class Progress:
+    """What of a window is done, kept across its retries, so that a retry asks again only
+    what failed (the endpoint, from the page where it stopped), never the pages already
+    answered (30,000-row pages fetched again every minute grew the database 213 MB in
+    150 s)."""
+
+    pagers: dict[str, WindowPager] = field(default_factory=dict)
+    state_done: set[str] = field(default_factory=set)
+    vanished_done: bool = False
+    attempts: int = 0
+
+
+RETRY_LONGEST = 3600.0  # seconds: an incomplete window's back-off doubles up to this
+
+
 class Backfiller:
     def __init__(
         self,
@@ -93,6 +110,7 @@ class Backfiller:
         self.idle = trio.Event()  # set while nothing is queued or running
         self.idle.set()
         self.running = False
+        self._progress: dict[Window, Progress] = {}
 
     @property
     def open_windows(self) -> int:
@@ -112,6 +130,7 @@ class Backfiller:
                 complete = await self.backfill(window)
                 self.running = False
                 if complete:
+                    self._progress.pop(window, None)
                     self.completed.append(window)
                     self.completed_count += 1
                 else:
@@ -120,8 +139,13 @@ class Backfiller:
                 if self._receive.statistics().current_buffer_used == 0 and not self.incomplete:
                     self.idle.set()
 
+    def retry_delay(self, window: Window) -> float:
+        """``retry_every`` after the first failure, doubling up to an hour."""
+        attempts = self._progress[window].attempts if window in self._progress else 1
+        return min(self.retry_every * 2 ** max(attempts - 1, 0), RETRY_LONGEST)
+
     async def _retry_later(self, window: Window) -> None:
-        await trio.sleep(self.retry_every)
+        await trio.sleep(self.retry_delay(window))
         self.incomplete.remove(window)
         self.request(window)
 
@@ -130,27 +154,35 @@ class Backfiller:
         current state, counting the rows answered into ``rows[0]`` (also when it fails
         part-way). Raises RestFailed / PagingStuck."""
         client = self.client
+        progress = self._progress.setdefault(window, Progress())
+        progress.attempts += 1
         for name in WINDOW_ENDPOINTS:
-            endpoint = ENDPOINTS[name]
-            if name in self.page_limits:
-                endpoint = replace(endpoint, limit=self.page_limits[name])
-            pager = WindowPager(endpoint, ms(window.start), ms(window.end, ceil=True))
-            while not pager.done:
+            pager = progress.pagers.get(name)
+            if pager is None:
+                endpoint = ENDPOINTS[name]
+                if name in self.page_limits:
+                    endpoint = replace(endpoint, limit=self.page_limits[name])
+                pager = WindowPager(endpoint, ms(window.start), ms(window.end, ceil=True))
+                progress.pagers[name] = pager
+            while not pager.done:  # a retry goes on from the page where it stopped
                 answer = await client.call(pager.endpoint, pager.request())
+                rows[0] += len(answer.rows)
                 pager.receive(answer.rows)
-            rows[0] += pager.rows
         if window.snapshots_in is not None:
             with trio.move_on_after(SNAPSHOT_WAIT):
                 await window.snapshots_in.wait()
             for name in STATE_ENDPOINTS:
-                rows[0] += len((await client.call(ENDPOINTS[name], {})).rows)
-        if window.vanished is not None:
+                if name not in progress.state_done:
+                    rows[0] += len((await client.call(ENDPOINTS[name], {})).rows)
+                    progress.state_done.add(name)
+        if window.vanished is not None and not progress.vanished_done:
             ids = await window.vanished()
             for name, key in (("orders-hist", "orders"), ("positions-audit", "positions")):
                 if ids.get(key):
                     endpoint = ENDPOINTS[name]
                     params = {"id": ids[key], "limit": endpoint.limit}
                     rows[0] += len((await client.call(endpoint, params)).rows)
+            progress.vanished_done = True
 
     def _marker(self, kind: str, fields: dict[str, Any], session_id: int | None) -> NewEvent:
         return marker(self.client.account, session_id, self.now(), kind, fields)

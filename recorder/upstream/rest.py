@@ -15,8 +15,10 @@ not retried.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +45,7 @@ from recorder.upstream.nonces import PersistentNonces
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 30.0  # seconds for a whole request and answer (``rest_timeout_s``)
+ERRORS_REMEMBERED = 256  # error answers whose repeats are logged as references
 SEND_DEADLINE = 5.0  # seconds the key's lock may be held while a request is being sent
 PACE = 60.0 / 90  # seconds between requests to one endpoint: 90 a minute (rest.md §2.3)
 
@@ -92,6 +95,7 @@ class RestClient:
         self.now = now
         self.session_id: int | None = None
         self._last_call: dict[str, float] = {}
+        self._errors_logged: OrderedDict[str, None] = OrderedDict()  # digests, latest last
         self.requests = 0
 
     @classmethod
@@ -189,13 +193,24 @@ class RestClient:
                 )
             )
         else:
-            await self.emit(
-                self._marker(
-                    "rest.error",
-                    {"path": endpoint.path, "status": response.status_code, "body": response.text},
-                )
-            )
+            await self.emit(self._error_marker(endpoint, response.status_code, response.text))
         return answer
+
+    def _error_marker(self, endpoint: Endpoint, status: int, body: str) -> NewEvent:
+        """A ``rest.error`` marker; an error answer identical to one this client already
+        logged (an endpoint down answers the same page at every retry: 1.16 MB in 4 minutes)
+        is logged as a reference to it: its SHA-256 and length, not the body again."""
+        digest = hashlib.sha256(f"{endpoint.path}\n{status}\n{body}".encode()).hexdigest()
+        fields: dict[str, Any] = {"path": endpoint.path, "status": status}
+        if digest in self._errors_logged:
+            self._errors_logged.move_to_end(digest)
+            fields.update(body=None, repeat_of=digest, bytes=len(body))
+        else:
+            self._errors_logged[digest] = None
+            if len(self._errors_logged) > ERRORS_REMEMBERED:
+                self._errors_logged.popitem(last=False)
+            fields.update(body=body, sha256=digest)
+        return self._marker("rest.error", fields)
 
     async def _send_signed(self, endpoint: Endpoint, url: str, body: bytes) -> httpx.Response:
         """Take a nonce and send, holding the key's lock only until the request has left
