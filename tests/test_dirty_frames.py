@@ -8,7 +8,9 @@ import orjson
 import sqlalchemy as sa
 import trio
 
+from recorder.config import StatusConfig
 from recorder.projections.projector import rebuild
+from recorder.replay.status import account_status
 from recorder.replay.verify import verify
 from recorder.simulator.server import HUGE_ID, Simulator
 from recorder.store.eventlog import EventLog
@@ -88,6 +90,8 @@ async def test_dirty_rows_huge_frames_and_bad_utf8_never_stop_the_record(
         assert ("wallets", "currency") in reasons
         assert any("64 bits" in r for _, r in found)
         assert open_orders(engine) > 0  # the other orders are folded as usual
+        state = account_status(engine, StatusConfig(max_frame_age_s=1e9), ["main"])[0]
+        assert state.findings["orders"] >= 2 and state.findings["wallets"] >= 1  # status says
 
         # A restart with those frames in the log stays up and records on.
         sim.resume()

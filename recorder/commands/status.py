@@ -32,6 +32,8 @@ def command(cfg: Config) -> None:
         for name, lag in sorted(s.projector_lag.items()):
             flag = " (stale)" if name in s.stale else ""
             click.echo(f"  projector {name}: {lag} behind{flag}")
+        for name, n in s.findings.items():
+            click.echo(f"  projector {name}: {n} row(s) no table can hold (see fold_findings)")
         for p in s.problems:
             bad = True
             click.echo(f"  PROBLEM: {p}")

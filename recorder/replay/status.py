@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from recorder.config import StatusConfig
 from recorder.store.eventlog import EventLog
-from recorder.store.schema import projector_checkpoints
+from recorder.store.schema import fold_findings, projector_checkpoints
 from recorder.store.sessions import last_session
 
 
@@ -25,6 +25,9 @@ class AccountState:
     projector_lag: dict[str, int] = field(default_factory=dict)
     stale: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Rows a projection could not hold, per projection (fold_findings): data the exchange
+    # sent that no table can keep; reported, not a problem of the recorder's health.
+    findings: dict[str, int] = field(default_factory=dict)
 
 
 def account_status(
@@ -55,6 +58,16 @@ def account_status(
                 state.projector_lag[cp.projector] = state.last_event_id - int(cp.event_id)
                 if cp.stale:
                     state.stale.append(cp.projector)
+            f = fold_findings.c
+            state.findings = {
+                projection: int(n)
+                for projection, n in conn.execute(
+                    sa.select(f.projection, sa.func.count())
+                    .where(f.account == acc)
+                    .group_by(f.projection)
+                    .order_by(f.projection)
+                )
+            }
             if age is None or age > cfg.max_frame_age_s:
                 state.problems.append(
                     f"last frame {'never' if age is None else f'{age:.0f}s ago'} "
