@@ -542,3 +542,38 @@ def test_rebuild_stopped_by_a_signal_says_where_and_resumes(
     real(engine, ["main"])
     assert everything(engine, "main") == resumed
     engine.dispose()
+
+
+async def test_an_answer_over_the_bound_is_not_read_further() -> None:
+    """Memory stays bounded whatever a server sends: past ``max_answer_bytes`` the answer is
+    dropped with a rest.error saying so (and the window retries)."""
+    sim = Simulator(seed=96, rate=0, api_keys={KEY: SECRET}, connection_limit=None)
+    await sim.advance(100)
+    logged: list[Any] = []
+
+    async def emit(item: Any) -> None:
+        logged.append(item)
+
+    async def nonce() -> int:
+        return len(logged) + 1
+
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        port = await nursery.start(sim.serve_rest)
+        client = RestClient(
+            account="main",
+            base_url=f"http://127.0.0.1:{port}/v2",
+            api_key=Secret(KEY),
+            api_secret=Secret(SECRET),
+            nonce=nonce,
+            key_lock=trio.Lock(),
+            emit=emit,
+            http=http,
+            max_answer_bytes=2000,
+        )
+        endpoint = ENDPOINTS["trades-hist"]
+        big = await client._once(endpoint, {"start": 0, "end": 2**41, "limit": 2500})
+        client.max_answer_bytes = 10_000_000
+        whole = await client._once(endpoint, {"start": 0, "end": 2**41, "limit": 2500})
+        nursery.cancel_scope.cancel()
+    assert big.status == "unavailable" and "answer over 2000 bytes" in big.text
+    assert whole.status == "ok" and len(logged[-1].frame) > 2000  # the same answer, bounded

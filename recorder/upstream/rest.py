@@ -45,9 +45,19 @@ from recorder.upstream.nonces import PersistentNonces
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 30.0  # seconds for a whole request and answer (``rest_timeout_s``)
+# The longest answer read: a full page of the largest endpoint (2,500 rows of about 300
+# bytes) is under 1 MB; 64 MiB is room for servers that ignore ``limit``, and still a bound.
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
 ERRORS_REMEMBERED = 256  # error answers whose repeats are logged as references
 SEND_DEADLINE = 5.0  # seconds the key's lock may be held while a request is being sent
 PACE = 60.0 / 90  # seconds between requests to one endpoint: 90 a minute (rest.md §2.3)
+
+
+class AnswerTooLarge(Exception):
+    """An answer longer than ``max_answer_bytes``: not read further, not stored."""
+
+    def __init__(self, size: int, bound: int) -> None:
+        super().__init__(f"answer over {bound} bytes (read {size}); not stored")
 
 
 class RestFailed(Exception):
@@ -77,7 +87,9 @@ class RestClient:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         timeout: float = REQUEST_TIMEOUT,
         send_deadline: float = SEND_DEADLINE,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
+        self.max_answer_bytes = max_answer_bytes
         self.account = account
         self.timeout = timeout
         self.send_deadline = send_deadline
@@ -170,15 +182,26 @@ class RestClient:
             # answer): a host that accepts and never answers, or trickles, costs just this.
             with trio.fail_after(self.timeout):
                 response = await self._send_signed(endpoint, url, body)
-        except (httpx.HTTPError, httpx.InvalidURL, OSError, trio.TooSlowError) as exc:
+        except (
+            httpx.HTTPError,
+            httpx.InvalidURL,
+            OSError,
+            trio.TooSlowError,
+            AnswerTooLarge,
+        ) as exc:
             text = f"{type(exc).__name__}: {exc}"[:300]
             if isinstance(exc, trio.TooSlowError):
                 text = f"no complete answer within {self.timeout:g} s"
+            elif isinstance(exc, AnswerTooLarge):
+                text = str(exc)
             await self.emit(
                 self._marker("rest.error", {"path": endpoint.path, "status": None, "body": text})
             )
             return Answer("unavailable", text=text)
-        answer = read_answer(response.status_code, response.content)
+        status, content = response
+        text = content.decode("utf-8", "replace")  # decoded once: stored and read
+        del content
+        answer = read_answer(status, text)
         if answer.status == OK:
             await self.emit(
                 NewEvent(
@@ -189,11 +212,11 @@ class RestClient:
                     endpoint.kind,
                     None,
                     None,
-                    response.text,
+                    text,
                 )
             )
         else:
-            await self.emit(self._error_marker(endpoint, response.status_code, response.text))
+            await self.emit(self._error_marker(endpoint, status, text))
         return answer
 
     def _error_marker(self, endpoint: Endpoint, status: int, body: str) -> NewEvent:
@@ -212,14 +235,14 @@ class RestClient:
             fields.update(body=body, sha256=digest)
         return self._marker("rest.error", fields)
 
-    async def _send_signed(self, endpoint: Endpoint, url: str, body: bytes) -> httpx.Response:
+    async def _send_signed(self, endpoint: Endpoint, url: str, body: bytes) -> tuple[int, bytes]:
         """Take a nonce and send, holding the key's lock only until the request has left
         (or for ``send_deadline`` at most): the answer is awaited outside it, so a slow or
         hung REST host never delays the WebSocket ``auth`` of the same key. (Should the
         auth's larger nonce overtake a request still being written, the exchange answers
         ``nonce: small``, which is retried.)"""
         sent = trio.Event()
-        got: list[httpx.Response] = []
+        got: list[tuple[int, bytes]] = []
         failed: list[Exception] = []
 
         async def trace(event: str, _info: dict[str, Any]) -> None:
@@ -228,11 +251,18 @@ class RestClient:
 
         async def post(headers: dict[str, str]) -> None:
             try:
-                got.append(
-                    await self.http.post(
-                        url, content=body, headers=headers, extensions={"trace": trace}
-                    )
-                )
+                async with self.http.stream(
+                    "POST", url, content=body, headers=headers, extensions={"trace": trace}
+                ) as response:
+                    # Read up to the bound, so a server sending without end cannot take
+                    # the process's memory.
+                    chunks, size = [], 0
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > self.max_answer_bytes:
+                            raise AnswerTooLarge(size, self.max_answer_bytes)
+                        chunks.append(chunk)
+                    got.append((response.status_code, b"".join(chunks)))
             except Exception as exc:  # re-raised below, as itself rather than in a group
                 failed.append(exc)
             finally:
