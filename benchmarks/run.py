@@ -46,7 +46,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -335,33 +335,24 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
 
 
 class Probe:
-    """Wraps the writer and the account projectors to time each frame: read -> committed,
-    read -> projected."""
+    """Times each frame through the recorder's public observers (the writer's commits, the
+    account projectors' fold commits): read -> committed, read -> projected."""
 
     def __init__(self, recorder: Any) -> None:
         self.commit_lag: list[float] = []
         self.projected: dict[str, list[tuple[int, datetime]]] = {}
-        writer = recorder.writer
-        original = writer._commit
-
-        async def commit(batch: list[Any]) -> None:
-            await original(batch)
-            now = datetime.now(UTC)
-            for item in batch:
-                if getattr(item, "chan_id", None) == 0:
-                    self.commit_lag.append((now - item.received_at).total_seconds())
-
-        writer._commit = commit
+        recorder.writer.observers.append(self.committed)
         for ap in recorder.account_projectors:
-            done = ap.committed
+            ap.observers.append(self.folded)
 
-            def timed(_ap: Any = ap, _done: Callable[[], None] = done) -> None:
-                _done()  # the fold transaction committed: these rows are visible now
-                self.projected.setdefault(_ap.account, []).append(
-                    (_ap.checkpoint, datetime.now(UTC))
-                )
+    def committed(self, commit: Any) -> None:
+        now = datetime.now(UTC)
+        for item in commit.batch:
+            if getattr(item, "chan_id", None) == 0:
+                self.commit_lag.append((now - item.received_at).total_seconds())
 
-            ap.committed = timed
+    def folded(self, account: str, position: int) -> None:
+        self.projected.setdefault(account, []).append((position, datetime.now(UTC)))
 
     def projection_lag(self, engine: sa.Engine) -> list[float]:
         out = []

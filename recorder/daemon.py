@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from recorder import health
 from recorder.collector import fewer_collections
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.groups import leaves
@@ -36,7 +37,13 @@ from recorder.projections.projector import (
     ProjectionView,
     unexplained_vanished,
 )
-from recorder.protocol.rest import ENDPOINTS, write_scopes
+from recorder.protocol.rest import (
+    ENDPOINTS,
+    WRITE_KEY_ALLOWED,
+    write_key_end,
+    write_key_refused,
+    write_scopes,
+)
 from recorder.store import backfills as backfill_store
 from recorder.store import sessions as session_store
 from recorder.store.database import Database
@@ -56,19 +63,6 @@ from recorder.writer import Item, Writer
 log = logging.getLogger(__name__)
 
 SHUTDOWN_CATCH_UP = 60.0  # seconds the projectors may fold at shutdown, after the drain
-
-
-class WriteKeyRefused(Exception):
-    """An account's API key has WRITE permissions and ``allow_write_key`` is false."""
-
-    def __init__(self, account: str, scopes: list[str]) -> None:
-        self.account = account
-        self.scopes = scopes
-        super().__init__(
-            f"account {account}: the API key has WRITE permission for {', '.join(scopes)}; "
-            "a recorder needs only READ: create a read-only key (Bitfinex > API keys: leave "
-            "every Write box unchecked), or set allow_write_key = true for this account"
-        )
 
 
 class MetricsUnusable(Exception):
@@ -350,20 +344,15 @@ class Recorder:
             totals: dict[str, int] = {}
             for (account, _kind), n in self.writer.stats.by_kind.items():
                 totals[account] = totals.get(account, 0) + n
-            for account, status in self.status.items():
-                lags = [
-                    self.writer.high_water.get(account, 0) - p.checkpoint
-                    for p in self.projectors
-                    if p.account == account
-                ]
+            for account, a in health.read(self).accounts.items():
                 log_fields(
                     log,
                     "summary",
                     account=account,
                     frames=totals.get(account, 0) - counted.get(account, 0),
-                    projector_lag=max(lags, default=0),
-                    head=self.writer.high_water.get(account, 0),
-                    connected=status.connected,
+                    projector_lag=a.lag,
+                    head=a.head,
+                    connected=a.connected,
                 )
             counted = totals
 
@@ -495,7 +484,7 @@ class Recorder:
         elif scopes:
             log_fields(
                 log,
-                "the API key can write (allow_write_key = true)",
+                WRITE_KEY_ALLOWED,
                 logging.WARNING,
                 account=acc.name,
                 scopes=",".join(scopes),
@@ -514,8 +503,8 @@ class Recorder:
 
         def refuse(scopes: list[str]) -> None:
             """The key can write: stop this account (frames already recorded are kept)."""
-            reason = f"error: key has write permissions ({', '.join(scopes)})"
-            log_fields(log, str(WriteKeyRefused(acc.name, scopes)), logging.ERROR, account=acc.name)
+            reason = write_key_end(scopes)
+            log_fields(log, write_key_refused(acc.name, scopes), logging.ERROR, account=acc.name)
             status.stopped = SessionOutcome(reason=reason, final=True)
             if current[0] is not None:
                 current[0].end(reason, final=True)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hmac
 import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import trio
@@ -27,22 +28,44 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from recorder import health
+from recorder.health import Observed
 from recorder.serving import is_http, serve_asgi
-from recorder.writer import COMMIT_BUCKETS
+from recorder.writer import Commit
 
-if TYPE_CHECKING:
-    from recorder.daemon import Recorder
+# Upper bounds (seconds) of the batch commit time histogram (``bfx_batch_commit_seconds``).
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+@dataclass
+class CommitTimes:
+    """How long batches took to commit, as histogram counts: a fixed size however long the
+    daemon runs (a list of every batch's time grew without bound). Fed by the writer's
+    commit observer from the moment metrics are served."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
+    total: float = 0.0  # seconds, summed
+
+    def add(self, seconds: float) -> None:
+        # The first bound >= seconds; past the last bound, the +Inf bucket.
+        self.counts[bisect_left(COMMIT_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def observe(self, commit: Commit) -> None:
+        self.add(commit.seconds)
 
 
 class RecorderCollector(Collector):
-    """Every metric, built from the recorder's in-memory state at scrape time."""
+    """Every metric, built at scrape time from one reading of the recorder's in-memory
+    state (:mod:`recorder.health`) and the writer's counts."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Observed, times: CommitTimes) -> None:
         self.r = recorder
+        self.times = times
 
     def collect(self) -> Iterator[Metric]:
         r, stats = self.r, self.r.writer.stats
-        now = datetime.now(UTC)
+        reading = health.read(r)
         frames = CounterMetricFamily(
             "bfx_frames",
             "Frames and markers received, by account and kind",
@@ -58,7 +81,7 @@ class RecorderCollector(Collector):
         for (account, kind), n in sorted(stats.by_kind.items()):
             frames.add_metric([account, kind], n)
             per_account[account] = per_account.get(account, 0) + n
-        for account in r.status:
+        for account in reading.accounts:
             appended.add_metric([account], per_account.get(account, 0))
             gaps.add_metric([account], stats.by_kind.get((account, "recorder.seq-gap"), 0))
         yield frames
@@ -66,7 +89,7 @@ class RecorderCollector(Collector):
         yield gaps
         yield self._commit_histogram()
         queue = GaugeMetricFamily("bfx_writer_queue_depth", "Items waiting for the writer")
-        queue.add_metric([], r.writer.queue_depth)
+        queue.add_metric([], reading.queue_depth)
         yield queue
         connected = GaugeMetricFamily(
             "bfx_connected", "1 while the account's socket is open", labels=["account"]
@@ -85,15 +108,13 @@ class RecorderCollector(Collector):
             "Backfill windows queued, running or waiting to be retried",
             labels=["account"],
         )
-        for account, status in r.status.items():
-            connected.add_metric([account], 1 if status.connected else 0)
-            for reason, n in sorted(status.ends.items()):
+        for account, a in reading.accounts.items():
+            connected.add_metric([account], 1 if a.connected else 0)
+            for reason, n in sorted(a.ends.items()):
                 ends.add_metric([account, reason], n)
-            last = stats.last_frame_at.get(account)
-            age.add_metric([account], (now - last).total_seconds() if last else math.inf)
-            head.add_metric([account], r.writer.high_water.get(account, 0))
-            backfiller = r.backfillers.get(account)
-            windows.add_metric([account], backfiller.open_windows if backfiller else 0)
+            age.add_metric([account], a.last_frame_age)
+            head.add_metric([account], a.head)
+            windows.add_metric([account], a.open_windows)
         yield connected
         yield ends
         yield age
@@ -114,10 +135,9 @@ class RecorderCollector(Collector):
             "Differences found when snapshots were compared with the folded state",
             labels=["account", "projector"],
         )
-        for p in r.projectors:
-            behind = max(r.writer.high_water.get(p.account, 0) - p.checkpoint, 0)
-            lag.add_metric([p.account, p.name], behind)
-            lag_s.add_metric([p.account, p.name], r.writer.lag_seconds(p.account, p.checkpoint))
+        for p in reading.projections:
+            lag.add_metric([p.account, p.name], p.lag)
+            lag_s.add_metric([p.account, p.name], p.lag_seconds)
             differences.add_metric([p.account, p.name], p.reconciled)
         yield lag
         yield lag_s
@@ -126,22 +146,22 @@ class RecorderCollector(Collector):
             "bfx_projector_stand_backs",
             "Projection rounds put off while the writer was more than a batch behind",
         )
-        stood.add_metric([], r.pool.stood_back if r.pool is not None else 0)
+        stood.add_metric([], reading.stand_backs)
         yield stood
         failures = CounterMetricFamily(
             "bfx_projector_failures",
             "Projection rounds that failed (recording goes on; the round is retried)",
         )
-        failures.add_metric([], r.pool.failures if r.pool is not None else 0)
+        failures.add_metric([], reading.failures)
         yield failures
         failing = GaugeMetricFamily(
             "bfx_projector_failing", "1 while projection rounds keep failing"
         )
-        failing.add_metric([], int(r.pool is not None and r.pool.failing is not None))
+        failing.add_metric([], int(reading.failing is not None))
         yield failing
 
     def _commit_histogram(self) -> Metric:
-        times = self.r.writer.stats.commit_times
+        times = self.times
         buckets, total = [], 0
         for bound, n in zip((*COMMIT_BUCKETS, math.inf), times.counts, strict=True):
             total += n
@@ -151,29 +171,6 @@ class RecorderCollector(Collector):
         )
         family.add_metric([], buckets, times.total)
         return family
-
-
-def health(recorder: Recorder) -> tuple[bool, str]:
-    """Healthy when every account is connected, or reconnecting within its back-off, and
-    frames and projectors are within the ``[status]`` bounds. Returns (ok, reason)."""
-    bounds = recorder.cfg.status
-    now = datetime.now(UTC)
-    for account, status in recorder.status.items():
-        if status.stopped is not None:
-            return False, f"account {account} stopped: {status.stopped.reason}"
-        if not status.connected and status.disconnected_for() > status.reconnect_allowance:
-            return False, f"account {account} not connected ({status.last_reason})"
-        last = recorder.writer.stats.last_frame_at.get(account)
-        if last is not None and (now - last).total_seconds() > bounds.max_frame_age_s:
-            age = (now - last).total_seconds()
-            return False, f"account {account}: last frame {age:.0f}s ago"
-    if recorder.pool is not None and recorder.pool.failing is not None:
-        return False, f"projections failing (recording goes on): {recorder.pool.failing}"
-    for p in recorder.projectors:
-        behind = recorder.writer.high_water.get(p.account, 0) - p.checkpoint
-        if behind > bounds.max_projector_lag:
-            return False, f"projector {p.name} of {p.account} is {behind} events behind"
-    return True, "ok"
 
 
 def authorized(scope: dict[str, Any], token: str) -> bool:
@@ -190,10 +187,12 @@ def authorized(scope: dict[str, Any], token: str) -> bool:
 class MetricsApp:
     """The ASGI app: /metrics and /healthz."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Observed) -> None:
         self.recorder = recorder
+        self.times = CommitTimes()
+        recorder.writer.observers.append(self.times.observe)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RecorderCollector(recorder))
+        self.registry.register(RecorderCollector(recorder, self.times))
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
@@ -206,7 +205,7 @@ class MetricsApp:
         elif scope["path"] == "/metrics":
             status, ctype, body = 200, b"text/plain; version=0.0.4", generate_latest(self.registry)
         elif scope["path"] == "/healthz":
-            ok, reason = health(self.recorder)
+            ok, reason = health.verdict(health.read(self.recorder), self.recorder.cfg.status)
             doc = {"status": "ok" if ok else "unhealthy", "reason": reason}
             status, ctype, body = (200 if ok else 503), b"application/json", orjson.dumps(doc)
         else:
@@ -218,7 +217,7 @@ class MetricsApp:
 
 
 async def serve_metrics(
-    recorder: Recorder,
+    recorder: Observed,
     listen: str,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,23 +41,16 @@ Item = NewEvent | SessionChange
 GATHER_POLL = 0.002  # seconds between looks at the queue while a batch fills
 COMMITS_KEPT = 4096  # recent commits per account remembered for the projector lag in seconds
 UNAVAILABLE_LOG_EVERY = 30.0  # seconds: one warning per interval while the database is away
-# Upper bounds (seconds) of the batch commit time histogram (``bfx_batch_commit_seconds``).
-COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-@dataclass
-class CommitTimes:
-    """How long batches took to commit, as histogram counts: a fixed size however long the
-    daemon runs. (A list of every batch's time, emptied only by a metrics scrape, grew
-    without bound in a daemon that serves no metrics: 50 batches a second at 100 accounts.)"""
+@dataclass(frozen=True)
+class Commit:
+    """One committed batch, as the writer's observers hear of it (metrics, benchmarks)."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * (len(COMMIT_BUCKETS) + 1))
-    total: float = 0.0  # seconds, summed
-
-    def add(self, seconds: float) -> None:
-        # The first bound >= seconds; past the last bound, the +Inf bucket.
-        self.counts[bisect_left(COMMIT_BUCKETS, seconds)] += 1
-        self.total += seconds
+    batch: list[Item]
+    seconds: float  # from the batch's first try to its commit, retries included
+    last_ids: dict[str, int]  # each account's last committed position
+    at: float  # trio time of the commit
 
 
 @dataclass
@@ -71,7 +63,7 @@ class WriterStats:
     retries: int = 0
     by_kind: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
     last_frame_at: dict[str, datetime] = field(default_factory=dict)  # chanId 0 frames
-    commit_times: CommitTimes = field(default_factory=CommitTimes)
+    commit_seconds: float = 0.0  # all batches' commit times, summed
     # (event id, monotonic time) of recent commits per account: how old a projector's lag is
     commits: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
 
@@ -92,6 +84,8 @@ class Writer:
         self.done = trio.Event()  # set when the queue is drained and the writer returned
         # One thread at a time: appends are serialized anyway, and order must be kept.
         self._limiter = trio.CapacityLimiter(1)
+        # Told of every commit, after it (keep them cheap: they run on the writer's task).
+        self.observers: list[Callable[[Commit], None]] = []
         # Accounts another process appends to (a ChainConflict): their items are no longer
         # appended, the other accounts' are; ``on_conflict`` hears of each (the daemon stops
         # that account alone).
@@ -202,7 +196,7 @@ class Writer:
         stats.committed_events += result.count
         stats.batches += 1
         now = trio.current_time()
-        stats.commit_times.add(now - began)
+        stats.commit_seconds += now - began
         by_kind = stats.by_kind
         for item in batch:
             if isinstance(item, NewEvent):
@@ -219,6 +213,10 @@ class Writer:
                 waiting.set()
         self._any_commit.set()
         self._any_commit = trio.Event()
+        if self.observers:
+            commit = Commit(batch, now - began, dict(result.last_ids), now)
+            for observe in self.observers:
+                observe(commit)
 
     async def _know_heads(self, batch: list[Item]) -> None:
         """Read the chain head of accounts this writer has not appended to yet (the lease

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 import trio
 
+from recorder import health
 from recorder.simulator.server import Simulator
 from recorder.store.schema import events
 
@@ -128,11 +129,7 @@ def recorded_on_last_session(engine: sa.Engine, account: str | None = None) -> i
 async def settle(recorder: Recorder, account: str = "main") -> None:
     """Wait until every projector of ``account`` has folded everything committed so far."""
 
-    def folded() -> bool:
-        high = recorder.writer.high_water.get(account, 0)
-        return all(p.checkpoint >= high for p in recorder.projectors if p.account == account)
-
-    await wait_until(folded, "projectors caught up")
+    await wait_until(lambda: health.caught_up(recorder, account), "projectors caught up")
 
 
 async def drain(sim: Simulator, recorder: Recorder, engine: sa.Engine) -> None:

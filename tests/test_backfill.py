@@ -21,12 +21,12 @@ import trio
 from bfxapi import Client
 
 from recorder import logs
+from recorder.audit.verify import verify
 from recorder.config import DatabaseConfig, Secret
 from recorder.projections.base import Event, Output
 from recorder.projections.events import LedgerFold
 from recorder.projections.projector import rebuild
 from recorder.projections.values import parse_frame
-from recorder.replay.verify import verify
 from recorder.simulator.server import Simulator
 from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog
@@ -130,16 +130,16 @@ async def test_rest_down_window_stays_incomplete_then_completes(engine: sa.Engin
         rest_port = await nursery.start(sim.serve_rest)
         recorder = await start_recording(nursery, sim, engine, rest_port=rest_port)
         await progressed(recorder, 100)
-        sim.rest_fault = "down"
+        sim.rest.fault = "down"
         await gap_while_trading(sim, recorder, engine, steps=60)
         backfiller = recorder.backfillers["main"]
         await wait_until(lambda: bool(backfiller.incomplete), "a window left incomplete")
         sim.resume()
         await progressed(recorder, 100)  # the socket keeps recording meanwhile
-        sim.rest_fault = "rate-limit"
-        before = len(sim.rest_requests)
-        await wait_until(lambda: len(sim.rest_requests) > before + 1, "retried while limited")
-        sim.rest_fault = None
+        sim.rest.fault = "rate-limit"
+        before = len(sim.rest.requests)
+        await wait_until(lambda: len(sim.rest.requests) > before + 1, "retried while limited")
+        sim.rest.fault = None
         await wait_until(lambda: reconnect_backfills_done(recorder), "the window completes")
         sim.pause()
         await drain(sim, recorder, engine)
@@ -253,7 +253,7 @@ async def page_window(sim: Simulator, port: int, start: int, end: int) -> tuple[
     async with httpx.AsyncClient() as http:
         client = simulator_client(port, http, emit)
         t0, t1 = (datetime.fromtimestamp(t / 1000, UTC) for t in (start, end))
-        backfiller = Backfiller(client, emit, page_limits=sim.rest_page_max)
+        backfiller = Backfiller(client, emit, page_limits=sim.rest.page_max)
         complete = await backfiller.backfill(Window(t0, t1, "manual"))
     return complete, logged
 
@@ -263,7 +263,7 @@ async def test_paging_rows_that_share_a_millisecond_across_pages() -> None:
     arrives, the repeats fold into one row each; a full page all in one millisecond cannot
     progress and leaves the window incomplete rather than skip rows."""
     sim = Simulator(seed=73, rate=0, api_keys={KEY: SECRET}, connection_limit=None)
-    sim.rest_page_max = {"ledgers-hist": 4}
+    sim.rest.page_max = {"ledgers-hist": 4}
     stamps = [1000, 1000, 1000, 1001, 1001, 1002, 1002, 1002, 1003, 1004, 1004, 1005, 1005]
     sim.model.ledger = [ledger_entry(n, t) for n, t in enumerate(stamps)]
     async with trio.open_nursery() as nursery:
@@ -280,7 +280,7 @@ async def test_paging_rows_that_share_a_millisecond_across_pages() -> None:
             fold.apply(Event(n + 1, answer.kind, payload), out)
         assert len(seen) > len(set(seen))  # groups at a page's oldest millisecond came twice
         assert set(out.upserts["ledgers"]) == {(e["id"],) for e in sim.model.ledger}
-        requests = [orjson.loads(body) for path, body in sim.rest_requests if "ledgers" in path]
+        requests = [orjson.loads(body) for path, body in sim.rest.requests if "ledgers" in path]
         assert all(r["limit"] == 4 for r in requests)  # always the page maximum, explicitly
 
         sim.model.ledger = [ledger_entry(n, 2000) for n in range(5)]  # 5 rows, one ms
@@ -298,7 +298,7 @@ async def test_a_retry_asks_only_what_failed_and_costs_the_log_little() -> None:
     and the error page again at every retry)."""
     sim = Simulator(seed=78, rate=0, api_keys={KEY: SECRET}, connection_limit=None)
     await sim.advance(100)
-    sim.rest_down_paths = {"auth/r/movements/hist"}  # the last endpoint a window pages
+    sim.rest.down_paths = {"auth/r/movements/hist"}  # the last endpoint a window pages
     logged: list[Any] = []
 
     async def emit(item: Any) -> None:
@@ -310,14 +310,14 @@ async def test_a_retry_asks_only_what_failed_and_costs_the_log_little() -> None:
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         port = await nursery.start(sim.serve_rest)
         client = simulator_client(port, http, emit)
-        backfiller = Backfiller(client, emit, page_limits=sim.rest_page_max)
+        backfiller = Backfiller(client, emit, page_limits=sim.rest.page_max)
         window = Window(datetime(2020, 1, 1, tzinfo=UTC), datetime.now(UTC), "reconnect")
         assert not await backfiller.backfill(window)
-        first, asked_first = size(), len(sim.rest_requests)
+        first, asked_first = size(), len(sim.rest.requests)
         assert asked_first == 9  # every endpoint answered before the one that is down
         for _ in range(5):
             assert not await backfiller.backfill(window)
-        retried = [path for path, _ in sim.rest_requests[asked_first:]]
+        retried = [path for path, _ in sim.rest.requests[asked_first:]]
         assert set(retried) == {"/v2/auth/r/movements/hist"}  # only what failed
         errors = [orjson.loads(e.frame) for e in logged if e.kind == "rest.error"]
         assert errors[0]["body"] and len(errors[0]["body"]) > 3000
@@ -325,10 +325,10 @@ async def test_a_retry_asks_only_what_failed_and_costs_the_log_little() -> None:
         per_retry = (size() - first) / 5
         print(f"first attempt {first} bytes, then {per_retry:.0f} bytes per retry")
         assert per_retry < 1000
-        sim.rest_down_paths.clear()
+        sim.rest.down_paths.clear()
         assert await backfiller.backfill(window)  # completes with what was left
         assert size() < 50_000
-        assert [p for p, _ in sim.rest_requests[len(retried) + asked_first :]] == [
+        assert [p for p, _ in sim.rest.requests[len(retried) + asked_first :]] == [
             "/v2/auth/r/movements/hist"
         ]
         nursery.cancel_scope.cancel()
@@ -379,7 +379,7 @@ async def test_a_key_that_can_write_is_refused_unless_allowed(engine: sa.Engine)
     stream = io.StringIO()
     logs.setup("text", "INFO", stream=stream)
     sim = Simulator(seed=75, rate=50, api_keys={KEY: SECRET}, connection_limit=None)
-    sim.permissions = [["orders", 1, 1], ["history", 1, 0], ["withdraw", 0, 1]]
+    sim.rest.permissions = [["orders", 1, 1], ["history", 1, 0], ["withdraw", 0, 1]]
     try:
         async with trio.open_nursery() as nursery:
             rest_port = await nursery.start(sim.serve_rest)
@@ -411,7 +411,7 @@ async def test_a_key_that_can_write_is_refused_unless_allowed(engine: sa.Engine)
     finally:
         logging.getLogger().handlers.clear()
     text = stream.getvalue()
-    assert "the API key has WRITE permission for orders, withdraw" in text
+    assert "its API key has WRITE permission for orders, withdraw" in text
     assert "create a read-only key" in text and "allow_write_key = true" in text
     assert "the API key can write (allow_write_key = true)" in text
     assert EventLog(engine).count_by_kind("main").get("rest.permissions") == 2  # logged
@@ -447,7 +447,7 @@ def test_backfill_command_fetches_history_before_recording_began(tmp_path: Any) 
     with SimThread(seed=77, rate=0, api_keys={KEY: SECRET}, connection_limit=None) as st:
         st.run(st.sim.advance, 120)
         port = st.run(lambda: st.nursery.start(st.sim.serve_rest))
-        st.sim.rest_rate_limit = None
+        st.sim.rest.rate_limit = None
         db = tmp_path / "bf.db"
         cfg = tmp_path / "bf.toml"
         cfg.write_text(
@@ -504,7 +504,7 @@ async def test_vanished_orders_and_positions_are_asked_for_by_id() -> None:
         window = Window(far, far + timedelta(minutes=1), "reconnect", None, None, vanished)
         assert await Backfiller(client, emit).backfill(window)
         nursery.cancel_scope.cancel()
-    asked = [(path, orjson.loads(body)) for path, body in sim.rest_requests if b'"id"' in body]
+    asked = [(path, orjson.loads(body)) for path, body in sim.rest.requests if b'"id"' in body]
     assert asked == [
         ("/v2/auth/r/orders/hist", {"id": gone_orders, "limit": 2500}),
         ("/v2/auth/r/positions/audit", {"id": gone_positions, "limit": 250}),

@@ -13,10 +13,12 @@ from recorder.protocol.client import (
     AuthFailed,
     ClientState,
     End,
+    KeyCanWrite,
     Mark,
     Notice,
     Send,
     SendAuth,
+    SnapshotsIn,
 )
 
 INFO = '{"event":"info","version":2,"serverId":"x","platform":{"status":1}}'
@@ -158,3 +160,34 @@ def test_silence_pings_then_gives_up_unless_a_frame_arrives() -> None:
     second = client.silence()
     assert isinstance(second[0], Send) and orjson.loads(second[0].text)["cid"] == 2
     assert client.silence() == (End("heartbeat-timeout"),)
+
+
+def test_a_key_that_can_write_is_refused_unless_allowed() -> None:
+    """The write-key policy is the protocol's: one rule, whatever the I/O layer."""
+    caps = {"orders": {"read": 1, "write": 1}, "wallets": {"read": 1, "write": 0}}
+    frame = orjson.dumps({"event": "auth", "status": "OK", "userId": 7, "caps": caps}).decode()
+    refused = greeted().receive(classify(frame))
+    assert refused == (
+        FORWARD,
+        Authenticated(7, caps, proceed=False),
+        KeyCanWrite(("orders",), refused=True),
+        End("error: key has write permissions (orders)", final=True),
+    )
+    allowing = ClientState(allow_write_key=True)
+    allowing.receive(classify(INFO))
+    assert allowing.receive(classify(frame)) == (
+        FORWARD,
+        Authenticated(7, caps),
+        KeyCanWrite(("orders",), refused=False),
+    )
+
+
+def test_snapshots_in_once_every_snapshot_after_an_auth_arrived() -> None:
+    client = greeted()
+    client.receive(classify('{"event":"auth","status":"OK","userId":7}'))
+    kinds = ["os", "ps", "ws", "fos", "fcs"]
+    for kind in kinds:
+        assert client.receive(classify(f'[0,"{kind}",[]]')) is FORWARD_ONLY
+    assert client.receive(classify('[0,"hb"]')) is FORWARD_ONLY
+    assert client.receive(classify('[0,"fls",[]]')) == (FORWARD, SnapshotsIn())
+    assert client.receive(classify('[0,"os",[]]')) is FORWARD_ONLY  # once per auth

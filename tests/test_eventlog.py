@@ -13,10 +13,10 @@ import sqlalchemy.exc
 import trio
 from sqlalchemy import event
 
+from recorder.audit.verify import verify
 from recorder.config import DatabaseConfig, WriterConfig
 from recorder.projections.base import Event
 from recorder.protocol import classify
-from recorder.replay.verify import verify
 from recorder.store import migrate
 from recorder.store.database import Database
 from recorder.store.engine import create_engine

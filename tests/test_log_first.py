@@ -23,10 +23,10 @@ import pytest
 import sqlalchemy as sa
 import trio
 
+from recorder.audit.verify import verify
 from recorder.config import DatabaseConfig, Secret, WriterConfig
 from recorder.projections.projector import AccountProjector
 from recorder.protocol.rest import ENDPOINTS
-from recorder.replay.verify import verify
 from recorder.simulator.server import Simulator
 from recorder.store import migrate, revision
 from recorder.store.database import Database

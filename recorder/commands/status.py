@@ -7,9 +7,9 @@ import sys
 
 import click
 
+from recorder.audit.status import account_status
 from recorder.commands.common import open_engine, with_config
 from recorder.config import Config
-from recorder.replay.status import account_status
 
 
 @click.command("status")

@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 import orjson
 
+from recorder.audit.verify import verify
 from recorder.commands.common import account_option, open_engine, pick_account, with_config
 from recorder.config import Config, ConfigError
-from recorder.replay.verify import verify
 from recorder.store.eventlog import EventLog
 
 

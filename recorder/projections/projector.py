@@ -348,6 +348,9 @@ class AccountProjector:
         # The flags of its checkpoint rows as committed (a name is absent while it has no
         # row): while the folds' flags equal them, a step only moves the positions.
         self.stored_flags: Flags = {}
+        # Told (with the account and its new position) after each fold transaction commits:
+        # its rows are visible from then on (the benchmarks time projection lag with it).
+        self.observers: list[Callable[[str, int], None]] = []
 
     @property
     def checkpoint(self) -> int:
@@ -461,6 +464,8 @@ class AccountProjector:
         for r in found:
             self.reconciled[r.projection] = self.reconciled.get(r.projection, 0) + 1
         self.folded += folded
+        for observe in self.observers:
+            observe(self.account, covered)
 
     def forget(self) -> None:
         """The transaction failed: reload from the tables next time."""

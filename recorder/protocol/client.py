@@ -20,6 +20,7 @@ from typing import Any
 
 from recorder.protocol.classify import MALFORMED, Frame
 from recorder.protocol.messages import SEQ_ALL, conf_message, ping_message
+from recorder.protocol.rest import write_caps, write_key_end
 from recorder.protocol.sequence import SequenceChecker
 
 API_VERSION = 2
@@ -59,6 +60,9 @@ class Mark:
 class Authenticated:
     user_id: int | None
     caps: dict[str, Any] | None
+    # False when the session is about to end (a key that can write): nothing is to start
+    # for it (the backfill of the gap, ...).
+    proceed: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,21 @@ class Notice:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyCanWrite:
+    """The auth reply's caps grant write: refused (an :class:`End` follows) unless the
+    account allows it. The I/O layer says so in the log (``write_key_refused``)."""
+
+    scopes: tuple[str, ...]
+    refused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotsIn:
+    """Every snapshot that follows a successful auth has been received (the backfill asks
+    REST for the current state only after them)."""
+
+
+@dataclass(frozen=True, slots=True)
 class End:
     """End the session for ``reason``; ``reconnect_now`` skips the back-off; ``final`` stops
     the account (retrying cannot help)."""
@@ -86,18 +105,34 @@ class End:
     final: bool = False
 
 
-Action = Forward | Send | SendAuth | Mark | Authenticated | AuthFailed | Notice | End
+Action = (
+    Forward
+    | Send
+    | SendAuth
+    | Mark
+    | Authenticated
+    | AuthFailed
+    | Notice
+    | KeyCanWrite
+    | SnapshotsIn
+    | End
+)
 
 FORWARD = Forward()
 FORWARD_ONLY: tuple[Action, ...] = (FORWARD,)
+# What the exchange sends after every successful auth (protocol.md §6).
+SNAPSHOT_KINDS = frozenset({"os", "ps", "ws", "fos", "fcs", "fls"})
+FORWARD_SNAPSHOTS_IN: tuple[Action, ...] = (FORWARD, SnapshotsIn())
 
 
 class ClientState:
     """One session's protocol state: waiting for ``info``, then open (authenticated or not)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, allow_write_key: bool = False) -> None:
+        self.allow_write_key = allow_write_key
         self.greeted = False  # the info event arrived and was acceptable
         self.authenticated = False
+        self.snapshots_pending: set[str] = set()  # after an auth, until all arrived
         self.awaiting_pong = False
         self.pings = 0
         self.sequence = SequenceChecker()
@@ -111,6 +146,11 @@ class ClientState:
             return (FORWARD, *self._greeting(frame))
         if frame.chan_id == 0:
             problems = self.sequence.check(frame.kind, frame.seq, frame.auth_seq)
+            pending = self.snapshots_pending
+            if pending and frame.kind in pending:
+                pending.discard(frame.kind)
+                if not pending and not problems:
+                    return FORWARD_SNAPSHOTS_IN
             if not problems:
                 return FORWARD_ONLY
             actions: list[Action] = [FORWARD]
@@ -182,13 +222,21 @@ class ClientState:
         status, code = payload.get("status"), payload.get("code")
         if status == "OK":
             self.authenticated = True
+            self.snapshots_pending = set(SNAPSHOT_KINDS)
             user_id = payload.get("userId")
             caps = payload.get("caps")
+            user_id = user_id if isinstance(user_id, int) else None
+            caps = caps if isinstance(caps, dict) else None
+            writes = write_caps(caps)
+            if not writes:
+                return (Authenticated(user_id, caps),)
+            if self.allow_write_key:
+                return (Authenticated(user_id, caps), KeyCanWrite(tuple(writes), refused=False))
+            # A recorder has no business holding a trading key: stop this account.
             return (
-                Authenticated(
-                    user_id if isinstance(user_id, int) else None,
-                    caps if isinstance(caps, dict) else None,
-                ),
+                Authenticated(user_id, caps, proceed=False),
+                KeyCanWrite(tuple(writes), refused=True),
+                End(write_key_end(writes), final=True),
             )
         code = code if isinstance(code, int) else None
         return (

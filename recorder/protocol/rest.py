@@ -232,3 +232,24 @@ def write_caps(caps: dict[str, Any] | None) -> list[str]:
         for scope, rights in caps.items()
         if isinstance(rights, dict) and rights.get("write") not in (0, None, False)
     )
+
+
+# --- the write-key policy: one rule, one text (the WebSocket caps and the REST check) ------
+
+
+WRITE_KEY_ALLOWED = "the API key can write (allow_write_key = true)"
+
+
+def write_key_refused(account: str, scopes: list[str]) -> str:
+    """The one line that stops an account whose key can write."""
+    return (
+        f"account {account} stopped: its API key has WRITE permission for "
+        f"{', '.join(scopes)}; a recorder needs only READ: create a read-only key (Bitfinex > "
+        "API keys: leave every Write box unchecked), or set allow_write_key = true for this "
+        "account"
+    )
+
+
+def write_key_end(scopes: list[str]) -> str:
+    """The session's end reason when its key can write."""
+    return f"error: key has write permissions ({', '.join(scopes)})"

@@ -5,25 +5,25 @@ What a client sees is what Bitfinex does: ``POST /v2/auth/r/...`` with a JSON bo
 headers checked with the same nonce sequence as the WebSocket ``auth`` (one per key), errors
 as ``["error", CODE, "text"]`` with HTTP 500, a per-endpoint rate limit (90 a minute) answered
 with ``ratelimit: error``, rows newest first, both time bounds inclusive in milliseconds, and
-the endpoint's page maximum. Faults for tests: ``rest_fault = "down"`` (HTTP 503, an HTML body,
-as an edge outage) or ``"rate-limit"``.
+the endpoint's page maximum. Its state is its own (:class:`RestState`, ``sim.rest``): faults
+for tests, ``fault = "down"`` (HTTP 503, an HTML body, as an edge outage) or ``"rate-limit"``,
+and ``down_paths`` (endpoints answering a proxy's 503 page).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 import trio
 
 from recorder.protocol import layouts as L
-from recorder.protocol.exchange import ConnectionWindow
+from recorder.protocol.exchange import AuthChecker, ConnectionWindow
 from recorder.protocol.rest import BY_PATH, Endpoint
 from recorder.serving import is_http, serve_asgi
-
-if TYPE_CHECKING:
-    from recorder.simulator.server import Simulator
+from recorder.simulator.model import AccountModel
 
 READ_ONLY_PERMISSIONS = [
     [scope, 1, 0]
@@ -42,11 +42,29 @@ def _error(code: int, text: str) -> bytes:
     return orjson.dumps(["error", code, text])
 
 
-class RestApi:
-    """The ASGI app. State (rate windows, faults, page maxima) lives on the simulator."""
+@dataclass
+class RestState:
+    """The REST side's own state, which tests set and read (``sim.rest``)."""
 
-    def __init__(self, sim: Simulator) -> None:
-        self.sim = sim
+    requests: list[tuple[str, bytes]] = field(default_factory=list)  # (path, body) of each
+    fault: str | None = None  # "down" (an HTML 503 for everything) or "rate-limit"
+    down_paths: set[str] = field(default_factory=set)  # endpoints answering a proxy's 503
+    rate_limit: tuple[int, float] | None = (90, 60.0)  # requests per endpoint per window
+    page_max: dict[str, int] = field(default_factory=dict)  # endpoint name -> page maximum
+    permissions: list[list[Any]] = field(
+        default_factory=lambda: [list(p) for p in READ_ONLY_PERMISSIONS]
+    )
+    port: int | None = None
+
+
+class RestApi:
+    """The ASGI app: the account model's history and current state, answered as the
+    exchange does, with the faults and limits of its :class:`RestState`."""
+
+    def __init__(self, state: RestState, model: AccountModel, auth: AuthChecker) -> None:
+        self.state = state
+        self.model = model
+        self.auth = auth
         self.windows: dict[str, ConnectionWindow] = {}
 
     async def __call__(
@@ -75,23 +93,23 @@ class RestApi:
     def answer(
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, bytes]:
-        sim = self.sim
-        sim.rest_requests.append((path, body))
-        if sim.rest_fault == "down":
+        state = self.state
+        state.requests.append((path, body))
+        if state.fault == "down":
             return 503, b"<html><body>503 Service Temporarily Unavailable</body></html>"
-        if path.removeprefix("/v2/") in sim.rest_down_paths:
+        if path.removeprefix("/v2/") in state.down_paths:
             return 503, PROXY_503_PAGE
-        if sim.rest_fault == "rate-limit":
+        if state.fault == "rate-limit":
             return 429, _error(11010, "ratelimit: error")
         route = path.removeprefix("/v2/")
         endpoint = BY_PATH.get(route)
         if method != "POST" or endpoint is None:
             return 500, _error(10020, "path: invalid")
-        if sim.rest_rate_limit is not None:
-            window = self.windows.setdefault(route, ConnectionWindow(*sim.rest_rate_limit))
+        if state.rate_limit is not None:
+            window = self.windows.setdefault(route, ConnectionWindow(*state.rate_limit))
             if not window.admit(trio.current_time()):
                 return 429, _error(11010, "ratelimit: error")
-        refused = sim.auth.check_rest(headers, route, body)
+        refused = self.auth.check_rest(headers, route, body)
         if refused is not None:
             return 500, _error(*refused)
         try:
@@ -103,9 +121,9 @@ class RestApi:
         return 200, orjson.dumps(self.rows(endpoint, params))
 
     def rows(self, endpoint: Endpoint, params: dict[str, Any]) -> list[Any]:
-        sim, model = self.sim, self.sim.model
+        model = self.model
         if endpoint.name == "permissions":
-            return list(sim.permissions)
+            return list(self.state.permissions)
         current: dict[str, tuple[L.Layout, dict[Any, dict[str, Any]]]] = {
             "wallets": (L.WALLET, model.wallets),
             "orders": (L.ORDER, model.orders),
@@ -131,7 +149,7 @@ class RestApi:
             if isinstance(end, int):
                 rows = [r for r in rows if r[t] is not None and r[t] <= end]
             rows.sort(key=lambda r: (r[t] or 0, r[0] if isinstance(r[0], int) else 0), reverse=True)
-        maximum = sim.rest_page_max.get(endpoint.name, endpoint.limit)
+        maximum = self.state.page_max.get(endpoint.name, endpoint.limit)
         limit = params.get("limit", DEFAULT_LIMIT)
         limit = limit if isinstance(limit, int) and limit > 0 else DEFAULT_LIMIT
         return rows[: min(limit, maximum)]
@@ -164,7 +182,7 @@ def history(model: Any, name: str) -> list[list[Any]]:
 
 
 async def serve_rest(
-    sim: Simulator,
+    api: RestApi,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
@@ -173,8 +191,8 @@ async def serve_rest(
     """Serve until cancelled; ``await nursery.start(...)`` returns the bound port."""
 
     async def started(*, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
-        await serve_asgi(RestApi(sim), f"{host}:{port}", task_status=task_status)
+        await serve_asgi(api, f"{host}:{port}", task_status=task_status)
 
     async with trio.open_nursery() as nursery:
-        sim.rest_port = await nursery.start(started)
-        task_status.started(sim.rest_port)
+        api.state.port = await nursery.start(started)
+        task_status.started(api.state.port)

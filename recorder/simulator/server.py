@@ -38,7 +38,7 @@ from recorder.protocol.exchange import AuthChecker, ConnectionWindow
 from recorder.serving import listen
 from recorder.simulator.faults import ScheduledFault
 from recorder.simulator.model import AccountModel, Message
-from recorder.simulator.rest import READ_ONLY_PERMISSIONS, serve_rest
+from recorder.simulator.rest import RestApi, RestState, serve_rest
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +123,8 @@ class Simulator:
         self._stepping = trio.Lock()
         self.auth_events = trio.Event()  # set on every successful auth, then replaced
         self.auth_requests: list[dict[str, Any]] = []  # every auth message received
-        # The REST side (simulator/rest.py): started with serve_rest().
-        self.rest_port: int | None = None
-        self.rest_requests: list[tuple[str, bytes]] = []  # (path, body) of every request
-        self.rest_fault: str | None = None  # "down" or "rate-limit" while set
-        self.rest_down_paths: set[str] = set()  # endpoints answering a proxy's 503 page
-        self.rest_rate_limit: tuple[int, float] | None = (90, 60.0)  # per endpoint
-        self.rest_page_max: dict[str, int] = {}  # endpoint name -> page maximum override
-        self.permissions: list[list[Any]] = [list(p) for p in READ_ONLY_PERMISSIONS]
+        # The REST side (simulator/rest.py, its own state): started with serve_rest().
+        self.rest = RestState()
         self.caps: dict[str, Any] = READ_ONLY_CAPS  # what the auth reply says the key may do
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -158,7 +152,8 @@ class Simulator:
         task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve the REST API until cancelled; ``nursery.start`` returns the bound port."""
-        await serve_rest(self, host, port, task_status=task_status)
+        api = RestApi(self.rest, self.model, self.auth)
+        await serve_rest(api, host, port, task_status=task_status)
 
     async def _activity(self) -> None:
         """Advance the account at ``rate`` frames per second, whether or not anyone listens."""

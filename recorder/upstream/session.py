@@ -33,12 +33,14 @@ from recorder.protocol.client import (
     AuthFailed,
     ClientState,
     End,
+    KeyCanWrite,
     Mark,
     Notice,
     Send,
     SendAuth,
+    SnapshotsIn,
 )
-from recorder.protocol.rest import write_caps
+from recorder.protocol.rest import WRITE_KEY_ALLOWED, write_key_refused
 from recorder.store.eventlog import NewEvent, SessionChange, marker
 from recorder.upstream.connection import (
     MAX_FRAME_BYTES,
@@ -53,9 +55,6 @@ from recorder.writer import Item
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
-# What the exchange sends after every successful auth (protocol.md §6): the backfill waits
-# for them before asking REST for the current state.
-SNAPSHOT_KINDS = ("os", "ps", "ws", "fos", "fcs", "fls")
 
 
 @dataclass(frozen=True)
@@ -138,11 +137,10 @@ class Session:
         # too, so the exchange never sees a smaller nonce after a larger one.
         self.key_lock = key_lock or trio.Lock()
         self.outcome = SessionOutcome()
-        self.client = ClientState()
+        self.client = ClientState(allow_write_key=params.allow_write_key)
         # Set once the snapshots that follow a successful auth have all been handed over
         # (the backfill asks REST for the current state only after them).
         self.snapshots_in = trio.Event()
-        self._snapshots_pending: set[str] = set()
         self._connected = False
         # An end asked for from outside (a REST permission check found a key that can
         # write): the session is cancelled and records this reason instead of 'shutdown'.
@@ -174,10 +172,6 @@ class Session:
     def _event(self, frame: Frame, received_at: datetime) -> NewEvent:
         self.outcome.frames += 1
         self.outcome.last_frame_at = received_at
-        if self._snapshots_pending and frame.kind in self._snapshots_pending:
-            self._snapshots_pending.discard(frame.kind)
-            if not self._snapshots_pending:
-                self.snapshots_in.set()
         return NewEvent(
             self.p.account,
             self.outcome.session_id,
@@ -381,6 +375,21 @@ class Session:
                 self.outcome.auth_code = action.code
                 self.outcome.auth_msg = action.msg
                 await self._change(auth_status=action.status, auth_code=action.code)
+            elif isinstance(action, KeyCanWrite):
+                if action.refused:
+                    text = write_key_refused(self.p.account, list(action.scopes))
+                    log_fields(log, text, logging.ERROR, account=self.p.account)
+                else:
+                    scopes = ",".join(action.scopes)
+                    log_fields(
+                        log,
+                        WRITE_KEY_ALLOWED,
+                        logging.WARNING,
+                        account=self.p.account,
+                        scopes=scopes,
+                    )
+            elif isinstance(action, SnapshotsIn):
+                self.snapshots_in.set()
             elif isinstance(action, Notice):
                 log_fields(
                     log, action.message, logging.WARNING, account=self.p.account, **action.fields
@@ -392,27 +401,9 @@ class Session:
         out = self.outcome
         out.authenticated = True
         at = self.now()
-        self._snapshots_pending = set(SNAPSHOT_KINDS)
         await self._change(authenticated_at=at, auth_status="OK", user_id=action.user_id)
-        writes = write_caps(action.caps)
-        if writes:
-            if not self.p.allow_write_key:
-                log_fields(
-                    log,
-                    f"account {self.p.account} stopped: its API key can write "
-                    f"({', '.join(writes)}); create a read-only key, or set "
-                    "allow_write_key = true",
-                    logging.ERROR,
-                    account=self.p.account,
-                )
-                raise _End(f"error: key has write permissions ({', '.join(writes)})", final=True)
-            log_fields(
-                log,
-                "the API key can write (allow_write_key = true)",
-                logging.WARNING,
-                account=self.p.account,
-                scopes=",".join(writes),
-            )
+        if not action.proceed:
+            return
         if self.on_authenticated is not None and out.session_id is not None:
             self.on_authenticated(out.session_id, at, self.snapshots_in)
         log_fields(

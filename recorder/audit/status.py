@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from recorder.config import StatusConfig
+from recorder.health import lag
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import fold_findings, projector_checkpoints
 from recorder.store.sessions import last_session
@@ -55,7 +56,7 @@ def account_status(
             for cp in conn.execute(
                 sa.select(projector_checkpoints).where(projector_checkpoints.c.account == acc)
             ):
-                state.projector_lag[cp.projector] = state.last_event_id - int(cp.event_id)
+                state.projector_lag[cp.projector] = lag(state.last_event_id, int(cp.event_id))
                 if cp.stale:
                     state.stale.append(cp.projector)
             f = fold_findings.c
