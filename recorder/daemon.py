@@ -17,14 +17,14 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
 import trio
 
 from recorder import health
+from recorder.account import AccountRecorder, AccountServices, AccountStatus
 from recorder.collector import fewer_collections
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.groups import leaves
@@ -37,27 +37,18 @@ from recorder.projections.projector import (
     ProjectionView,
     unexplained_vanished,
 )
-from recorder.protocol.rest import (
-    ENDPOINTS,
-    WRITE_KEY_ALLOWED,
-    write_key_end,
-    write_key_refused,
-    write_scopes,
-)
 from recorder.store import backfills as backfill_store
-from recorder.store import sessions as session_store
 from recorder.store.database import Database
 from recorder.store.errors import StoreError, StoreUnavailable
-from recorder.store.eventlog import EventLog, NewEvent, marker
+from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import Lease
-from recorder.upstream.backfill import OVERLAP, Backfiller, Window
-from recorder.upstream.backoff import Backoff, ConnectionRateLimit
+from recorder.upstream.backfill import Backfiller
+from recorder.upstream.backoff import ConnectionRateLimit
 from recorder.upstream.clock import ClockWatch
 from recorder.upstream.connection import Connector, connect
 from recorder.upstream.nonces import PersistentNonces
-from recorder.upstream.rest import RestClient, RestFailed
-from recorder.upstream.session import Session, SessionOutcome, SessionParams
-from recorder.upstream.supervisor import supervise
+from recorder.upstream.rest import RestClient
+from recorder.upstream.session import SessionOutcome
 from recorder.writer import Item, Writer
 
 log = logging.getLogger(__name__)
@@ -74,34 +65,12 @@ class MetricsUnusable(Exception):
 
 
 BACKFILL_RETRY_EVERY = 60.0  # seconds before an incomplete window (or check) is tried again
-PERMISSION_RETRY_CAP = 3600.0  # the permission check's back-off grows to this
 
 VANISHING = ("orders", "positions")  # projections whose vanished entities REST is asked for
 VANISHED_WAIT = 30.0  # seconds to wait for the projectors before reading reconciliations
 EXIT_USAGE = 2  # a configuration the recorder refuses (a key that can write)
 LEASE_CHECK_EVERY = 5.0  # seconds between checks that this process still holds its leases
 HEAD_LOG_EVERY = 600.0  # seconds between "chain head" log lines
-
-
-@dataclass
-class AccountStatus:
-    """One account as the daemon sees it, in memory (metrics, health, the summary line)."""
-
-    name: str
-    sessions: int = 0
-    connected: bool = False
-    last_reason: str | None = None
-    stopped: SessionOutcome | None = None
-    ends: dict[str, int] = field(default_factory=dict)  # session ends by reason
-    disconnected_since: float | None = None  # trio time; None while connected
-    # How long a disconnection may last and still count as "reconnecting" (back-off cap,
-    # the connection limit's window, and the time a handshake may take).
-    reconnect_allowance: float = 60.0
-
-    def disconnected_for(self) -> float:
-        if self.connected or self.disconnected_since is None:
-            return 0.0
-        return trio.current_time() - self.disconnected_since
 
 
 class Recorder:
@@ -148,14 +117,16 @@ class Recorder:
         self._startup: trio.CancelScope | None = None
         # Each account's backfill windows that a previous run left unfinished (resumed).
         self._unfinished: dict[str, list[backfill_store.Unfinished]] = {}
-        self._account_scopes: dict[str, trio.CancelScope] = {}
+        self._accounts: dict[str, AccountRecorder] = {}
+        # Set after every live projection round (then replaced): what waits for the
+        # projections to fold waits on it, instead of polling.
+        self.folded_round = trio.Event()
         self.leases = {lease.account: lease for lease in leases or []}
         self.lease_check_every = lease_check_every
         self.head_log_every = head_log_every
         self.log = EventLog(db.engine)
         # RestClient pacing/retry settings (tests shorten them) and each account's backfiller.
         self.rest_options = rest_options or {}
-        self.backfillers: dict[str, Backfiller] = {}
         self._stopped_at: dict[str, datetime | None] = {}
         self.metrics_port: int | None = None
         self._http: httpx.AsyncClient | None = None
@@ -313,9 +284,8 @@ class Recorder:
                     account=account,
                 )
                 del self.leases[account]
-                scope = self._account_scopes.get(account)
-                if scope is not None:
-                    scope.cancel()
+                if account in self._accounts:
+                    self._accounts[account].stop()
 
     def _conflicted(self, accounts: tuple[str, ...], why: str) -> None:
         """Another process appends to these accounts (the writer no longer appends their
@@ -331,9 +301,8 @@ class Recorder:
                 account=account,
             )
             status.stopped = SessionOutcome(reason="error: chain conflict", final=True)
-            scope = self._account_scopes.get(account)
-            if scope is not None:
-                scope.cancel()
+            if account in self._accounts:
+                self._accounts[account].stop()
 
     async def _summary_every(self) -> None:
         """A heartbeat line per account every ``logging.summary_interval_s``: frames since the
@@ -389,6 +358,7 @@ class Recorder:
                         self.writer.wait_any,
                         limiter,
                         writer_behind=self.writer.behind,
+                        on_round=self._round_done,
                     )
                 )
 
@@ -418,202 +388,55 @@ class Recorder:
         folds = [p for p in self.projectors if p.account == account and p.name in VANISHING]
         with trio.move_on_after(VANISHED_WAIT):
             while any(p.checkpoint < target for p in folds):
-                await trio.sleep(0.05)
+                await self.folded_round.wait()
         found = await self.db.run(unexplained_vanished, self.db.engine, account)
         return {name: sorted({int(k) for k in keys if k.isdigit()}) for name, keys in found.items()}
-
-    async def _mark_clock_steps(self, account: str, sink: trio.MemorySendChannel[Item]) -> None:
-        """A ``recorder.clock-step`` marker in the account's log for each wall-clock step."""
-        seen = self.clock.found
-        while True:
-            await self.clock.changed.wait()
-            new = self.clock.found - seen
-            seen = self.clock.found
-            for step in self.clock.steps[-new:] if new else []:
-                fields = {
-                    "seconds": round(step.seconds, 3),
-                    "wall_before": datetime.fromtimestamp(step.wall_before, UTC).isoformat(),
-                    "wall_after": datetime.fromtimestamp(step.wall_after, UTC).isoformat(),
-                }
-                log_fields(
-                    log, "the wall clock stepped", logging.WARNING, account=account, **fields
-                )
-                await sink.send(marker(account, None, self.wall(), "recorder.clock-step", fields))
-
-    @staticmethod
-    async def _after_first_auth(
-        first_auth: trio.Event, task: Callable[[], Awaitable[None]]
-    ) -> None:
-        """REST work of an account starts once its session first authenticated: its requests
-        (and their nonces' commits) never compete with the first connect."""
-        await first_auth.wait()
-        await task()
-
-    async def _check_permissions(
-        self,
-        acc: AccountConfig,
-        creds: Credentials,
-        emit: Callable[[NewEvent], Awaitable[None]],
-        refuse: Callable[[list[str]], None],
-    ) -> None:
-        """Ask ``auth/r/permissions`` beside the session, after its first auth (the answer goes
-        into the log through the writer like any other), and ``refuse`` a key that can write
-        unless ``allow_write_key``. REST unreachable: a warning, and the check is tried again
-        with the backfill's back-off (doubling up to an hour) while recording goes on."""
-        client = self._rest_client(acc, creds, emit)
-        delay = self.rest_options.get("retry_every", BACKFILL_RETRY_EVERY)
-        while True:
-            try:
-                answer = await client.call(ENDPOINTS["permissions"], {})
-                break
-            except RestFailed as exc:
-                log_fields(
-                    log,
-                    "could not check the key's permissions over REST; recording goes on (the "
-                    "WebSocket caps are checked on every auth)",
-                    logging.WARNING,
-                    account=acc.name,
-                    error=str(exc)[:200],
-                    retry_in=round(delay, 1),
-                )
-                await trio.sleep(delay)
-                delay = min(delay * 2, PERMISSION_RETRY_CAP)
-        scopes = write_scopes(answer.rows)
-        if scopes and not acc.allow_write_key:
-            refuse(scopes)
-        elif scopes:
-            log_fields(
-                log,
-                WRITE_KEY_ALLOWED,
-                logging.WARNING,
-                account=acc.name,
-                scopes=",".join(scopes),
-            )
 
     async def _account(
         self, acc: AccountConfig, creds: Credentials, sink: trio.MemorySendChannel[Item]
     ) -> None:
+        """One account's recorder (recorder/account.py), with what the process shares."""
+        host = urlsplit(acc.url).netloc
+        if host not in self._limits:
+            self._limits[host] = ConnectionRateLimit(*self.connection_limit)
         status = self.status[acc.name]
         status.reconnect_allowance = acc.backoff_cap_s + self.connection_limit[1] + 30.0
-        status.disconnected_since = trio.current_time()
-        supervising = trio.CancelScope()
-        self._account_scopes[acc.name] = supervising
-        first_auth = trio.Event()
-        current: list[Session | None] = [None]
-
-        def refuse(scopes: list[str]) -> None:
-            """The key can write: stop this account (frames already recorded are kept)."""
-            reason = write_key_end(scopes)
-            log_fields(log, write_key_refused(acc.name, scopes), logging.ERROR, account=acc.name)
-            status.stopped = SessionOutcome(reason=reason, final=True)
-            if current[0] is not None:
-                current[0].end(reason, final=True)
-            supervising.cancel()
-
-        async with sink, trio.open_nursery() as helpers:
-            helpers.start_soon(self._mark_clock_steps, acc.name, sink)
-            nonces = self._nonces_for(creds)
-            backfiller: Backfiller | None = None
-            if acc.backfill:
-                client = self._rest_client(acc, creds, sink.send)
-                backfiller = Backfiller(
-                    client,
-                    sink.send,
-                    retry_every=self.rest_options.get("retry_every", BACKFILL_RETRY_EVERY),
-                )
-                self.backfillers[acc.name] = backfiller
-                await helpers.start(backfiller.run)
-                helpers.start_soon(
-                    self._after_first_auth,
-                    first_auth,
-                    functools.partial(self._check_permissions, acc, creds, sink.send, refuse),
-                )
-            last_frame = [self._stopped_at.get(acc.name)]
-            gap_began = [trio.current_time()]  # trio time the current gap began
-            first = [True]
-            host = urlsplit(acc.url).netloc
-            if host not in self._limits:
-                self._limits[host] = ConnectionRateLimit(*self.connection_limit)
-            params = SessionParams(
-                account=acc.name,
-                url=acc.url,
-                api_key=creds.api_key,
-                api_secret=creds.api_secret,
-                filter=acc.filter,
-                dms=acc.dms,
-                heartbeat_period=acc.heartbeat_period_s,
-                pong_timeout=min(10.0, acc.heartbeat_period_s),
-                db_unavailable_timeout=self.cfg.writer.unavailable_timeout_s,
-                allow_write_key=acc.allow_write_key,
-                max_frame_bytes=acc.max_frame_bytes,
-            )
-            connector = (
+        services = AccountServices(
+            db=self.db,
+            nonces=self._nonces_for(creds),
+            rate_limit=self._limits[host],
+            connector=(
                 functools.partial(connect, max_frame_bytes=acc.max_frame_bytes)
                 if self.connector is connect
                 else self.connector
-            )
+            ),
+            wall=self.wall,
+            clock=self.clock,
+            db_unavailable_timeout=self.cfg.writer.unavailable_timeout_s,
+            retry_every=self.rest_options.get("retry_every", BACKFILL_RETRY_EVERY),
+            rest_client=(
+                functools.partial(self._rest_client, acc, creds) if acc.backfill else None
+            ),
+            vanished=functools.partial(self._vanished, acc.name),
+        )
+        account = AccountRecorder(
+            acc,
+            creds,
+            status,
+            services,
+            stopped_at=self._stopped_at.get(acc.name),
+            unfinished=self._unfinished.get(acc.name, []),
+        )
+        self._accounts[acc.name] = account
+        await account.run(sink)
 
-            def authenticated(session_id: int, at: datetime, snapshots_in: trio.Event) -> None:
-                reason = "restart" if first[0] else "reconnect"
-                if first[0] and backfiller is not None:
-                    # What a previous run left unfinished, first (REST starts only now: the
-                    # first connect never competes with it).
-                    for left in self._unfinished.get(acc.name, []):
-                        backfiller.request(
-                            Window(left.window_from, left.window_to, left.reason, left.session_id)
-                        )
-                first[0] = False
-                first_auth.set()
-                if backfiller is not None and last_frame[0] is not None:
-                    # A wall-clock step during the gap: widen by it, either way, so the
-                    # window still covers the gap in the exchange's time.
-                    step = timedelta(seconds=self.clock.stepped_since(gap_began[0]))
-                    start, end = last_frame[0] - OVERLAP - step, at + OVERLAP + step
-                    vanished = functools.partial(self._vanished, acc.name)
-                    window = Window(start, end, reason, session_id, snapshots_in, vanished)
-                    backfiller.request(window)
+    @property
+    def backfillers(self) -> dict[str, Backfiller]:
+        """Each account's backfiller (accounts with the backfill on, once running)."""
+        return {
+            name: a.backfiller for name, a in self._accounts.items() if a.backfiller is not None
+        }
 
-            async def open_session(account: str, url: str, at: datetime) -> int:
-                return await self.db.run(
-                    session_store.open_session, self.db.engine, account, url, at
-                )
-
-            def connected() -> None:
-                status.connected = True
-                status.disconnected_since = None
-
-            def make_session() -> Session:
-                status.sessions += 1
-                current[0] = session = Session(
-                    params,
-                    sink=sink,
-                    open_session=open_session,
-                    next_nonce=nonces.next,
-                    connector=connector,
-                    on_connected=connected,
-                    on_authenticated=authenticated,
-                    on_end=ended,
-                    key_lock=nonces.key_lock,
-                    now=self.wall,
-                )
-                return session
-
-            def ended(outcome: SessionOutcome) -> None:
-                """Every session end, shutdown included (the supervisor does not see those)."""
-                status.connected = False
-                status.disconnected_since = trio.current_time()
-                status.last_reason = outcome.reason
-                status.ends[outcome.reason] = status.ends.get(outcome.reason, 0) + 1
-                gap_began[0] = trio.current_time()
-                if outcome.last_frame_at is not None:
-                    last_frame[0] = outcome.last_frame_at
-
-            with supervising:
-                status.stopped = await supervise(
-                    acc.name,
-                    make_session,
-                    backoff=Backoff(cap=acc.backoff_cap_s),
-                    rate_limit=self._limits[host],
-                )
-            status.connected = False
-            helpers.cancel_scope.cancel()
+    def _round_done(self) -> None:
+        self.folded_round.set()
+        self.folded_round = trio.Event()

@@ -65,12 +65,15 @@ async def run_pool(
     limiter: trio.CapacityLimiter,
     coalesce: float = COALESCE,
     writer_behind: Callable[[], bool] | None = None,
+    on_round: Callable[[], None] | None = None,
 ) -> None:
     """Fold every account of this process from one task: after the writer commits, let
     commits gather for ``coalesce`` seconds (longer with many accounts: see
     :data:`FOLDS_PER_SECOND`), then fold every account with new events, a few accounts per
     transaction (and every account every few seconds, for commits by other processes).
-    ``writer_behind``: while it says so, no round starts (see :func:`stand_back`)."""
+    ``writer_behind``: while it says so, no round starts (see :func:`stand_back`).
+    ``on_round``: told after every round that folded without error (what waits for the
+    projections to fold waits on it)."""
     delay = 0.1
     fail_delay = FAIL_BACKOFF_FIRST
     everyone = list(pool.projectors)
@@ -129,6 +132,8 @@ async def run_pool(
         if pool.failing is not None:
             log_fields(log, "projections folding again", previous_error=pool.failing)
             pool.failing = None
+        if on_round is not None:
+            on_round()
         fail_delay = FAIL_BACKOFF_FIRST
         marks = dict(high_water)
         due = due_for(marks)
