@@ -78,7 +78,7 @@ def scan(engine: sa.Engine) -> float:
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from recorder.config import DatabaseConfig
-    from recorder.projections.projector import rebuild
+    from recorder.projections.rebuild import rebuild
     from recorder.store import migrate
     from recorder.store.engine import create_engine
 

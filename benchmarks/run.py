@@ -605,7 +605,7 @@ def startup(kind: str, tmp: Path) -> list[dict[str, Any]]:
 def long_log(kind: str, n: int, tmp: Path, queries: int) -> list[dict[str, Any]]:
     from rebuild import build_log, scan
 
-    from recorder.projections.projector import rebuild
+    from recorder.projections.rebuild import rebuild
 
     out = []
     with database(kind, tmp) as url:

@@ -31,17 +31,13 @@ from recorder.groups import leaves
 from recorder.logs import log_fields
 from recorder.metrics import serve_metrics
 from recorder.projections.live import run_pool
-from recorder.projections.projector import (
-    AccountProjector,
-    ProjectionPool,
-    ProjectionView,
-    unexplained_vanished,
-)
+from recorder.projections.projector import AccountProjector, ProjectionPool, ProjectionView
 from recorder.store import backfills as backfill_store
 from recorder.store.database import Database
 from recorder.store.errors import StoreError, StoreUnavailable
 from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import Lease
+from recorder.store.reconciliations import unexplained_vanished
 from recorder.upstream.backfill import Backfiller
 from recorder.upstream.backoff import ConnectionRateLimit
 from recorder.upstream.clock import ClockWatch

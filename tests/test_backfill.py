@@ -25,7 +25,7 @@ from recorder.audit.verify import verify
 from recorder.config import DatabaseConfig, Secret
 from recorder.projections.base import Event, Output
 from recorder.projections.events import LedgerFold
-from recorder.projections.projector import rebuild
+from recorder.projections.rebuild import rebuild
 from recorder.projections.values import parse_frame
 from recorder.simulator.server import Simulator
 from recorder.store.engine import create_engine

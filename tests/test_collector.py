@@ -7,7 +7,7 @@ import gc
 import sqlalchemy as sa
 
 from recorder.collector import YOUNG_THRESHOLD, fewer_collections
-from recorder.projections.projector import rebuild
+from recorder.projections.rebuild import rebuild
 from recorder.store.eventlog import EventLog
 from tests.test_eventlog import ev
 

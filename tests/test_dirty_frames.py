@@ -11,7 +11,7 @@ import trio
 from recorder.audit.status import account_status
 from recorder.audit.verify import verify
 from recorder.config import StatusConfig
-from recorder.projections.projector import rebuild
+from recorder.projections.rebuild import rebuild
 from recorder.simulator.server import HUGE_ID, Simulator
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import fold_findings, orders

@@ -21,7 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recorder.config import DatabaseConfig
-from recorder.projections.projector import AccountProjector, rebuild
+from recorder.projections.projector import AccountProjector
+from recorder.projections.rebuild import rebuild
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog, NewEvent

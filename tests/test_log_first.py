@@ -511,7 +511,7 @@ def test_rebuild_stopped_by_a_signal_says_where_and_resumes(
 
     from recorder.cli import main
     from recorder.commands import rebuild as rebuild_command
-    from recorder.projections import projector
+    from recorder.projections import rebuild as rebuilding
     from tests.test_projection_folds import store_log, synthetic_log
     from tests.test_projections import everything
 
@@ -519,7 +519,7 @@ def test_rebuild_stopped_by_a_signal_says_where_and_resumes(
     engine = create_engine(DatabaseConfig(url=url))
     migrate.upgrade(engine)
     store_log(engine, "main", synthetic_log(seed=7, steps=900, gap_every=200, snap_every=300))
-    real = projector.rebuild
+    real = rebuilding.rebuild
 
     def interrupted(*args: Any, **kwargs: Any) -> int:
         progress = args[3]

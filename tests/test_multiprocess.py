@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from recorder.config import DatabaseConfig
-from recorder.projections.projector import rebuild
+from recorder.projections.rebuild import rebuild
 from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import events, projector_checkpoints

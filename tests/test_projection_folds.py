@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from recorder.config import DatabaseConfig
 from recorder.projections import snapshots
-from recorder.projections.projector import AccountProjector, Projector, projectors_for, rebuild
+from recorder.projections.projector import AccountProjector, Projector, projectors_for
+from recorder.projections.rebuild import rebuild
 from recorder.simulator.model import AccountModel
 from recorder.store import migrate
 from recorder.store.engine import create_engine
@@ -178,8 +179,8 @@ def test_checkpoints_move_with_one_update_and_missing_rows_come_back(engine: sa.
     """While an account's folds keep the flags stored, only their positions are written (one
     UPDATE per account: the flags in the table stay as they are); a checkpoint row missing
     from the table (cleared by `rebuild --projection`) makes it write every row in full."""
-    from recorder.projections.projector import Position, write_all_checkpoints
     from recorder.projections.registry import make_folds
+    from recorder.projections.writing import Position, write_all_checkpoints
     from recorder.store.schema import projector_checkpoints as pc
 
     folds = make_folds()

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 import trio
 
-from recorder.projections.projector import rebuild
+from recorder.projections.rebuild import rebuild
 from recorder.simulator.server import Simulator
 from recorder.store.schema import (
     PROJECTION_TABLES,
@@ -303,8 +303,9 @@ async def test_one_process_many_accounts_live_equals_rebuild(
         assert everything(engine, n) == live[n], n
 
     # The pool from scratch, small pages, every account due at every step: the same rows.
-    from recorder.projections.projector import AccountProjector, ProjectionPool, clear_projection
+    from recorder.projections.projector import AccountProjector, ProjectionPool
     from recorder.projections.registry import FOLDS
+    from recorder.projections.writing import clear_projection
 
     for n in names:
         for name in FOLDS:

@@ -26,7 +26,8 @@ from click.testing import CliRunner
 from recorder.audit.verify import verify
 from recorder.cli import main
 from recorder.config import DatabaseConfig, WriterConfig
-from recorder.projections.projector import projectors_for, rebuild
+from recorder.projections.projector import projectors_for
+from recorder.projections.rebuild import rebuild
 from recorder.simulator.server import Simulator
 from recorder.store import migrate
 from recorder.store.database import Database

@@ -17,7 +17,8 @@ from click.testing import CliRunner
 
 from recorder.cli import main
 from recorder.config import DatabaseConfig
-from recorder.projections.projector import Projector, rebuild
+from recorder.projections.projector import Projector
+from recorder.projections.rebuild import rebuild
 from recorder.projections.snapshots import StateFold
 from recorder.projections.state import state_at
 from recorder.replay.server import ReplayServer

@@ -19,7 +19,7 @@ from recorder.commands.common import (
     with_config,
 )
 from recorder.config import Config, ConfigError
-from recorder.projections.projector import rebuild, rebuild_work
+from recorder.projections.rebuild import rebuild, rebuild_work
 from recorder.projections.registry import PROJECTION_NAMES
 from recorder.store.eventlog import EventLog
 from recorder.store.lease import Lease, LeaseHeld, hold_all

@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from recorder.projections.projector import restore_fold
+from recorder.projections.reading import restore_fold
 from recorder.projections.snapshots import StateFold
 from recorder.store.eventlog import EventLog
 
