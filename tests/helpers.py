@@ -5,18 +5,41 @@ from __future__ import annotations
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 import sqlalchemy as sa
 import trio
 
 from recorder import health
+from recorder.config import (
+    AccountConfig,
+    Config,
+    Credentials,
+    DatabaseConfig,
+    LoggingConfig,
+    MetricsConfig,
+    Secret,
+    StatusConfig,
+    WriterConfig,
+)
+from recorder.daemon import Recorder
+from recorder.simulator.model import AccountModel
 from recorder.simulator.server import Simulator
-from recorder.store.schema import events
-
-if TYPE_CHECKING:
-    from recorder.daemon import Recorder
+from recorder.store.database import Database
+from recorder.store.eventlog import EventLog, NewEvent
+from recorder.store.schema import (
+    PROJECTION_TABLES,
+    events,
+    fold_findings,
+    projector_checkpoints,
+    reconciliations,
+    sessions,
+)
+from recorder.store.sessions import open_session
 
 
 class SimThread:
@@ -100,6 +123,15 @@ async def wait_until(
             await trio.sleep(0.01)
 
 
+def poll(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """:func:`wait_until` for tests outside trio (subprocesses): wait until ``condition()``
+    holds, looking again after each short pause; a timeout is a failure naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 async def progressed(recorder: Recorder, events_: int = 20) -> None:
     """Wait until the writer has committed ``events_`` more events than now: frames are
     flowing through the current session."""
@@ -156,3 +188,253 @@ async def reauth(sim: Simulator, fault: str, arg: float | None = None) -> None:
     await sim.inject(fault, arg)
     with trio.fail_after(20):
         await auth.wait()
+
+
+# --- moved here from the test modules that defined them (no test module imports another) ---
+
+KEY = "daemon-test-key"
+SECRET = "daemon-test-secret-3f9a0c1e5b7d"
+EVENTS = [
+    "order_snapshot",
+    "order_new",
+    "order_update",
+    "order_cancel",
+    "position_snapshot",
+    "position_new",
+    "position_update",
+    "position_close",
+    "trade_execution",
+    "trade_execution_update",
+    "funding_offer_snapshot",
+    "funding_offer_new",
+    "funding_offer_update",
+    "funding_offer_cancel",
+    "funding_credit_snapshot",
+    "funding_credit_new",
+    "funding_credit_update",
+    "funding_credit_close",
+    "funding_loan_snapshot",
+    "funding_loan_new",
+    "funding_loan_update",
+    "funding_loan_close",
+    "wallet_snapshot",
+    "wallet_update",
+    "balance_update",
+    "base_margin_info",
+    "symbol_margin_info",
+    "funding_info_update",
+    "on-req-notification",
+    "oc-req-notification",
+    "fon-req-notification",
+    "foc-req-notification",
+]
+
+
+def socket_frames(engine: sa.Engine, session_id: int) -> list[str]:
+    """What a session recorded from its socket (not its markers, not REST answers)."""
+    with engine.connect() as conn:
+        return [
+            frame
+            for frame, kind in conn.execute(
+                sa.select(events.c.frame, events.c.kind)
+                .where(events.c.session_id == session_id)
+                .order_by(events.c.id)
+            )
+            if not kind.startswith(("recorder.", "rest."))
+        ]
+
+
+def _fold(received: list[tuple[str, Any]]) -> dict[str, dict[Any, Any]]:
+    """What a client knows after applying the snapshots and updates it received, in order."""
+    orders: dict[int, Any] = {}
+    positions: dict[str, Any] = {}
+    wallets: dict[tuple[str, str], Any] = {}
+    trades: dict[int, Any] = {}
+    for name, data in received:
+        if name == "order_snapshot":
+            orders = {o.id: o for o in data}
+        elif name in ("order_new", "order_update"):
+            orders[data.id] = data
+        elif name == "order_cancel":
+            orders.pop(data.id, None)
+        elif name == "position_snapshot":
+            positions = {p.symbol: p for p in data}
+        elif name in ("position_new", "position_update"):
+            positions[data.symbol] = data
+        elif name == "position_close":
+            positions.pop(data.symbol, None)
+        elif name == "wallet_snapshot":
+            wallets = {(w.wallet_type, w.currency): w for w in data}
+        elif name == "wallet_update":
+            wallets[(data.wallet_type, data.currency)] = data
+        elif name == "trade_execution_update":
+            trades[data.id] = data
+    return {"orders": orders, "positions": positions, "wallets": wallets, "trades": trades}
+
+
+def synthetic_log(seed: int, steps: int, gap_every: int, snap_every: int) -> list[tuple[str, str]]:
+    """(kind, frame) pairs as a recorder would store them: snapshots on (re)connect, updates,
+    disconnect markers, and frames lost in gaps (the model moves on, nothing is logged)."""
+    model = AccountModel(seed=seed, clock=lambda: 1_700_000_000_000)
+    log: list[tuple[str, str]] = []
+
+    def snapshots() -> None:
+        for abbr, payload in model.snapshots():
+            log.append((abbr, orjson.dumps([0, abbr, payload]).decode()))
+
+    snapshots()
+    for i in range(1, steps + 1):
+        messages = model.step()
+        if gap_every and i % gap_every == 0:
+            log.append(
+                ("recorder.disconnected", '{"event":"recorder.disconnected","reason":"closed"}')
+            )
+            continue  # these frames were never received
+        for abbr, payload in messages:
+            log.append((abbr, orjson.dumps([0, abbr, payload]).decode()))
+        if snap_every and i % snap_every == 0:
+            snapshots()
+    log.append(("malformed", '[0,"on",[1,2'))
+    log.append(("os", '[0,"os",{"not":"a list"}]'))  # a known kind with a bad payload
+    return log
+
+
+def store_log(engine: sa.Engine, account: str, log: list[tuple[str, str]]) -> None:
+    sid = open_session(engine, account, "ws://127.0.0.1/ws/2", LOG_T0)
+    items = [
+        NewEvent(account, sid, LOG_T0 + timedelta(milliseconds=i), 0, kind, None, None, frame)
+        for i, (kind, frame) in enumerate(log)
+    ]
+    EventLog(engine).append(items, {})
+
+
+def table_rows(engine: sa.Engine, name: str, account: str = "main") -> list[dict[str, Any]]:
+    table = PROJECTION_TABLES[name]
+    pk = [c for c in table.primary_key.columns]
+    with engine.connect() as conn:
+        return [
+            dict(r)
+            for r in conn.execute(
+                sa.select(table).where(table.c.account == account).order_by(*pk)
+            ).mappings()
+        ]
+
+
+def everything(engine: sa.Engine, account: str = "main") -> dict[str, Any]:
+    out: dict[str, Any] = {name: table_rows(engine, name, account) for name in PROJECTION_TABLES}
+    with engine.connect() as conn:
+        out["reconciliations"] = [
+            (r.event_id, r.projection, r.key, r.problem, r.folded, r.snapshot, r.explained_by)
+            for r in conn.execute(
+                sa.select(reconciliations)
+                .where(reconciliations.c.account == account)
+                .order_by(
+                    reconciliations.c.event_id, reconciliations.c.projection, reconciliations.c.key
+                )
+            )
+        ]
+        out["fold_findings"] = sorted(
+            (r.projection, r.event_id, r.key, r.reason, r.row)
+            for r in conn.execute(
+                sa.select(fold_findings).where(fold_findings.c.account == account)
+            )
+        )
+        out["checkpoints"] = [
+            (r.projector, r.event_id, r.stale, r.synced, r.skipped)
+            for r in conn.execute(
+                sa.select(projector_checkpoints)
+                .where(projector_checkpoints.c.account == account)
+                .order_by(projector_checkpoints.c.projector)
+            )
+        ]
+    return out
+
+
+def make_recorder(
+    engine: sa.Engine,
+    port: int,
+    *,
+    accounts: list[tuple[str, str, str]] | None = None,
+    writer: WriterConfig | None = None,
+    rest_port: int | None = None,
+    allow_write_key: bool = False,
+    metrics: MetricsConfig | None = None,
+    logging_cfg: LoggingConfig | None = None,
+    status: StatusConfig | None = None,
+    **kw: Any,
+) -> Recorder:
+    """A recorder on the simulator at ``port``; with ``rest_port`` it backfills gaps from
+    the simulator's REST API (paced and retried fast, for tests), else backfill is off."""
+    cfg = Config(
+        database=DatabaseConfig(url=str(engine.url)),
+        writer=writer or WriterConfig(batch_max_ms=5, unavailable_timeout_s=5),
+        metrics=metrics or MetricsConfig(),
+        logging=logging_cfg or LoggingConfig(),
+        status=status or StatusConfig(),
+    )
+    accounts = accounts or [("main", KEY, SECRET)]
+    accs = [
+        (
+            AccountConfig(
+                name=name,
+                url=f"ws://127.0.0.1:{port}/ws/2",
+                heartbeat_period_s=0.25,
+                backoff_cap_s=0.2,
+                backfill=rest_port is not None,
+                rest_url=f"http://127.0.0.1:{rest_port or 1}/v2",
+                allow_write_key=allow_write_key,
+            ),
+            Credentials(Secret(key), Secret(secret)),
+        )
+        for name, key, secret in accounts
+    ]
+    if rest_port is not None:
+        kw.setdefault(
+            "rest_options",
+            {
+                "pace": 0.0,
+                "rate_limit_wait": 0.2,
+                "attempts": 3,
+                "retry_delay": 0.05,
+                "retry_every": 0.5,
+            },
+        )
+    return Recorder(cfg, accs, Database(engine), connection_limit=(100, 1.0), **kw)
+
+
+async def start_recording(
+    nursery: trio.Nursery, sim: Simulator, engine: sa.Engine, **kw: Any
+) -> Recorder:
+    """Serve ``sim``, start a recorder on it, and return once it has authenticated."""
+    port = await nursery.start(sim.serve)
+    recorder = make_recorder(engine, port, **kw)
+    first = sim.auth_events
+    await nursery.start(recorder.run)
+    with trio.fail_after(10):
+        await first.wait()
+    return recorder
+
+
+def session_rows(engine: sa.Engine, account: str = "main") -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sessions.select().where(sessions.c.account == account).order_by(sessions.c.id)
+            )
+        )
+
+
+def event_rows(engine: sa.Engine, account: str = "main") -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(events.select().where(events.c.account == account).order_by(events.c.id))
+        )
+
+
+LOG_T0 = datetime(2026, 1, 1, tzinfo=UTC)  # where store_log's events begin
+EV_T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # where ev's events begin
+
+
+def ev(account: str, n: int, kind: str = "on", chan_id: int | None = 0) -> NewEvent:
+    frame = f'[0,"{kind}",[{n}]]'
+    return NewEvent(account, None, EV_T0 + timedelta(seconds=n), chan_id, kind, None, None, frame)

@@ -33,9 +33,18 @@ from recorder.store.eventlog import EventLog
 from recorder.store.schema import backfills, ledgers, orders, positions, reconciliations, trades
 from recorder.upstream.backfill import Backfiller, Progress, Window
 from recorder.upstream.rest import RestClient
-from tests.helpers import SimThread, drain, progressed, wait_until
-from tests.test_daemon import KEY, SECRET, make_recorder, session_rows, start_recording
-from tests.test_projections import everything
+from tests.helpers import (
+    KEY,
+    SECRET,
+    SimThread,
+    drain,
+    everything,
+    make_recorder,
+    progressed,
+    session_rows,
+    start_recording,
+    wait_until,
+)
 
 
 def dec(value: Any) -> Decimal | None:

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from recorder.collector import YOUNG_THRESHOLD, fewer_collections
 from recorder.projections.rebuild import rebuild
 from recorder.store.eventlog import EventLog
-from tests.test_eventlog import ev
+from tests.helpers import ev
 
 
 def test_fewer_collections_raises_the_first_threshold_and_puts_it_back() -> None:

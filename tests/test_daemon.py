@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -12,108 +11,25 @@ import trio
 
 from recorder import logs
 from recorder.config import (
-    AccountConfig,
-    Config,
-    Credentials,
-    DatabaseConfig,
-    LoggingConfig,
-    MetricsConfig,
-    Secret,
-    StatusConfig,
     WriterConfig,
 )
-from recorder.daemon import Recorder
 from recorder.protocol import classify, sign
 from recorder.simulator.server import Simulator
-from recorder.store.database import Database
 from recorder.store.eventlog import EventLog
 from recorder.store.hashchain import GENESIS, chain_hash
-from recorder.store.schema import events, sessions
-from tests.helpers import dump_database, progressed, quiesce, reauth, wait_until
-
-KEY = "daemon-test-key"
-SECRET = "daemon-test-secret-3f9a0c1e5b7d"
-
-
-def make_recorder(
-    engine: sa.Engine,
-    port: int,
-    *,
-    accounts: list[tuple[str, str, str]] | None = None,
-    writer: WriterConfig | None = None,
-    rest_port: int | None = None,
-    allow_write_key: bool = False,
-    metrics: MetricsConfig | None = None,
-    logging_cfg: LoggingConfig | None = None,
-    status: StatusConfig | None = None,
-    **kw: Any,
-) -> Recorder:
-    """A recorder on the simulator at ``port``; with ``rest_port`` it backfills gaps from
-    the simulator's REST API (paced and retried fast, for tests), else backfill is off."""
-    cfg = Config(
-        database=DatabaseConfig(url=str(engine.url)),
-        writer=writer or WriterConfig(batch_max_ms=5, unavailable_timeout_s=5),
-        metrics=metrics or MetricsConfig(),
-        logging=logging_cfg or LoggingConfig(),
-        status=status or StatusConfig(),
-    )
-    accounts = accounts or [("main", KEY, SECRET)]
-    accs = [
-        (
-            AccountConfig(
-                name=name,
-                url=f"ws://127.0.0.1:{port}/ws/2",
-                heartbeat_period_s=0.25,
-                backoff_cap_s=0.2,
-                backfill=rest_port is not None,
-                rest_url=f"http://127.0.0.1:{rest_port or 1}/v2",
-                allow_write_key=allow_write_key,
-            ),
-            Credentials(Secret(key), Secret(secret)),
-        )
-        for name, key, secret in accounts
-    ]
-    if rest_port is not None:
-        kw.setdefault(
-            "rest_options",
-            {
-                "pace": 0.0,
-                "rate_limit_wait": 0.2,
-                "attempts": 3,
-                "retry_delay": 0.05,
-                "retry_every": 0.5,
-            },
-        )
-    return Recorder(cfg, accs, Database(engine), connection_limit=(100, 1.0), **kw)
-
-
-async def start_recording(
-    nursery: trio.Nursery, sim: Simulator, engine: sa.Engine, **kw: Any
-) -> Recorder:
-    """Serve ``sim``, start a recorder on it, and return once it has authenticated."""
-    port = await nursery.start(sim.serve)
-    recorder = make_recorder(engine, port, **kw)
-    first = sim.auth_events
-    await nursery.start(recorder.run)
-    with trio.fail_after(10):
-        await first.wait()
-    return recorder
-
-
-def session_rows(engine: sa.Engine, account: str = "main") -> list[Any]:
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sessions.select().where(sessions.c.account == account).order_by(sessions.c.id)
-            )
-        )
-
-
-def event_rows(engine: sa.Engine, account: str = "main") -> list[Any]:
-    with engine.connect() as conn:
-        return list(
-            conn.execute(events.select().where(events.c.account == account).order_by(events.c.id))
-        )
+from tests.helpers import (
+    KEY,
+    SECRET,
+    dump_database,
+    event_rows,
+    make_recorder,
+    progressed,
+    quiesce,
+    reauth,
+    session_rows,
+    start_recording,
+    wait_until,
+)
 
 
 async def test_every_frame_recorded_verbatim_through_every_fault(engine: sa.Engine) -> None:

@@ -15,10 +15,17 @@ from recorder.projections.rebuild import rebuild
 from recorder.simulator.server import HUGE_ID, Simulator
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import fold_findings, orders
-from tests.helpers import progressed, quiesce, settle
-from tests.test_daemon import KEY, SECRET, make_recorder, session_rows
-from tests.test_log_first import socket_frames
-from tests.test_projections import everything
+from tests.helpers import (
+    KEY,
+    SECRET,
+    everything,
+    make_recorder,
+    progressed,
+    quiesce,
+    session_rows,
+    settle,
+    socket_frames,
+)
 
 
 def findings(engine: sa.Engine) -> list[tuple[str, str]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import psycopg
@@ -25,13 +25,9 @@ from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.hashchain import GENESIS
 from recorder.writer import Writer
 from tests.conftest import PG_URL
+from tests.helpers import EV_T0, ev
 
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def ev(account: str, n: int, kind: str = "on", chan_id: int | None = 0) -> NewEvent:
-    frame = f'[0,"{kind}",[{n}]]'
-    return NewEvent(account, None, T0 + timedelta(seconds=n), chan_id, kind, None, None, frame)
+T0 = EV_T0
 
 
 def test_append_read_positions(engine: sa.Engine) -> None:

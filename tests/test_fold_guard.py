@@ -28,8 +28,7 @@ from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.schema import fold_findings
 from tests.conftest import pg_schema_url
-from tests.test_projection_folds import synthetic_log
-from tests.test_projections import everything
+from tests.helpers import everything, synthetic_log
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 # Real frames as the exchange sends them (the simulator's model): every kind it has.

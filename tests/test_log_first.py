@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,29 +33,25 @@ from recorder.store.engine import create_engine
 from recorder.store.errors import StoreUnavailable
 from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import FileLease
-from recorder.store.schema import backfills, events
+from recorder.store.schema import backfills
 from recorder.upstream.rest import RestClient
 from recorder.writer import Writer
-from tests.helpers import SimThread, progressed, quiesce, wait_until
+from tests.helpers import (
+    KEY,
+    SECRET,
+    SimThread,
+    make_recorder,
+    poll,
+    progressed,
+    quiesce,
+    session_rows,
+    socket_frames,
+    wait_until,
+)
 from tests.rest_faults import RestFault
-from tests.test_daemon import KEY, SECRET, make_recorder, session_rows
 
 MODES = ["closed", "hang", "trickle", "html502", "malformed", "shapes", "ratelimit"]
 STOP_BOUND = 5.0 + 5.0  # the documented bound (5 s) plus the drain of a small test's backlog
-
-
-def socket_frames(engine: sa.Engine, session_id: int) -> list[str]:
-    """What a session recorded from its socket (not its markers, not REST answers)."""
-    with engine.connect() as conn:
-        return [
-            frame
-            for frame, kind in conn.execute(
-                sa.select(events.c.frame, events.c.kind)
-                .where(events.c.session_id == session_id)
-                .order_by(events.c.id)
-            )
-            if not kind.startswith(("recorder.", "rest."))
-        ]
 
 
 def backfill_rows(engine: sa.Engine) -> list[Any]:
@@ -360,13 +355,6 @@ class Daemon:
             self.proc.wait(10)
 
 
-def poll(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 class FaultThread:
     """A RestFault on its own trio loop in a thread, for subprocess tests."""
 
@@ -512,8 +500,7 @@ def test_rebuild_stopped_by_a_signal_says_where_and_resumes(
     from recorder.cli import main
     from recorder.commands import rebuild as rebuild_command
     from recorder.projections import rebuild as rebuilding
-    from tests.test_projection_folds import store_log, synthetic_log
-    from tests.test_projections import everything
+    from tests.helpers import everything, store_log, synthetic_log
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
     engine = create_engine(DatabaseConfig(url=url))

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +16,7 @@ from recorder.projections.rebuild import rebuild
 from recorder.store.engine import create_engine
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import events, projector_checkpoints
-from tests.helpers import SimThread
-from tests.test_projections import everything
+from tests.helpers import SimThread, everything, poll
 
 ACCOUNTS = {
     "alpha": ("alpha-key", "alpha-secret-0a1b2c"),
@@ -50,21 +48,20 @@ def test_two_processes_one_database(pg_url: str, tmp_path: Path) -> None:
                 )
             )
         try:
-            deadline = time.monotonic() + 30
-            while len(st.sim.auth_requests) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert len(st.sim.auth_requests) >= 2
+            poll(lambda: len(st.sim.auth_requests) >= 2, "both recorders' auth")
             watcher = create_engine(DatabaseConfig(url=pg_url))
             log = EventLog(watcher)
 
             def committed_each(at_least: dict[str, int]) -> dict[str, int]:
                 """Wait until every account has committed ``at_least`` events."""
-                while time.monotonic() < deadline:
-                    counts = {acc: log.count([acc]) for acc in ACCOUNTS}
-                    if all(counts[a] >= n for a, n in at_least.items()):
-                        return counts
-                    time.sleep(0.05)
-                raise AssertionError(f"not committed in time: {at_least}")
+                counts: dict[str, int] = {}
+
+                def enough() -> bool:
+                    counts.update({acc: log.count([acc]) for acc in ACCOUNTS})
+                    return all(counts[a] >= n for a, n in at_least.items())
+
+                poll(enough, f"committed: {at_least}")
+                return counts
 
             before = committed_each({acc: 50 for acc in ACCOUNTS})  # both record
             st.run(st.sim.inject, "burst", 3000)  # on both connections at once

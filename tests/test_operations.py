@@ -7,6 +7,7 @@ import io
 import logging
 import shutil
 import subprocess
+import sys
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,17 @@ from recorder.metrics import CommitTimes
 from recorder.simulator.server import Simulator
 from recorder.store.database import Database
 from recorder.writer import Writer, WriterStats
-from tests.helpers import REST_CASES, progressed, quiesce, rest_port_for, wait_until
-from tests.test_daemon import KEY, SECRET, start_recording
-from tests.test_eventlog import ev
+from tests.helpers import (
+    KEY,
+    REST_CASES,
+    SECRET,
+    ev,
+    progressed,
+    quiesce,
+    rest_port_for,
+    start_recording,
+    wait_until,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,7 +165,10 @@ def test_service_unit() -> None:
     )
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze not installed: the unit was parsed only")
-    exe = shutil.which("bfx-recorder")
+    # The command installed beside this interpreter (the suite runs without the venv's
+    # bin on PATH too), else the one on PATH.
+    beside = Path(sys.executable).parent / "bfx-recorder"
+    exe = str(beside) if beside.exists() else shutil.which("bfx-recorder")
     assert exe is not None
     local = Path("/tmp") / f"bfx-recorder-test-{unit.stat().st_mtime_ns}.service"
     # The unit's path is the README's install step (a virtual environment in /opt).

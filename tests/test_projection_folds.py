@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
@@ -16,51 +15,12 @@ from recorder.config import DatabaseConfig
 from recorder.projections import snapshots
 from recorder.projections.projector import AccountProjector, Projector, projectors_for
 from recorder.projections.rebuild import rebuild
-from recorder.simulator.model import AccountModel
 from recorder.store import migrate
 from recorder.store.engine import create_engine
-from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.schema import projector_checkpoints
-from recorder.store.sessions import open_session
-from tests.test_projections import everything
+from tests.helpers import everything, store_log, synthetic_log
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def synthetic_log(seed: int, steps: int, gap_every: int, snap_every: int) -> list[tuple[str, str]]:
-    """(kind, frame) pairs as a recorder would store them: snapshots on (re)connect, updates,
-    disconnect markers, and frames lost in gaps (the model moves on, nothing is logged)."""
-    model = AccountModel(seed=seed, clock=lambda: 1_700_000_000_000)
-    log: list[tuple[str, str]] = []
-
-    def snapshots() -> None:
-        for abbr, payload in model.snapshots():
-            log.append((abbr, orjson.dumps([0, abbr, payload]).decode()))
-
-    snapshots()
-    for i in range(1, steps + 1):
-        messages = model.step()
-        if gap_every and i % gap_every == 0:
-            log.append(
-                ("recorder.disconnected", '{"event":"recorder.disconnected","reason":"closed"}')
-            )
-            continue  # these frames were never received
-        for abbr, payload in messages:
-            log.append((abbr, orjson.dumps([0, abbr, payload]).decode()))
-        if snap_every and i % snap_every == 0:
-            snapshots()
-    log.append(("malformed", '[0,"on",[1,2'))
-    log.append(("os", '[0,"os",{"not":"a list"}]'))  # a known kind with a bad payload
-    return log
-
-
-def store_log(engine: sa.Engine, account: str, log: list[tuple[str, str]]) -> None:
-    sid = open_session(engine, account, "ws://127.0.0.1/ws/2", T0)
-    items = [
-        NewEvent(account, sid, T0 + timedelta(milliseconds=i), 0, kind, None, None, frame)
-        for i, (kind, frame) in enumerate(log)
-    ]
-    EventLog(engine).append(items, {})
 
 
 def make_engine(tmp_path: Path) -> sa.Engine:

@@ -13,14 +13,22 @@ import trio
 from recorder.projections.rebuild import rebuild
 from recorder.simulator.server import Simulator
 from recorder.store.schema import (
-    PROJECTION_TABLES,
     events,
-    fold_findings,
     projector_checkpoints,
     reconciliations,
 )
-from tests.helpers import drain, progressed, reauth, recorded_on_last_session, wait_until
-from tests.test_daemon import KEY, SECRET, start_recording
+from tests.helpers import (
+    KEY,
+    SECRET,
+    drain,
+    everything,
+    progressed,
+    reauth,
+    recorded_on_last_session,
+    start_recording,
+    table_rows,
+    wait_until,
+)
 
 
 def dec(value: Any) -> Any:
@@ -30,48 +38,6 @@ def dec(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)
     return value
-
-
-def table_rows(engine: sa.Engine, name: str, account: str = "main") -> list[dict[str, Any]]:
-    table = PROJECTION_TABLES[name]
-    pk = [c for c in table.primary_key.columns]
-    with engine.connect() as conn:
-        return [
-            dict(r)
-            for r in conn.execute(
-                sa.select(table).where(table.c.account == account).order_by(*pk)
-            ).mappings()
-        ]
-
-
-def everything(engine: sa.Engine, account: str = "main") -> dict[str, Any]:
-    out: dict[str, Any] = {name: table_rows(engine, name, account) for name in PROJECTION_TABLES}
-    with engine.connect() as conn:
-        out["reconciliations"] = [
-            (r.event_id, r.projection, r.key, r.problem, r.folded, r.snapshot, r.explained_by)
-            for r in conn.execute(
-                sa.select(reconciliations)
-                .where(reconciliations.c.account == account)
-                .order_by(
-                    reconciliations.c.event_id, reconciliations.c.projection, reconciliations.c.key
-                )
-            )
-        ]
-        out["fold_findings"] = sorted(
-            (r.projection, r.event_id, r.key, r.reason, r.row)
-            for r in conn.execute(
-                sa.select(fold_findings).where(fold_findings.c.account == account)
-            )
-        )
-        out["checkpoints"] = [
-            (r.projector, r.event_id, r.stale, r.synced, r.skipped)
-            for r in conn.execute(
-                sa.select(projector_checkpoints)
-                .where(projector_checkpoints.c.account == account)
-                .order_by(projector_checkpoints.c.projector)
-            )
-        ]
-    return out
 
 
 def assert_matches_truth(engine: sa.Engine, truth: dict[str, Any], phase: str = "") -> None:

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,21 +36,23 @@ from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import LeaseHeld, hold_all, lease_for
 from recorder.store.schema import projector_checkpoints as checkpoints
 from recorder.writer import Writer
+from tests.helpers import KEY as DAEMON_KEY
 from tests.helpers import (
     REST_CASES,
     SimThread,
     closed_port,
+    everything,
+    poll,
     progressed,
     quiesce,
     rest_port_for,
+    start_recording,
+    store_log,
+    synthetic_log,
     wait_until,
 )
+from tests.helpers import SECRET as DAEMON_SECRET
 from tests.proxy import CommitCutter
-from tests.test_daemon import KEY as DAEMON_KEY
-from tests.test_daemon import SECRET as DAEMON_SECRET
-from tests.test_daemon import start_recording
-from tests.test_projection_folds import store_log, synthetic_log
-from tests.test_projections import everything
 
 KEY = "reliability-key"
 SECRET = "reliability-secret-5c1d7e"
@@ -178,13 +179,6 @@ def start(cfg: Path, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-
-
-def poll(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.mark.slow

@@ -26,11 +26,21 @@ from recorder.simulator.server import Simulator
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, state_snapshots
-from tests.helpers import drain, progressed, reauth
-from tests.test_daemon import KEY, SECRET, make_recorder, start_recording
-from tests.test_projection_folds import T0, store_log, synthetic_log
-from tests.test_projections import everything
-from tests.test_simulator_official_client import EVENTS, _fold
+from tests.helpers import (
+    EVENTS,
+    KEY,
+    SECRET,
+    _fold,
+    drain,
+    everything,
+    make_recorder,
+    progressed,
+    reauth,
+    start_recording,
+    store_log,
+    synthetic_log,
+)
+from tests.helpers import LOG_T0 as T0
 
 
 def cli(db_url: str, *args: str) -> tuple[int, str]:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from recorder.config import DatabaseConfig
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, sessions
-from tests.helpers import SimThread
+from tests.helpers import SimThread, poll
 
 KEY = "run-command-key"
 SECRET = "run-command-secret-e2b1c9d04f"
@@ -46,15 +46,11 @@ def test_sigterm_during_burst_commits_everything_read(tmp_path: Path) -> None:
             text=True,
         )
         try:
-            deadline = time.monotonic() + 20
-            while not st.sim.auth_requests and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert st.sim.auth_requests, "the recorder never authenticated"
-            while len(st.sim.frames_for(1)) < 20 and time.monotonic() < deadline:
-                time.sleep(0.01)  # the snapshots and some updates have gone out
+            poll(lambda: bool(st.sim.auth_requests), "the recorder's auth", timeout=20)
+            # The snapshots and some updates have gone out.
+            poll(lambda: len(st.sim.frames_for(1)) >= 20, "the first frames", timeout=20)
             st.spawn(st.sim.inject, "burst", 200_000)
-            while len(st.sim.sent_log) < 5000 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            poll(lambda: len(st.sim.sent_log) >= 5000, "the burst under way", timeout=20)
             proc.send_signal(signal.SIGTERM)
             t0 = time.monotonic()
             out, err = proc.communicate(timeout=30)

@@ -14,72 +14,9 @@ import pytest
 from bfxapi import Client
 
 from recorder.protocol import classify
-from tests.helpers import SimThread
+from tests.helpers import EVENTS, SimThread, _fold
 
 API_KEY, API_SECRET = "official-client-key", "official-client-secret"
-
-EVENTS = [
-    "order_snapshot",
-    "order_new",
-    "order_update",
-    "order_cancel",
-    "position_snapshot",
-    "position_new",
-    "position_update",
-    "position_close",
-    "trade_execution",
-    "trade_execution_update",
-    "funding_offer_snapshot",
-    "funding_offer_new",
-    "funding_offer_update",
-    "funding_offer_cancel",
-    "funding_credit_snapshot",
-    "funding_credit_new",
-    "funding_credit_update",
-    "funding_credit_close",
-    "funding_loan_snapshot",
-    "funding_loan_new",
-    "funding_loan_update",
-    "funding_loan_close",
-    "wallet_snapshot",
-    "wallet_update",
-    "balance_update",
-    "base_margin_info",
-    "symbol_margin_info",
-    "funding_info_update",
-    "on-req-notification",
-    "oc-req-notification",
-    "fon-req-notification",
-    "foc-req-notification",
-]
-
-
-def _fold(received: list[tuple[str, Any]]) -> dict[str, dict[Any, Any]]:
-    """What a client knows after applying the snapshots and updates it received, in order."""
-    orders: dict[int, Any] = {}
-    positions: dict[str, Any] = {}
-    wallets: dict[tuple[str, str], Any] = {}
-    trades: dict[int, Any] = {}
-    for name, data in received:
-        if name == "order_snapshot":
-            orders = {o.id: o for o in data}
-        elif name in ("order_new", "order_update"):
-            orders[data.id] = data
-        elif name == "order_cancel":
-            orders.pop(data.id, None)
-        elif name == "position_snapshot":
-            positions = {p.symbol: p for p in data}
-        elif name in ("position_new", "position_update"):
-            positions[data.symbol] = data
-        elif name == "position_close":
-            positions.pop(data.symbol, None)
-        elif name == "wallet_snapshot":
-            wallets = {(w.wallet_type, w.currency): w for w in data}
-        elif name == "wallet_update":
-            wallets[(data.wallet_type, data.currency)] = data
-        elif name == "trade_execution_update":
-            trades[data.id] = data
-    return {"orders": orders, "positions": positions, "wallets": wallets, "trades": trades}
 
 
 @pytest.mark.slow
