@@ -33,7 +33,13 @@ from recorder.config import WriterConfig
 from recorder.logs import log_fields
 from recorder.store.database import Database
 from recorder.store.errors import StoreUnavailable
-from recorder.store.eventlog import ChainConflict, EventLog, NewEvent, SessionChange
+from recorder.store.eventlog import (
+    AppendResult,
+    ChainConflict,
+    EventLog,
+    NewEvent,
+    SessionChange,
+)
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +140,21 @@ class Writer:
         return [i for i in batch if not (isinstance(i, NewEvent) and i.account in self.refused)]
 
     async def _commit(self, batch: list[Item]) -> None:
+        """Append ``batch`` however long the database takes (it is never dropped), then
+        account for it."""
         if self.refused:
             batch = self._without_refused(batch)
             if not batch:
                 return
         began = trio.current_time()
+        appended = await self._append(batch)
+        if appended is not None:
+            self._committed_now(*appended, began)
+
+    async def _append(self, batch: list[Item]) -> tuple[list[Item], AppendResult] | None:
+        """Append until it lands: a transient error keeps the batch and retries (after an
+        error whose outcome is unknown, asks first whether it landed); a chain conflict
+        drops the accounts concerned. Returns what was appended (None: nothing was left)."""
         delay = 0.05
         outcome_unknown = False
         logged_at = -math.inf
@@ -152,8 +168,8 @@ class Writer:
                     )
                     outcome_unknown = False
                     if landed is not None:
-                        result = landed
                         log_fields(log, "the batch had been committed", frames=len(batch))
+                        result = landed
                         break
                 result = await self.db.run(self.log.append, batch, before, limiter=self._limiter)
                 break
@@ -168,7 +184,7 @@ class Writer:
                     raise
                 batch = self._without_refused(batch)
                 if not batch:
-                    return
+                    return None
             except StoreUnavailable as exc:
                 outcome_unknown = True  # it may have committed before the error
                 self.stats.retries += 1
@@ -189,6 +205,10 @@ class Writer:
                 delay = min(delay * 2, 5.0)
         if logged_at > -math.inf:
             log_fields(log, "database available again", frames=len(batch))
+        return batch, result
+
+    def _committed_now(self, batch: list[Item], result: AppendResult, began: float) -> None:
+        """A batch committed: heads and high-water marks, counts, wake-ups, observers."""
         self._hashes.update(result.last_hashes)
         for acc, last in result.last_ids.items():
             self.high_water[acc] = last

@@ -57,6 +57,41 @@ async def stand_back(
     return True
 
 
+async def fold_round(
+    db: Database,
+    pool: ProjectionPool,
+    due: list[str],
+    marks: dict[str, int] | None,
+    limiter: trio.CapacityLimiter,
+) -> bool:
+    """Fold the ``due`` accounts, a few per transaction (on SQLite a fold transaction holds
+    the one write lock while it writes, and the writer's next commit waits for it); whether
+    a page was full (more is waiting)."""
+    backlog = False
+    for i in range(0, len(due), ACCOUNTS_PER_TRANSACTION):
+        part = due[i : i + ACCOUNTS_PER_TRANSACTION]
+        _, full = await db.run(pool.step, part, marks, limiter=limiter)
+        backlog = backlog or full
+    return backlog
+
+
+async def round_failed(pool: ProjectionPool, exc: Exception, retry_in: float) -> None:
+    """Report a failed round (the traceback once per distinct error), then wait."""
+    failing = f"{type(exc).__name__}: {exc}"[:300]
+    if failing != pool.failing:
+        log.error("projection round failed; recording goes on", exc_info=exc)
+    pool.failing = failing
+    pool.failures += 1
+    log_fields(
+        log,
+        "projections failing, retrying",
+        logging.ERROR,
+        error=failing,
+        retry_in=round(retry_in, 1),
+    )
+    await trio.sleep(retry_in)
+
+
 async def run_pool(
     db: Database,
     pool: ProjectionPool,
@@ -95,14 +130,8 @@ async def run_pool(
             if marks is not None:  # more has been committed meanwhile: fold up to it
                 marks = dict(high_water)
                 due = due_for(marks)
-        backlog = False
         try:
-            # Accounts in parts: on SQLite a fold transaction holds the one write lock
-            # while it writes, and the writer's next commit waits for it.
-            for i in range(0, len(due), ACCOUNTS_PER_TRANSACTION):
-                part = due[i : i + ACCOUNTS_PER_TRANSACTION]
-                _, full = await db.run(pool.step, part, marks, limiter=limiter)
-                backlog = backlog or full
+            backlog = await fold_round(db, pool, due, marks, limiter)
             delay = 0.1
         except StoreUnavailable as exc:
             log_fields(log, "projectors waiting for the database", logging.WARNING, error=str(exc))
@@ -114,19 +143,7 @@ async def run_pool(
             # the projections stand still and report it; the sessions and the writer go on
             # recording, and the round is tried again with back-off (its transaction rolled
             # back, the folds' state reloaded from their checkpoints).
-            failing = f"{type(exc).__name__}: {exc}"[:300]
-            if failing != pool.failing:
-                log.error("projection round failed; recording goes on", exc_info=exc)
-            pool.failing = failing
-            pool.failures += 1
-            log_fields(
-                log,
-                "projections failing, retrying",
-                logging.ERROR,
-                error=failing,
-                retry_in=round(fail_delay, 1),
-            )
-            await trio.sleep(fail_delay)
+            await round_failed(pool, exc, fail_delay)
             fail_delay = min(fail_delay * 2, FAIL_BACKOFF_CAP)
             continue
         if pool.failing is not None:

@@ -142,13 +142,15 @@ class RestClient:
         :class:`RestFailed`."""
         delay = self.retry_delay
         last = "no answer"
-        for _attempt in range(self.attempts):
+        for attempt in range(1, self.attempts + 1):
             answer = await self._once(endpoint, params)
             if answer.status == OK:
                 return answer
             last = f"{answer.status} {answer.code or ''} {answer.text}".strip()
             if answer.final:
                 raise RestFailed(f"{endpoint.path}: {last}")
+            if attempt == self.attempts:
+                break  # no wait after the last try: the caller's back-off takes over
             if answer.status == RATE_LIMITED:
                 wait = self.rate_limit_wait * random.uniform(1.0, 1.5)
             elif answer.status == API_ERROR and answer.code not in RETRY_CODES:
