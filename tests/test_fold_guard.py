@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from recorder.config import DatabaseConfig
@@ -115,6 +115,20 @@ def two_engines(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(frames=dirty_frames())
+# Found by this test: NUL inside a JSON document (jsonb refuses it), and NUL reaching a
+# reconciliation row (an order no table could hold, gone from the next snapshot).
+@example(
+    frames=[
+        ("n", '[0, "n", [null, "on-req", null, null, "nul\\u0000text", null, "SUCCESS", "x"]]'),
+        ("n", '[0, "n", []]'),
+    ]
+)
+@example(
+    frames=[
+        ("os", '[0, "os", [[7, null, null, "tBTC\\u0000USD", 1, 1, 0.1, 0.1, "LIMIT"]]]'),
+        ("os", '[0, "os", []]'),
+    ]
+)
 def test_no_frame_stops_a_fold_and_the_findings_name_what_was_skipped(
     two_engines: tuple[sa.Engine, sa.Engine], frames: list[tuple[str, str]]
 ) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from recorder.projections.values import jsonable
-from recorder.store.types import ExactDecimal
+from recorder.store.types import ExactDecimal, JSONDoc
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 # Amounts beyond this many digits (either way) are no amount a table should hold (PostgreSQL
@@ -37,7 +37,7 @@ class Finding:
 
 class RowCheck:
     """The checks of one table, compiled once: key columns present, integers within 64
-    bits, text without NUL, amounts finite and of sane magnitude."""
+    bits, text and JSON documents without NUL, amounts finite and of sane magnitude."""
 
     def __init__(self, table: sa.Table) -> None:
         self.table = table.name
@@ -49,6 +49,7 @@ class RowCheck:
             c.name for c in table.c if isinstance(c.type, sa.String) and c.name != "account"
         )
         self.decimals = tuple(c.name for c in table.c if isinstance(c.type, ExactDecimal))
+        self.documents = tuple(c.name for c in table.c if isinstance(c.type, JSONDoc.__class__))
 
     def problem(self, row: dict[str, Any]) -> str | None:
         """Why ``row`` cannot be written, or None."""
@@ -72,6 +73,10 @@ class RowCheck:
                 or abs(value.adjusted()) > DECIMAL_EXPONENT_MAX
             ):
                 return f"{name} {value!r} is not an amount a column can hold"
+        for name in self.documents:
+            value = get(name)
+            if value is not None and _holds_nul(value):
+                return f"{name} holds a NUL character (PostgreSQL JSON cannot)"
         return None
 
     def finding(self, key: tuple[Any, ...], row: dict[str, Any], reason: str) -> Finding:
@@ -83,6 +88,30 @@ class RowCheck:
             reason,
             _json(jsonable(row)),
         )
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a JSON value holds a NUL character in any string (key or value)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+def escape_nul(value: Any) -> Any:
+    """``value`` with every NUL character in its strings written as the JSON escape
+    ``\\u0000`` (six characters), as the event log stores such frames: for the findings'
+    JSON (reconciliation rows), which PostgreSQL could not store otherwise."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\\u0000") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {escape_nul(k): escape_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [escape_nul(v) for v in value]
+    return value
 
 
 def _json(value: Any) -> str:

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from recorder.projections.base import Fold, Output
-from recorder.projections.guard import Finding
+from recorder.projections.guard import Finding, escape_nul
 from recorder.projections.registry import FOLDS
 from recorder.store.errors import store_errors
 from recorder.store.prepared import RowStatement, statements
@@ -115,10 +115,10 @@ def _write_findings(conn: sa.Connection, account: str, out: Output) -> None:
                     "event_id": r.event_id,
                     "account": account,
                     "projection": r.projection,
-                    "key": r.key,
+                    "key": escape_nul(r.key),
                     "problem": r.problem,
-                    "folded": r.folded,
-                    "snapshot": r.snapshot,
+                    "folded": escape_nul(r.folded),
+                    "snapshot": escape_nul(r.snapshot),
                 }
                 for r in out.reconciliations
             ],
