@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import queue
 import socket
 import threading
@@ -40,6 +41,7 @@ from recorder.store.schema import (
     sessions,
 )
 from recorder.store.sessions import open_session
+from recorder.upstream.rest import RestClient
 
 
 class SimThread:
@@ -438,3 +440,31 @@ EV_T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)  # where ev's events begin
 def ev(account: str, n: int, kind: str = "on", chan_id: int | None = 0) -> NewEvent:
     frame = f'[0,"{kind}",[{n}]]'
     return NewEvent(account, None, EV_T0 + timedelta(seconds=n), chan_id, kind, None, None, frame)
+
+
+def rest_client(
+    base_url: str,
+    http: Any,
+    emit: Callable[[Any], Any],
+    **options: Any,
+) -> RestClient:
+    """The recorder's REST client for a test's REST host: its own increasing nonces, its own
+    lock, unpaced, one try (``options`` override any of it)."""
+    counter = itertools.count(1)
+
+    async def nonce() -> int:
+        return next(counter)
+
+    settings: dict[str, Any] = {
+        "account": "main",
+        "base_url": base_url,
+        "api_key": Secret(KEY),
+        "api_secret": Secret(SECRET),
+        "nonce": nonce,
+        "key_lock": trio.Lock(),
+        "emit": emit,
+        "http": http,
+        "pace": 0.0,
+        "attempts": 1,
+    }
+    return RestClient(**{**settings, **options})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import itertools
 import logging
 import os
 import subprocess
@@ -22,7 +21,7 @@ from bfxapi import Client
 
 from recorder import logs
 from recorder.audit.verify import verify
-from recorder.config import DatabaseConfig, Secret
+from recorder.config import DatabaseConfig
 from recorder.projections.base import Event, Output
 from recorder.projections.events import LedgerFold
 from recorder.projections.rebuild import rebuild
@@ -41,6 +40,7 @@ from tests.helpers import (
     everything,
     make_recorder,
     progressed,
+    rest_client,
     session_rows,
     start_recording,
     wait_until,
@@ -232,23 +232,7 @@ def simulator_client(
 ) -> RestClient:
     """The recorder's REST client on the simulator's REST port: unpaced, one try, its own
     increasing nonces."""
-    counter = itertools.count(1)
-
-    async def nonce() -> int:
-        return next(counter)
-
-    return RestClient(
-        account="main",
-        base_url=f"http://127.0.0.1:{port}/v2",
-        api_key=Secret(KEY),
-        api_secret=Secret(SECRET),
-        nonce=nonce,
-        key_lock=trio.Lock(),
-        emit=emit,
-        http=http,
-        pace=0.0,
-        attempts=1,
-    )
+    return rest_client(f"http://127.0.0.1:{port}/v2", http, emit)
 
 
 async def page_window(sim: Simulator, port: int, start: int, end: int) -> tuple[bool, list[Any]]:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import trio
 
 from recorder.audit.verify import verify
-from recorder.config import DatabaseConfig, Secret, WriterConfig
+from recorder.config import DatabaseConfig, WriterConfig
 from recorder.projections.projector import AccountProjector
 from recorder.protocol.rest import ENDPOINTS
 from recorder.simulator.server import Simulator
@@ -34,7 +34,6 @@ from recorder.store.errors import StoreUnavailable
 from recorder.store.eventlog import EventLog, NewEvent
 from recorder.store.lease import FileLease
 from recorder.store.schema import backfills
-from recorder.upstream.rest import RestClient
 from recorder.writer import Writer
 from tests.helpers import (
     KEY,
@@ -44,6 +43,7 @@ from tests.helpers import (
     poll,
     progressed,
     quiesce,
+    rest_client,
     session_rows,
     socket_frames,
     wait_until,
@@ -120,29 +120,14 @@ async def test_rest_never_holds_the_key_lock_while_waiting_for_its_answer() -> N
     taking the nonce and sending; the answer is awaited outside it."""
     fault = RestFault("hang")
     lock = trio.Lock()
-    nonces = iter(range(1, 1000))
     logged: list[Any] = []
-
-    async def nonce() -> int:
-        return next(nonces)
 
     async def emit(item: Any) -> None:
         logged.append(item)
 
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         await nursery.start(fault.serve)
-        client = RestClient(
-            account="a",
-            base_url=fault.url,
-            api_key=Secret("k"),
-            api_secret=Secret("s"),
-            nonce=nonce,
-            key_lock=lock,
-            emit=emit,
-            http=http,
-            timeout=600,
-            attempts=1,
-        )
+        client = rest_client(fault.url, http, emit, key_lock=lock, timeout=600)
         nursery.start_soon(client.call, ENDPOINTS["permissions"], {})
         await wait_until(lambda: fault.connections >= 1, "the request under way")
         with trio.fail_after(6):  # at most the send deadline (5 s), here: at once
@@ -159,22 +144,9 @@ async def test_a_total_deadline_ends_a_trickling_answer() -> None:
     async def emit(item: Any) -> None:
         logged.append(item)
 
-    async def nonce() -> int:
-        return 1
-
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         await nursery.start(fault.serve)
-        client = RestClient(
-            account="a",
-            base_url=fault.url,
-            api_key=Secret("k"),
-            api_secret=Secret("s"),
-            nonce=nonce,
-            key_lock=trio.Lock(),
-            emit=emit,
-            http=http,
-            timeout=1.0,
-        )
+        client = rest_client(fault.url, http, emit, timeout=1.0)
         answer = await client._once(ENDPOINTS["permissions"], {})
         nursery.cancel_scope.cancel()
     assert answer.status == "unavailable" and "within 1 s" in answer.text
@@ -541,22 +513,9 @@ async def test_an_answer_over_the_bound_is_not_read_further() -> None:
     async def emit(item: Any) -> None:
         logged.append(item)
 
-    async def nonce() -> int:
-        return len(logged) + 1
-
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
         port = await nursery.start(sim.serve_rest)
-        client = RestClient(
-            account="main",
-            base_url=f"http://127.0.0.1:{port}/v2",
-            api_key=Secret(KEY),
-            api_secret=Secret(SECRET),
-            nonce=nonce,
-            key_lock=trio.Lock(),
-            emit=emit,
-            http=http,
-            max_answer_bytes=2000,
-        )
+        client = rest_client(f"http://127.0.0.1:{port}/v2", http, emit, max_answer_bytes=2000)
         endpoint = ENDPOINTS["trades-hist"]
         big = await client._once(endpoint, {"start": 0, "end": 2**41, "limit": 2500})
         client.max_answer_bytes = 10_000_000
