@@ -448,29 +448,53 @@ def parse(
     for top in raw:
         if top not in SECTIONS and top != "accounts":
             raise _unknown(top, [*SECTIONS, "accounts"])
-    built: dict[str, Any] = {}
     origins: dict[str, str] = {}
-    for section, (cls, checks) in SECTIONS.items():
-        table = raw.get(section, {})
-        if not isinstance(table, dict):
-            raise ConfigError(section, "expected a table", f"write it as [{section}]")
-        values: dict[str, Any] = {}
-        for key, value in table.items():
-            if key not in checks:
-                raise _unknown(f"{section}.{key}", list(checks))
-            values[key] = value
-            origins[f"{section}.{key}"] = f"file {source}"
-        for key in checks:
-            env_key = f"{ENV_PREFIX}{section}_{key}".upper()
-            if env_key in environ:
-                values[key] = _env_value(environ[env_key])
-                origins[f"{section}.{key}"] = f"environment {env_key}"
-        checked = {k: checks[k](f"{section}.{k}", v) for k, v in values.items()}
-        from_file = origins.get(f"{section}.url", "").startswith("file ")
-        if section == "database" and folder is not None and "url" in checked and from_file:
-            checked["url"] = resolve_sqlite_path(checked["url"], folder)
-        built[section] = cls(**checked)
-    metrics = built["metrics"]
+    built = {
+        section: _section(raw, environ, source, folder, section, origins) for section in SECTIONS
+    }
+    _check_metrics(built["metrics"])
+    return Config(
+        accounts=_accounts(raw),
+        source=source,
+        origins=origins,
+        warnings=tuple(_unknown_environment(environ)),
+        **built,
+    )
+
+
+def _section(
+    raw: Mapping[str, Any],
+    environ: Mapping[str, str],
+    source: str,
+    folder: Path | None,
+    section: str,
+    origins: dict[str, str],
+) -> Any:
+    """One table of the file with its environment overrides, checked (``origins`` learns
+    where each value came from)."""
+    cls, checks = SECTIONS[section]
+    table = raw.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(section, "expected a table", f"write it as [{section}]")
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in checks:
+            raise _unknown(f"{section}.{key}", list(checks))
+        values[key] = value
+        origins[f"{section}.{key}"] = f"file {source}"
+    for key in checks:
+        env_key = f"{ENV_PREFIX}{section}_{key}".upper()
+        if env_key in environ:
+            values[key] = _env_value(environ[env_key])
+            origins[f"{section}.{key}"] = f"environment {env_key}"
+    checked = {k: checks[k](f"{section}.{k}", v) for k, v in values.items()}
+    from_file = origins.get(f"{section}.url", "").startswith("file ")
+    if section == "database" and folder is not None and "url" in checked and from_file:
+        checked["url"] = resolve_sqlite_path(checked["url"], folder)
+    return cls(**checked)
+
+
+def _check_metrics(metrics: MetricsConfig) -> None:
     if metrics.listen and not _is_loopback(listen_host(metrics.listen)) and not metrics.token:
         raise ConfigError(
             "metrics.token",
@@ -479,6 +503,9 @@ def parse(
             'on "127.0.0.1:PORT"',
         )
 
+
+def _accounts(raw: Mapping[str, Any]) -> tuple[AccountConfig, ...]:
+    """The ``[[accounts]]`` tables, each checked, names unique."""
     accounts_raw = raw.get("accounts", [])
     if not isinstance(accounts_raw, list):
         raise ConfigError("accounts", "expected an array of tables", "write [[accounts]] entries")
@@ -511,13 +538,7 @@ def parse(
                 f"{where}.name", f"duplicate account name {values['name']!r}", "make names unique"
             )
         accounts.append(AccountConfig(**values))
-    return Config(
-        accounts=tuple(accounts),
-        source=source,
-        origins=origins,
-        warnings=tuple(_unknown_environment(environ)),
-        **built,
-    )
+    return tuple(accounts)
 
 
 # Variables with the prefix that are not overrides: the config file's, and the test suite's.

@@ -64,8 +64,18 @@ class RecorderCollector(Collector):
         self.times = times
 
     def collect(self) -> Iterator[Metric]:
-        r, stats = self.r, self.r.writer.stats
-        reading = health.read(r)
+        reading = health.read(self.r)
+        yield from self._log_families(reading)
+        yield self._commit_histogram()
+        queue = GaugeMetricFamily("bfx_writer_queue_depth", "Items waiting for the writer")
+        queue.add_metric([], reading.queue_depth)
+        yield queue
+        yield from self._account_families(reading)
+        yield from self._projection_families(reading)
+
+    def _log_families(self, reading: health.Reading) -> Iterator[Metric]:
+        """What the writer appended: frames by kind, events, sequence problems."""
+        stats = self.r.writer.stats
         frames = CounterMetricFamily(
             "bfx_frames",
             "Frames and markers received, by account and kind",
@@ -87,10 +97,10 @@ class RecorderCollector(Collector):
         yield frames
         yield appended
         yield gaps
-        yield self._commit_histogram()
-        queue = GaugeMetricFamily("bfx_writer_queue_depth", "Items waiting for the writer")
-        queue.add_metric([], reading.queue_depth)
-        yield queue
+
+    @staticmethod
+    def _account_families(reading: health.Reading) -> Iterator[Metric]:
+        """Each account: connected, session ends, last frame age, head, open windows."""
         connected = GaugeMetricFamily(
             "bfx_connected", "1 while the account's socket is open", labels=["account"]
         )
@@ -120,6 +130,10 @@ class RecorderCollector(Collector):
         yield age
         yield head
         yield windows
+
+    @staticmethod
+    def _projection_families(reading: health.Reading) -> Iterator[Metric]:
+        """Each projection's lag and differences; the live rounds' stand-backs and failures."""
         lag = GaugeMetricFamily(
             "bfx_projector_lag_events",
             "Log events a projector has not folded yet",

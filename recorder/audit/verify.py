@@ -133,9 +133,19 @@ def _session_times(history: list[Any], account: str, add: Callable[[Finding], No
 
 
 def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> None:
+    """Every finding of an account: how its sessions ended, what its log marks, what the
+    projections could not explain or fetch."""
     add = report.findings.append
     history = account_sessions(engine, account)
     _session_times(history, account, add)
+    _session_ends(history, account, add)
+    _marked(log, account, add)
+    _unexplained(engine, log, account, add)
+
+
+def _session_ends(history: list[Any], account: str, add: Callable[[Finding], None]) -> None:
+    """Sessions that ended other than by a shutdown (and how long the record paused), or
+    that have no end."""
     for n, s in enumerate(history):
         if s.end_reason not in (None, "shutdown"):
             resumed = next(
@@ -167,6 +177,10 @@ def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> Non
                     f"session {s.id} has no end (the process died or is running)",
                 )
             )
+
+
+def _marked(log: EventLog, account: str, add: Callable[[Finding], None]) -> None:
+    """Sequence problems and unreadable frames, as the log marks them."""
     for r in log.iterate(account, kinds=["recorder.seq-gap", "malformed"]):
         if r.kind == "malformed":
             detail = f"unreadable frame ({len(r.frame)} chars) kept raw"
@@ -178,6 +192,13 @@ def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> Non
                 f"{gap.get('expected')}, got {gap.get('got')}"
             )
             add(Finding(account, r.received_at, "seq-gap", detail, r.id))
+
+
+def _unexplained(
+    engine: sa.Engine, log: EventLog, account: str, add: Callable[[Finding], None]
+) -> None:
+    """Reconciliation differences no REST answer explains, and backfill windows that never
+    completed (nor did a later try of the same window)."""
     with engine.connect() as conn:
         # Differences no REST answer accounts for (a backfill explains the others).
         found = conn.execute(
