@@ -28,7 +28,7 @@ def main() -> None:
     from rebuild import build_log
 
     from recorder.config import DatabaseConfig
-    from recorder.projections.projector import Projector
+    from recorder.projections.projector import AccountProjector
     from recorder.projections.snapshots import StateFold
     from recorder.projections.state import state_at
     from recorder.store import migrate
@@ -47,7 +47,7 @@ def main() -> None:
         n = build_log(engine, args.events)
         build_s = time.perf_counter() - t
         t = time.perf_counter()
-        Projector(engine, StateFold, "bench").catch_up()
+        AccountProjector(engine, "bench", only=StateFold.name).catch_up()
         snapshot_s = time.perf_counter() - t
         t0 = datetime(2026, 1, 1, tzinfo=UTC)
         rng = random.Random(1)

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from recorder.config import DatabaseConfig
 from recorder.projections import snapshots
-from recorder.projections.projector import AccountProjector, Projector, projectors_for
+from recorder.projections.projector import AccountProjector
 from recorder.projections.rebuild import rebuild
+from recorder.projections.registry import FOLDS
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import projector_checkpoints
@@ -72,8 +73,8 @@ def test_restart_mid_log_equals_one_pass(tmp_path: Path, monkeypatch: pytest.Mon
     restarted = make_engine(tmp_path / "restarted")
     store_log(restarted, "a", log)
     # Fold a few events at a time, with a fresh projector (fresh memory) for every batch.
-    for projector in projectors_for(restarted, "a", batch=9):
-        while Projector(restarted, projector.fold_factory, "a", batch=9).step() is not None:
+    for name in FOLDS:
+        while AccountProjector(restarted, "a", batch=9, only=name).step() is not None:
             pass
     a, b = everything(one_pass, "a"), everything(restarted, "a")
     one_pass.dispose()
@@ -92,8 +93,8 @@ def test_one_pass_account_projector_equals_one_projector_per_projection(
     log = synthetic_log(9, 400, 17, 29)
     each = make_engine(tmp_path / "each")
     store_log(each, "a", log)
-    for projector in projectors_for(each, "a", batch=50):
-        projector.catch_up()
+    for name in FOLDS:
+        AccountProjector(each, "a", batch=50, only=name).catch_up()
     together = make_engine(tmp_path / "together")
     store_log(together, "a", log)
     first = AccountProjector(together, "a", batch=37)

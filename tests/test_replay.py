@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import sqlalchemy as sa
 import trio
 from bfxapi import Client
@@ -17,8 +18,9 @@ from click.testing import CliRunner
 
 from recorder.cli import main
 from recorder.config import DatabaseConfig
-from recorder.projections.projector import Projector
+from recorder.projections.projector import AccountProjector
 from recorder.projections.rebuild import rebuild
+from recorder.projections.registry import FOLDS
 from recorder.projections.snapshots import StateFold
 from recorder.projections.state import state_at
 from recorder.replay.server import ReplayServer
@@ -216,12 +218,13 @@ def test_official_client_backtests_against_serve_replay(tmp_path: Path) -> None:
     source.dispose()
 
 
-def test_state_at_equals_fold_from_scratch(tmp_path: Path) -> None:
+def test_state_at_equals_fold_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = sqlite_engine(tmp_path / "s.db")
     log = synthetic_log(9, 400, 37, 50)  # with gaps (disconnect markers) and snapshots
     store_log(engine, "a", log)
     # Stored snapshots every 41 log positions, by the same projector machinery as live.
-    Projector(engine, lambda: StateFold(every=41), "a").catch_up()
+    monkeypatch.setitem(FOLDS, StateFold.name, lambda: StateFold(every=41))
+    AccountProjector(engine, "a", only=StateFold.name).catch_up()
     with engine.connect() as conn:
         snaps = conn.execute(sa.select(sa.func.count()).select_from(state_snapshots)).scalar()
         markers = list(

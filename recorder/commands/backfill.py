@@ -26,7 +26,7 @@ from recorder.commands.common import (
     parse_time,
     with_config,
 )
-from recorder.config import AccountConfig, Config, ConfigError
+from recorder.config import AccountConfig, Config, ConfigError, Credentials
 from recorder.projections.projector import AccountProjector
 from recorder.store.database import Database
 from recorder.store.lease import LeaseHeld, hold_all
@@ -48,6 +48,40 @@ def _account(cfg: Config, name: str | None) -> AccountConfig:
         f"no configured account {name!r}" if name else f"{len(names)} accounts are configured",
         f"use one of {', '.join(names)}" if names else "add an [[accounts]] table",
     )
+
+
+async def fetch(
+    cfg: Config,
+    acc: AccountConfig,
+    creds: Credentials,
+    db: Database,
+    window: Window,
+    stopped_by: list[str],
+) -> bool:
+    """Fetch ``window`` through a writer of its own, then fold it; a SIGINT/SIGTERM ends the
+    window marked incomplete (its name goes into ``stopped_by``). Whether it completed."""
+    writer = Writer(db, cfg.writer)
+    nonces = PersistentNonces(db, creds.api_key.reveal())
+    complete = False
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+            await nursery.start(writer.run)
+            fetching = trio.CancelScope()
+
+            async def watch() -> None:
+                async for signum in signals:
+                    stopped_by.append(signal.Signals(signum).name)
+                    fetching.cancel()  # the window ends marked incomplete
+
+            nursery.start_soon(watch)
+            async with writer.send_channel as sink:
+                client = RestClient.for_account(acc, creds, nonces, sink.send, http)
+                with fetching:
+                    complete = await Backfiller(client, sink.send).backfill(window)
+            await writer.done.wait()
+            nursery.cancel_scope.cancel()
+    await db.run(AccountProjector(db.engine, acc.name).catch_up)
+    return complete
 
 
 @click.command("backfill")
@@ -74,37 +108,11 @@ def command(cfg: Config, account: str | None, start: str, end: str | None) -> No
         fail(f"{exc}; stop it first (the daemon backfills its own gaps)", EXIT_USAGE)
 
     stopped_by: list[str] = []
-
-    async def main() -> bool:
-        writer = Writer(db, cfg.writer)
-        nonces = PersistentNonces(db, creds.api_key.reveal())
-        complete = False
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
-                await nursery.start(writer.run)
-                fetching = trio.CancelScope()
-
-                async def watch() -> None:
-                    async for signum in signals:
-                        stopped_by.append(signal.Signals(signum).name)
-                        fetching.cancel()  # the window ends marked incomplete
-
-                nursery.start_soon(watch)
-                async with writer.send_channel as sink:
-                    client = RestClient.for_account(acc, creds, nonces, sink.send, http)
-                    with fetching:
-                        complete = await Backfiller(client, sink.send).backfill(
-                            Window(t0, t1, "manual")
-                        )
-                await writer.done.wait()
-                nursery.cancel_scope.cancel()
-        await db.run(AccountProjector(db.engine, acc.name).catch_up)
-        return complete
-
+    window = Window(t0, t1, "manual")
     for signum in (signal.SIGINT, signal.SIGTERM):  # until trio's receiver: a plain exit
         signal.signal(signum, lambda *_: sys.exit(EXIT_FAILURE))
     try:
-        complete = trio.run(main)
+        complete = trio.run(fetch, cfg, acc, creds, db, window, stopped_by)
     finally:
         for lease in leases:
             lease.release()

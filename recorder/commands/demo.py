@@ -161,6 +161,13 @@ def run_demo(
         for lease in leases:
             lease.release()
         db.engine.dispose()
+    console.print(_recorded_table(result))
+    console.print(f"query it: {query_hint(cfg.database.url)}", soft_wrap=True, markup=False)
+    return code
+
+
+def _recorded_table(result: dict[str, Any]) -> Table:
+    """The closing summary: events by kind, session ends, rows per projection."""
     table = Table(title="recorded")
     table.add_column("what")
     table.add_column("count", justify="right")
@@ -171,6 +178,4 @@ def run_demo(
         table.add_row(f"sessions ended: {reason}", str(n))
     for name, n in result["projections"].items():
         table.add_row(f"rows in {name}", str(n))
-    console.print(table)
-    console.print(f"query it: {query_hint(cfg.database.url)}", soft_wrap=True, markup=False)
-    return code
+    return table

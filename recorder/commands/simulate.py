@@ -87,31 +87,42 @@ def command(
         faults=schedule,
     )
 
-    def write_truth() -> None:
-        """Whole or not at all: a reader never sees half a file."""
-        if truth_path:
-            target = Path(truth_path)
-            partial = target.with_name(f".{target.name}.partial")
-            partial.write_bytes(sim.truth_json())
-            partial.replace(target)
-
-    async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as sigs:
-            async with trio.open_nursery() as nursery:
-                bound = await nursery.start(sim.serve, host, port)
-                # Beside the WebSocket port by default (any free one with --port 0).
-                wanted = (bound + 1 if port else 0) if rest_port is None else rest_port
-                rest = await nursery.start(sim.serve_rest, host, wanted)
-                click.echo(f"simulator listening on ws://{host}:{bound}/ws/2 (seed {seed})")
-                click.echo(f"simulated REST API on http://{host}:{rest}/v2 (set it as rest_url)")
-                async for signum in sigs:
-                    if signum == signal.SIGUSR1:
-                        write_truth()
-                        continue
-                    nursery.cancel_scope.cancel()
-                    break
-        write_truth()
-        click.echo(f"simulator stopped: {len(sim.sent_log)} frames sent")
-
     with listening_on(host, port):
-        trio.run(main)
+        trio.run(serve, sim, host, port, rest_port, seed, truth_path)
+
+
+def write_truth(sim: Simulator, truth_path: str | None) -> None:
+    """Whole or not at all: a reader never sees half a file."""
+    if truth_path:
+        target = Path(truth_path)
+        partial = target.with_name(f".{target.name}.partial")
+        partial.write_bytes(sim.truth_json())
+        partial.replace(target)
+
+
+async def serve(
+    sim: Simulator,
+    host: str,
+    port: int,
+    rest_port: int | None,
+    seed: int,
+    truth_path: str | None,
+) -> None:
+    """Serve the WebSocket and the REST API until SIGINT/SIGTERM; the truth on SIGUSR1 and
+    at the end."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGUSR1) as sigs:
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(sim.serve, host, port)
+            # Beside the WebSocket port by default (any free one with --port 0).
+            wanted = (bound + 1 if port else 0) if rest_port is None else rest_port
+            rest = await nursery.start(sim.serve_rest, host, wanted)
+            click.echo(f"simulator listening on ws://{host}:{bound}/ws/2 (seed {seed})")
+            click.echo(f"simulated REST API on http://{host}:{rest}/v2 (set it as rest_url)")
+            async for signum in sigs:
+                if signum == signal.SIGUSR1:
+                    write_truth(sim, truth_path)
+                    continue
+                nursery.cancel_scope.cancel()
+                break
+    write_truth(sim, truth_path)
+    click.echo(f"simulator stopped: {len(sim.sent_log)} frames sent")

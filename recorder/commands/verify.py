@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import orjson
 
-from recorder.audit.verify import verify
+from recorder.audit.verify import Report, verify
 from recorder.commands.common import account_option, open_engine, pick_account, with_config
 from recorder.config import Config, ConfigError
 from recorder.store.eventlog import EventLog
@@ -76,6 +77,20 @@ def command(
         found = {ident: log.hash_at(ident) for ident, _ in wanted}
     finally:
         engine.dispose()
+    kept = _kept_heads(wanted, found)
+    lost = sum(1 for k in kept if k["state"] != "present")
+    code = 0 if report.ok and not lost else 1
+    if as_json:
+        click.echo(orjson.dumps(_as_json(report, kept, code), option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print(report, kept)
+    sys.exit(code)
+
+
+def _kept_heads(
+    wanted: list[tuple[int, str]], found: dict[int, tuple[str, str] | None]
+) -> list[dict[str, Any]]:
+    """Each kept head: present, missing (the tail was removed) or changed."""
     kept = []
     for ident, digest in wanted:
         row = found[ident]
@@ -85,21 +100,23 @@ def command(
             else ("missing" if row is None else "changed")
         )
         kept.append({"id": ident, "hash": digest, "state": state})
-    lost = sum(1 for k in kept if k["state"] != "present")
-    code = 0 if report.ok and not lost else 1
-    if as_json:
-        doc = {
-            "ok": code == 0,
-            "accounts": {
-                acc: {"events_checked": n, "broken_at": report.broken.get(acc)}
-                for acc, n in sorted(report.checked.items())
-            },
-            "kept_heads": kept,
-            "counts": report.counts(),
-            "findings": [f.as_json() for f in report.findings],
-        }
-        click.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
-        sys.exit(code)
+    return kept
+
+
+def _as_json(report: Report, kept: list[dict[str, Any]], code: int) -> dict[str, Any]:
+    return {
+        "ok": code == 0,
+        "accounts": {
+            acc: {"events_checked": n, "broken_at": report.broken.get(acc)}
+            for acc, n in sorted(report.checked.items())
+        },
+        "kept_heads": kept,
+        "counts": report.counts(),
+        "findings": [f.as_json() for f in report.findings],
+    }
+
+
+def _print(report: Report, kept: list[dict[str, Any]]) -> None:
     for k in kept:
         short = f"{k['id']}:{str(k['hash'])[:16]}…"
         if k["state"] == "present":
@@ -121,4 +138,3 @@ def command(
         click.echo(f"  {at} {f.account} {f.what}{where}: {f.detail}")
     counts = ", ".join(f"{n} {what}" for what, n in report.counts().items())
     click.echo(f"{len(report.findings)} finding(s)" + (f": {counts}" if counts else ""))
-    sys.exit(code)

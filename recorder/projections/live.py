@@ -92,6 +92,20 @@ async def round_failed(pool: ProjectionPool, exc: Exception, retry_in: float) ->
     await trio.sleep(retry_in)
 
 
+def round_done(pool: ProjectionPool, on_round: Callable[[], None] | None) -> None:
+    """A round folded without error: failing no more, and whoever waits is told."""
+    if pool.failing is not None:
+        log_fields(log, "projections folding again", previous_error=pool.failing)
+        pool.failing = None
+    if on_round is not None:
+        on_round()
+
+
+async def database_away(exc: StoreUnavailable, retry_in: float) -> None:
+    log_fields(log, "projectors waiting for the database", logging.WARNING, error=str(exc))
+    await trio.sleep(retry_in)
+
+
 async def run_pool(
     db: Database,
     pool: ProjectionPool,
@@ -134,8 +148,7 @@ async def run_pool(
             backlog = await fold_round(db, pool, due, marks, limiter)
             delay = 0.1
         except StoreUnavailable as exc:
-            log_fields(log, "projectors waiting for the database", logging.WARNING, error=str(exc))
-            await trio.sleep(delay)
+            await database_away(exc, delay)
             delay = min(delay * 2, 5.0)
             continue
         except Exception as exc:
@@ -146,11 +159,7 @@ async def run_pool(
             await round_failed(pool, exc, fail_delay)
             fail_delay = min(fail_delay * 2, FAIL_BACKOFF_CAP)
             continue
-        if pool.failing is not None:
-            log_fields(log, "projections folding again", previous_error=pool.failing)
-            pool.failing = None
-        if on_round is not None:
-            on_round()
+        round_done(pool, on_round)
         fail_delay = FAIL_BACKOFF_FIRST
         marks = dict(high_water)
         due = due_for(marks)

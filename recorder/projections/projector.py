@@ -18,7 +18,6 @@ from recorder.projections.reading import (
     BATCH,
     Flags,
     _flags_of,
-    load_fold,
     parse_events,
     read_events,
     restore_fold,
@@ -28,7 +27,6 @@ from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.writing import (
     Position,
     write_all_checkpoints,
-    write_checkpoint,
     write_output,
     write_outputs,
 )
@@ -52,85 +50,29 @@ class Folded(NamedTuple):
 NEAR = BATCH
 
 
-class Projector:
-    """One projection of one account, folding the log in batches from its checkpoint."""
-
-    def __init__(
-        self, engine: sa.Engine, fold_factory: Callable[[], Fold], account: str, batch: int = BATCH
-    ) -> None:
-        self.engine = engine
-        self.log = EventLog(engine)
-        self.fold_factory = fold_factory
-        self.name = fold_factory().name
-        self.account = account
-        self.batch = batch
-        self.fold: Fold | None = None
-        self.checkpoint = 0
-        self.folded = 0
-        self.reconciled = 0  # differences found (for metrics)
-
-    def step(self, up_to: int | None = None) -> int | None:
-        """Fold one batch in one transaction; returns the number of events folded, or None
-        when already caught up. On any error the in-memory state is dropped (and reloaded
-        from the database next time)."""
-        try:
-            with store_errors(), self.engine.begin() as conn:
-                if self.fold is None:
-                    fold = self.fold_factory()
-                    self.checkpoint = load_fold(conn, self.log, fold, self.account)
-                    self.fold = fold
-                fold = self.fold
-                batch, covered = read_events(
-                    conn, self.log, self.account, fold.kinds, self.checkpoint, self.batch, up_to
-                )
-                if covered == self.checkpoint:
-                    return None
-                out = Output()
-                for ev in batch:
-                    fold.apply(ev, out)
-                write_output(conn, self.account, out)
-                write_checkpoint(conn, fold, self.account, covered)
-                found = len(out.reconciliations)
-        except BaseException:
-            self.fold = None
-            raise
-        self.checkpoint = covered
-        self.folded += len(batch)
-        self.reconciled += found
-        return len(batch)
-
-    def catch_up(self, up_to: int | None = None) -> int:
-        total = 0
-        while (n := self.step(up_to)) is not None:
-            total += n
-        return total
-
-
-def projectors_for(
-    engine: sa.Engine, account: str, only: str | None = None, batch: int = BATCH
-) -> list[Projector]:
-    names = list(FOLDS) if only is None else [only]
-    return [Projector(engine, FOLDS[n], account, batch) for n in names]
-
-
 class AccountProjector:
     """Every projection of one account, folded in one pass: each batch of the log is read and
     parsed once and fed to every fold that reads its kind, and all rows and checkpoints are
-    written in one transaction (as ``rebuild`` does). One task and one query per batch per
-    account, instead of one per projection: the live projectors' cost was most of the
-    daemon's CPU. Each fold keeps its own checkpoint; a fold ahead of the others (after a
-    ``rebuild --projection``) skips the events it has already folded."""
+    written in one transaction. The one fold loop: the daemon folds with it, ``rebuild``
+    clears and folds with it (``only``: one projection alone). One task and one query per
+    batch per account, instead of one per projection: the live projectors' cost was most of
+    the daemon's CPU. Each fold keeps its own checkpoint; a fold ahead of the others (after
+    a ``rebuild --projection``) skips the events it has already folded."""
 
-    def __init__(self, engine: sa.Engine, account: str, batch: int = BATCH) -> None:
+    def __init__(
+        self, engine: sa.Engine, account: str, batch: int = BATCH, only: str | None = None
+    ) -> None:
         self.engine = engine
         self.log = EventLog(engine)
         self.account = account
         self.batch = batch
+        self.only = only
+        names = list(FOLDS) if only is None else [only]
         self.folds: list[Fold] | None = None
-        self.checkpoints: dict[str, int] = {name: 0 for name in FOLDS}
-        self.reconciled: dict[str, int] = {name: 0 for name in FOLDS}
+        self.checkpoints: dict[str, int] = {name: 0 for name in names}
+        self.reconciled: dict[str, int] = {name: 0 for name in names}
         self.folded = 0
-        self.views = [ProjectionView(self, name) for name in FOLDS]
+        self.views = [ProjectionView(self, name) for name in names]
         self._by_kind: dict[str, list[Fold]] = {}
         # What the last step_in wrote, taken when its transaction commits.
         self._pending: tuple[int, list[Reconciliation], int, Flags] | None = None
@@ -155,13 +97,17 @@ class AccountProjector:
                 )
             )
         }
-        positions = {name: int(stored[name].event_id) if name in stored else 0 for name in FOLDS}
-        self.stored_flags = {name: _flags_of(r) for name, r in stored.items()}
+        names = list(self.checkpoints)
+        positions = {name: int(stored[name].event_id) if name in stored else 0 for name in names}
+        self.stored_flags = {name: _flags_of(r) for name, r in stored.items() if name in names}
         # The state snapshots share the table folds only when they stand at one position.
         trio_names = (*STATE_PROJECTIONS, StateFold.name)
-        folds = (
-            one_pass_folds(None) if len({positions[n] for n in trio_names}) == 1 else make_folds()
-        )
+        if self.only is not None:
+            folds = make_folds(self.only)
+        elif len({positions[n] for n in trio_names}) == 1:
+            folds = one_pass_folds(None)
+        else:
+            folds = make_folds()
         for fold in folds:
             flags = self.stored_flags.get(fold.name)
             if flags is not None:
@@ -237,7 +183,8 @@ class AccountProjector:
         self._pending = (covered, folded.out.reconciliations, folded.events, flags)
         # A fold already past ``covered`` (after `rebuild --projection`) keeps its position.
         ahead = {name: cp for name, cp in self.checkpoints.items() if cp > covered}
-        moved_only = flags == self.stored_flags and not ahead
+        # (One statement moves every projection's position: only when all are folded here.)
+        moved_only = flags == self.stored_flags and not ahead and self.only is None
         return Position(self.account, self.folds or [], covered, moved_only, ahead)
 
     def committed(self) -> None:

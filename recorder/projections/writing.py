@@ -139,10 +139,6 @@ def _write_findings(conn: sa.Connection, account: str, out: Output) -> None:
         )
 
 
-def write_checkpoint(conn: sa.Connection, fold: Fold, account: str, event_id: int) -> None:
-    write_checkpoints(conn, [fold], account, event_id)
-
-
 _CHECKPOINT_UPDATES = ("event_id", "updated_at", "stale", "synced", "skipped")
 _cp = projector_checkpoints.c
 # Every projection's checkpoint of one account moves to one position (names are literals:
@@ -165,11 +161,6 @@ class Position(NamedTuple):
     event_id: int
     moved_only: bool = False
     ahead: dict[str, int] = {}
-
-
-def write_checkpoints(conn: sa.Connection, folds: list[Fold], account: str, event_id: int) -> None:
-    """Every fold's checkpoint in one statement."""
-    write_all_checkpoints(conn, [Position(account, folds, event_id)])
 
 
 def write_all_checkpoints(conn: sa.Connection, positions: list[Position]) -> None:
