@@ -2,10 +2,10 @@
 against a baseline measured in the same run (these machines are noisy: ratios hold, absolute
 times do not).
 
-    python benchmarks/run.py --quick            # < 60 s per backend
-    python benchmarks/run.py                    # full, < 15 min
-    python benchmarks/run.py --database sqlite  # or postgresql, or both (default)
-    python -m benchmarks ...                    # the same
+    python -m benchmarks --quick            # < 60 s per backend
+    python -m benchmarks                    # full, < 15 min
+    python -m benchmarks --database sqlite  # or postgresql, or both (default)
+    python -m benchmarks --only fold,scale     # some groups
 
 Prints one JSON object on stdout (``results``: metric, database, value, unit, baseline,
 ratio, target, pass) and a readable table on stderr. PostgreSQL runs use a schema of their
@@ -58,9 +58,6 @@ import trio
 from trio_websocket import open_websocket_url
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(HERE))
 
 PG_URL = os.environ.get(
     "BFX_RECORDER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -603,8 +600,7 @@ def startup(kind: str, tmp: Path) -> list[dict[str, Any]]:
 
 
 def long_log(kind: str, n: int, tmp: Path, queries: int) -> list[dict[str, Any]]:
-    from rebuild import build_log, scan
-
+    from benchmarks.rebuild import build_log, scan
     from recorder.projections.rebuild import rebuild
 
     out = []
