@@ -331,6 +331,38 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
 # --- 2 and 5: latency and scale, in one process -------------------------------------------------
 
 
+def many_accounts(
+    url: str, port: int, accounts: int, rest_url: str | None = None
+) -> tuple[sa.Engine, Any]:
+    """A recorder of ``accounts`` accounts on the firehose at ``port`` (no connection limit
+    to speak of): the backfill off, or on against ``rest_url``."""
+    from recorder.config import AccountConfig, Config, Credentials, DatabaseConfig, Secret
+    from recorder.daemon import Recorder
+    from recorder.store.database import Database
+    from recorder.store.engine import create_engine
+
+    engine = create_engine(DatabaseConfig(url=url))
+    accs = [
+        (
+            AccountConfig(
+                name=f"a{i:03d}",
+                url=f"ws://127.0.0.1:{port}/ws/2",
+                backfill=rest_url is not None,
+                rest_url=rest_url or "http://127.0.0.1:9/v2",
+            ),
+            Credentials(Secret("k"), Secret("s")),
+        )
+        for i in range(accounts)
+    ]
+    recorder = Recorder(
+        Config(database=DatabaseConfig(url=url)),
+        accs,
+        Database(engine),
+        connection_limit=(10_000, 1.0),
+    )
+    return engine, recorder
+
+
 class Probe:
     """Times each frame through the recorder's public observers (the writer's commits, the
     account projectors' fold commits): read -> committed, read -> projected."""
@@ -376,25 +408,8 @@ class Probe:
 async def record_for(
     url: str, port: int, accounts: int, seconds: float, expected: int
 ) -> dict[str, Any]:
-    from recorder.config import AccountConfig, Config, Credentials, DatabaseConfig, Secret
-    from recorder.daemon import Recorder
-    from recorder.store.database import Database
-    from recorder.store.engine import create_engine
-
-    engine = create_engine(DatabaseConfig(url=url))
-    accs = [
-        (
-            AccountConfig(name=f"a{i:03d}", url=f"ws://127.0.0.1:{port}/ws/2", backfill=False),
-            Credentials(Secret("k"), Secret("s")),
-        )
-        for i in range(accounts)
-    ]
-    recorder = Recorder(
-        Config(database=DatabaseConfig(url=url)),
-        accs,
-        Database(engine),
-        connection_limit=(10_000, 1.0),
-    )
+    engine, recorder = many_accounts(url, port, accounts)
+    accs = recorder.accounts
     probe = Probe(recorder)
     lags: list[int] = []
     async with trio.open_nursery() as nursery:
@@ -528,30 +543,8 @@ def scale(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
 async def time_to_auth(url: str, port: int, accounts: int, rest_url: str | None) -> float:
     """Seconds from ``run`` starting until every account's auth reply is committed: the
     backfill off (``rest_url`` None) or on against ``rest_url``."""
-    from recorder.config import AccountConfig, Config, Credentials, DatabaseConfig, Secret
-    from recorder.daemon import Recorder
-    from recorder.store.database import Database
-    from recorder.store.engine import create_engine
-
-    engine = create_engine(DatabaseConfig(url=url))
-    accs = [
-        (
-            AccountConfig(
-                name=f"a{i:03d}",
-                url=f"ws://127.0.0.1:{port}/ws/2",
-                backfill=rest_url is not None,
-                rest_url=rest_url or "http://127.0.0.1:9/v2",
-            ),
-            Credentials(Secret("k"), Secret("s")),
-        )
-        for i in range(accounts)
-    ]
-    recorder = Recorder(
-        Config(database=DatabaseConfig(url=url)),
-        accs,
-        Database(engine),
-        connection_limit=(10_000, 1.0),
-    )
+    engine, recorder = many_accounts(url, port, accounts, rest_url)
+    accs = recorder.accounts
     names = [a.name for a, _ in accs]
     by_kind = recorder.writer.stats.by_kind
     async with trio.open_nursery() as nursery:
