@@ -136,20 +136,7 @@ def run_demo(
                 soft_wrap=True,
             )
             await nursery.start(recorder.run)
-            start = trio.current_time()
-            if console.is_terminal:
-                with Live(console=console, refresh_per_second=4, transient=False) as live:
-                    while (elapsed := trio.current_time() - start) < seconds:
-                        live.update(_progress(recorder, sim, elapsed, seconds))
-                        await trio.sleep(0.25)
-                    recorder.stop()
-                    await recorder.finished.wait()
-                    live.update(_progress(recorder, sim, seconds, seconds))
-            else:  # piped: no live redraws, one final table
-                await trio.sleep(seconds)
-                recorder.stop()
-                await recorder.finished.wait()
-                console.print(_progress(recorder, sim, seconds, seconds))
+            await _record_for(console, recorder, sim, seconds)
             console.print()
             nursery.cancel_scope.cancel()
         return 0
@@ -164,6 +151,25 @@ def run_demo(
     console.print(_recorded_table(result))
     console.print(f"query it: {query_hint(cfg.database.url)}", soft_wrap=True, markup=False)
     return code
+
+
+async def _record_for(console: Console, recorder: Recorder, sim: Simulator, seconds: float) -> None:
+    """Let the recorder run ``seconds``, showing its progress (redrawn on a terminal, one
+    final table when piped), then stop it."""
+    start = trio.current_time()
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4, transient=False) as live:
+            while (elapsed := trio.current_time() - start) < seconds:
+                live.update(_progress(recorder, sim, elapsed, seconds))
+                await trio.sleep(0.25)
+            recorder.stop()
+            await recorder.finished.wait()
+            live.update(_progress(recorder, sim, seconds, seconds))
+    else:  # piped: no live redraws, one final table
+        await trio.sleep(seconds)
+        recorder.stop()
+        await recorder.finished.wait()
+        console.print(_progress(recorder, sim, seconds, seconds))
 
 
 def _recorded_table(result: dict[str, Any]) -> Table:

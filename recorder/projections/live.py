@@ -6,6 +6,7 @@ persisting) so that commands which only read (``state``) need not import trio.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +93,18 @@ async def round_failed(pool: ProjectionPool, exc: Exception, retry_in: float) ->
     await trio.sleep(retry_in)
 
 
+def behind_marks(pool: ProjectionPool, marks: dict[str, int]) -> list[str]:
+    """The accounts whose projections have not folded up to ``marks``."""
+    return [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
+
+
+def gather_for(coalesce: float, accounts: int) -> float:
+    """How long commits may gather before a round: a round folds several frames per
+    account (its cost is mostly per account, not per frame: 100 accounts at 10 frames/s must
+    not mean a round per frame)."""
+    return max(coalesce, accounts / FOLDS_PER_SECOND)
+
+
 def round_done(pool: ProjectionPool, on_round: Callable[[], None] | None) -> None:
     """A round folded without error: failing no more, and whoever waits is told."""
     if pool.failing is not None:
@@ -126,16 +139,12 @@ async def run_pool(
     delay = 0.1
     fail_delay = FAIL_BACKOFF_FIRST
     everyone = list(pool.projectors)
-    gather = max(coalesce, len(everyone) / FOLDS_PER_SECOND)
+    gather = gather_for(coalesce, len(everyone))
     due = everyone
     # After our writer's commits its marks say what is committed (no query needed); on a
     # look without a commit of our own (start, fallback) the log's marks are read.
     marks: dict[str, int] | None = None
-
-    def due_for(marks: dict[str, int]) -> list[str]:
-        """The accounts whose projections have not folded up to ``marks``."""
-        return [a for a, p in pool.projectors.items() if marks.get(a, 0) > p.checkpoint]
-
+    due_for = functools.partial(behind_marks, pool)
     while True:
         if writer_behind is not None and await stand_back(
             writer_behind, wait_any, STAND_BACK_LONGEST
@@ -166,11 +175,7 @@ async def run_pool(
         if due and backlog:
             continue  # a full page left more to fold: catching up, no pause
         if due or await wait_any(FALLBACK):
-            # Commits arrived during the round, or one just did: let more gather, so that
-            # a round folds several frames per account (a round's cost is mostly per
-            # account, not per frame: 100 accounts at 10 frames/s must not mean a round
-            # per frame).
-            await trio.sleep(gather)
+            await trio.sleep(gather)  # commits arrived: let more gather (see gather_for)
             marks = dict(high_water)
             due = due_for(marks)
         else:

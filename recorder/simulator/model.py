@@ -90,7 +90,14 @@ class AccountModel:
             "loan": (self.funding_loans, layouts.FUNDING_LOAN, "fl"),
         }
         self.steps = 0
-        self._tour: list[Callable[[], list[Message]]] = [
+        self._tour = self._the_tour()
+        # Record a few open orders up front, so the very first snapshot is not empty.
+        for _ in range(3):
+            self.place_order()
+
+    def _the_tour(self) -> list[Callable[[], list[Message]]]:
+        """The actions a step takes in turn: every message type the account channel has."""
+        return [
             self.place_order,
             self.partial_fill,
             self.place_margin_order,
@@ -118,9 +125,6 @@ class AccountModel:
             self.transfer,
             self.price_alert,
         ]
-        # Record a few open orders up front, so the very first snapshot is not empty.
-        for _ in range(3):
-            self.place_order()
 
     # --- helpers ------------------------------------------------------------------------------
 
