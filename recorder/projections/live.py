@@ -135,14 +135,12 @@ async def run_pool(
     transaction (and every account every few seconds, for commits by other processes).
     ``writer_behind``: while it says so, no round starts (see :func:`stand_back`).
     ``on_round``: told after every round that folded without error (what waits for the
-    projections to fold waits on it)."""
-    delay = 0.1
-    fail_delay = FAIL_BACKOFF_FIRST
-    everyone = list(pool.projectors)
+    projections to fold waits on it). ``marks``: after our writer's commits its marks say
+    what is committed (no query needed); on a look without a commit of our own (start,
+    fallback: None) the log's marks are read."""
+    delay, fail_delay = 0.1, FAIL_BACKOFF_FIRST
+    due = everyone = list(pool.projectors)
     gather = gather_for(coalesce, len(everyone))
-    due = everyone
-    # After our writer's commits its marks say what is committed (no query needed); on a
-    # look without a commit of our own (start, fallback) the log's marks are read.
     marks: dict[str, int] | None = None
     due_for = functools.partial(behind_marks, pool)
     while True:
