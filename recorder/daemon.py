@@ -1,14 +1,17 @@
-"""The composition root: one writer, one supervisor per account, graceful shutdown.
+"""The composition root: metrics, one writer, one :class:`~recorder.account.AccountRecorder`
+per account, the live projections, graceful shutdown.
 
 Lifetimes nest so that nothing already read can be lost on shutdown::
 
     writer (drains its channel, then returns)
-      └── accounts nursery (one supervisor per account; cancelled by stop())
+      └── accounts nursery (one AccountRecorder per account; cancelled by stop())
             └── sessions: on cancellation they send their last frames, a
                 recorder.disconnected marker and end_reason='shutdown' under a shielded,
                 bounded scope, then close their clone of the writer's channel
 
-When every clone is closed the writer commits what is queued and returns.
+When every clone is closed the writer commits what is queued and returns. ``stop()`` is
+answered in every phase: start-up (reading where each record stopped) is cancelled, and
+accounts that have not started never start.
 """
 
 from __future__ import annotations
