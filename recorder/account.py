@@ -30,7 +30,7 @@ from recorder.store import sessions as session_store
 from recorder.store.backfills import Unfinished
 from recorder.store.database import Database
 from recorder.store.eventlog import NewEvent, marker
-from recorder.upstream.backfill import OVERLAP, Backfiller, Window
+from recorder.upstream.backfill import OVERLAP, Backfiller, Window, doubling
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
 from recorder.upstream.clock import ClockWatch
 from recorder.upstream.connection import Connector
@@ -41,8 +41,6 @@ from recorder.upstream.supervisor import supervise
 from recorder.writer import Item
 
 log = logging.getLogger(__name__)
-
-PERMISSION_RETRY_CAP = 3600.0  # the permission check's back-off grows to this
 
 
 @dataclass
@@ -123,20 +121,21 @@ class AccountRecorder:
         self.backfiller: Backfiller | None = None
         self._sink: trio.MemorySendChannel[Item] | None = None
 
-    def stop(self) -> None:
-        """Stop this account (its lease lost, another process appends to its log)."""
+    def stop(self, reason: str | None = None) -> None:
+        """Stop this account; frames already recorded are kept. ``reason``: it stopped for
+        good (its status says so, and its session ends for that reason); without one (its
+        lease lost) the session ends as at a shutdown."""
+        if reason is not None:
+            self.status.stopped = SessionOutcome(reason=reason, final=True)
+            if self.session is not None:
+                self.session.end(reason, final=True)
         self.scope.cancel()
 
     def refuse(self, scopes: list[str]) -> None:
-        """The key can write: stop this account (frames already recorded are kept)."""
-        reason = write_key_end(scopes)
-        log_fields(
-            log, write_key_refused(self.acc.name, scopes), logging.ERROR, account=self.acc.name
-        )
-        self.status.stopped = SessionOutcome(reason=reason, final=True)
-        if self.session is not None:
-            self.session.end(reason, final=True)
-        self.scope.cancel()
+        """The key can write: stop this account."""
+        account = self.acc.name
+        log_fields(log, write_key_refused(account, scopes), logging.ERROR, account=account)
+        self.stop(write_key_end(scopes))
 
     async def run(self, sink: trio.MemorySendChannel[Item]) -> None:
         """Record until the account stops (a final error, :meth:`stop`) or is cancelled."""
@@ -228,12 +227,14 @@ class AccountRecorder:
         tried again with the backfill's back-off (doubling up to an hour) while recording
         goes on."""
         await self.first_auth.wait()
-        delay = self.services.retry_every
+        failed = 0
         while True:
             try:
                 answer = await client.call(ENDPOINTS["permissions"], {})
                 break
             except RestFailed as exc:
+                failed += 1
+                delay = doubling(self.services.retry_every, failed)
                 log_fields(
                     log,
                     "could not check the key's permissions over REST; recording goes on (the "
@@ -244,7 +245,6 @@ class AccountRecorder:
                     retry_in=round(delay, 1),
                 )
                 await trio.sleep(delay)
-                delay = min(delay * 2, PERMISSION_RETRY_CAP)
         scopes = write_scopes(answer.rows)
         if scopes and not self.acc.allow_write_key:
             self.refuse(scopes)

@@ -299,9 +299,10 @@ class Recorder:
                 logging.ERROR,
                 account=account,
             )
-            status.stopped = SessionOutcome(reason="error: chain conflict", final=True)
             if account in self._accounts:
-                self._accounts[account].stop()
+                self._accounts[account].stop("error: chain conflict")
+            else:
+                status.stopped = SessionOutcome(reason="error: chain conflict", final=True)
 
     async def _summary_every(self) -> None:
         """A heartbeat line per account every ``logging.summary_interval_s``: frames since the

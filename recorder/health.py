@@ -146,4 +146,5 @@ def verdict(reading: Reading, bounds: StatusConfig) -> tuple[bool, str]:
 
 def caught_up(recorder: Observed, account: str) -> bool:
     """Every projection of ``account`` has folded everything committed so far."""
-    return all(p.lag == 0 for p in read(recorder).projections if p.account == account)
+    head = recorder.writer.high_water.get(account, 0)
+    return all(lag(head, p.checkpoint) == 0 for p in recorder.projectors if p.account == account)

@@ -22,7 +22,7 @@ import click
 import sqlalchemy as sa
 
 from recorder import config as config_mod
-from recorder.config import Config, ConfigError
+from recorder.config import Config, ConfigError, listen_host
 from recorder.groups import leaves
 from recorder.store.errors import StoreError, store_errors
 
@@ -104,8 +104,7 @@ def check_listen(cfg: Config) -> None:
     listen = cfg.metrics.listen
     if not listen:
         return
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+    host, port = listen_host(listen), listen.rpartition(":")[2]
     try:
         infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
     except OSError as exc:

@@ -22,7 +22,6 @@ from recorder.commands.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
     check_listen,
-    check_sqlite_folder,
     fail,
     open_engine,
     with_config,
@@ -130,8 +129,8 @@ def command(cfg: Config, standby: bool) -> None:
             "accounts", "no [[accounts]] configured", "add an [[accounts]] table (see the example)"
         )
     accounts = [(acc, acc.credentials()) for acc in cfg.accounts]
-    # Trouble that can be found before anything connects is one line and exit 2.
-    check_sqlite_folder(cfg)
+    # Trouble that can be found before anything connects is one line and exit 2 (a missing
+    # SQLite folder: open_engine, below).
     check_listen(cfg)
     for signum in (signal.SIGINT, signal.SIGTERM):  # before trio runs: a plain, quiet exit
         signal.signal(signum, lambda *_: sys.exit(0))

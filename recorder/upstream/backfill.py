@@ -85,6 +85,12 @@ class Progress:
 RETRY_LONGEST = 3600.0  # seconds: an incomplete window's back-off doubles up to this
 
 
+def doubling(first: float, attempts: int) -> float:
+    """The wait after ``attempts`` failed tries: ``first``, doubling up to an hour (an
+    incomplete window's retries, the key's permission check)."""
+    return min(first * 2 ** max(attempts - 1, 0), RETRY_LONGEST)
+
+
 class Backfiller:
     def __init__(
         self,
@@ -142,7 +148,7 @@ class Backfiller:
     def retry_delay(self, window: Window) -> float:
         """``retry_every`` after the first failure, doubling up to an hour."""
         attempts = self._progress[window].attempts if window in self._progress else 1
-        return min(self.retry_every * 2 ** max(attempts - 1, 0), RETRY_LONGEST)
+        return doubling(self.retry_every, attempts)
 
     async def _retry_later(self, window: Window) -> None:
         await trio.sleep(self.retry_delay(window))
