@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from recorder.projections.values import jsonable
+from recorder.store.eventlog import storable
 from recorder.store.types import ExactDecimal, JSONDoc
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
@@ -103,10 +104,10 @@ def _holds_nul(value: Any) -> bool:
 
 def escape_nul(value: Any) -> Any:
     """``value`` with every NUL character in its strings written as the JSON escape
-    ``\\u0000`` (six characters), as the event log stores such frames: for the findings'
-    JSON (reconciliation rows), which PostgreSQL could not store otherwise."""
+    ``\\u0000`` (six characters), as the event log stores such frames (``storable``): for
+    the findings' JSON (reconciliation rows), which PostgreSQL could not store otherwise."""
     if isinstance(value, str):
-        return value.replace("\x00", "\\u0000") if "\x00" in value else value
+        return storable(value)
     if isinstance(value, dict):
         return {escape_nul(k): escape_nul(v) for k, v in value.items()}
     if isinstance(value, list):
