@@ -191,3 +191,13 @@ def test_snapshots_in_once_every_snapshot_after_an_auth_arrived() -> None:
     assert client.receive(classify('[0,"hb"]')) is FORWARD_ONLY
     assert client.receive(classify('[0,"fls",[]]')) == (FORWARD, SnapshotsIn())
     assert client.receive(classify('[0,"os",[]]')) is FORWARD_ONLY  # once per auth
+
+
+def test_snapshots_in_even_when_the_last_snapshot_has_a_sequence_problem() -> None:
+    client = greeted()
+    client.receive(classify('{"event":"auth","status":"OK","userId":7}'))
+    for n, kind in enumerate(["os", "ps", "ws", "fos", "fcs"], start=1):
+        client.receive(classify(f'[0,"{kind}",[],{n},{n}]'))
+    actions = client.receive(classify('[0,"fls",[],9,6]'))  # public seq 6 expected
+    assert actions[:2] == (FORWARD, SnapshotsIn())
+    assert any(isinstance(a, Mark) for a in actions) and isinstance(actions[-1], End)

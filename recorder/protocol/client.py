@@ -146,14 +146,14 @@ class ClientState:
             return (FORWARD, *self._greeting(frame))
         if frame.chan_id == 0:
             problems = self.sequence.check(frame.kind, frame.seq, frame.auth_seq)
+            snapshots_in = False
             pending = self.snapshots_pending
             if pending and frame.kind in pending:
                 pending.discard(frame.kind)
-                if not pending and not problems:
-                    return FORWARD_SNAPSHOTS_IN
+                snapshots_in = not pending
             if not problems:
-                return FORWARD_ONLY
-            actions: list[Action] = [FORWARD]
+                return FORWARD_SNAPSHOTS_IN if snapshots_in else FORWARD_ONLY
+            actions: list[Action] = [FORWARD, SnapshotsIn()] if snapshots_in else [FORWARD]
             for pr in problems:
                 fields = {
                     "counter": pr.counter,
