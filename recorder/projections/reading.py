@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from recorder.projections.base import Event, Fold, FoldFlags, Output
 from recorder.projections.values import parse_frame
 from recorder.store.eventlog import EventLog, StoredEvent
-from recorder.store.schema import PROJECTION_TABLES, projector_checkpoints
+from recorder.store.schema import PROJECTION_TABLES
 
 Flags = dict[str, FoldFlags]  # per projection name
 
@@ -98,21 +98,6 @@ def restore_fold(
         if covered == after:
             break
         after = covered
-
-
-def load_fold(conn: sa.Connection, log: EventLog, fold: Fold, account: str) -> int:
-    """Restore ``fold`` from its checkpoint row; returns the checkpoint (0: from scratch)."""
-    cp = conn.execute(
-        sa.select(projector_checkpoints).where(
-            projector_checkpoints.c.projector == fold.name,
-            projector_checkpoints.c.account == account,
-        )
-    ).first()
-    if cp is None:
-        return 0
-    checkpoint = int(cp.event_id)
-    restore_fold(conn, log, fold, account, checkpoint, _flags_of(cp))
-    return checkpoint
 
 
 def _flags_of(row: Any) -> FoldFlags:
