@@ -272,7 +272,7 @@ async def test_paging_rows_that_share_a_millisecond_across_pages() -> None:
             seen += [row[0] for row in payload]
             fold.apply(Event(n + 1, answer.kind, payload), out)
         assert len(seen) > len(set(seen))  # groups at a page's oldest millisecond came twice
-        assert set(out.upserts["ledgers"]) == {(e["id"],) for e in sim.model.ledger}
+        assert set(out.inserts_if_absent["ledgers"]) == {(e["id"],) for e in sim.model.ledger}
         requests = [orjson.loads(body) for path, body in sim.rest.requests if "ledgers" in path]
         assert all(r["limit"] == 4 for r in requests)  # always the page maximum, explicitly
 

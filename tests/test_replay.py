@@ -109,7 +109,15 @@ def without_ids(state: dict[str, Any]) -> dict[str, Any]:
                 {k: v for k, v in r.items() if k not in ("event_id", "ref", "at")} for r in rows
             ]
         else:
-            out[name] = [{k: v for k, v in r.items() if k != "event_id"} for r in rows]
+            # (log positions; for a fill's effect, whether a frame carries it must not differ)
+            positions = ("event_id", "trade_event_id", "confirmed_by")
+            out[name] = [
+                {
+                    **{k: v for k, v in r.items() if k not in positions},
+                    "carried": r.get("event_id") is not None,
+                }
+                for r in rows
+            ]
     return out
 
 

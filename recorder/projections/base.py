@@ -55,6 +55,8 @@ class Output:
     inserts_if_absent: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(
         default_factory=dict
     )
+    # REST rows repeating what a frame may already have set (``Statements.confirm``).
+    confirms: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
     reconciliations: list[Reconciliation] = field(default_factory=list)
     # Rows no table can hold (guard.py), per (table, event id, key): left out, kept as
     # findings. Checked as each event's row is produced, so the findings are the same
@@ -63,6 +65,9 @@ class Output:
     # (projection, key, event id of a REST answer): mark that key's unexplained
     # reconciliation rows as explained by the answer.
     explanations: list[tuple[str, str, int]] = field(default_factory=list)
+    # Ledger answers folded (event ids): wallet reconciliations before them may now be
+    # explained by ledger rows (writing.explain_by_ledgers).
+    ledger_answers: list[int] = field(default_factory=list)
 
     def explain(self, projection: str, key: str, event_id: int) -> None:
         self.explanations.append((projection, key, event_id))
@@ -82,6 +87,26 @@ class Output:
             return
         self.upserts.setdefault(table, {})[key] = row
         self.inserts_if_absent.get(table, {}).pop(key, None)
+        self.confirms.get(table, {}).pop(key, None)
+
+    def confirm(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
+        """A REST row that repeats what a frame may have set: stored (or pending) values and
+        ``event_id`` are kept, NULLs filled, ``confirmed_by`` names ``row['event_id']``."""
+        pending = self.upserts.get(table, {}).get(key) or self.inserts_if_absent.get(table, {}).get(
+            key
+        )
+        if pending is not None:
+            merged = {k: (v if v is not None else row.get(k)) for k, v in pending.items()}
+            merged["confirmed_by"] = row["event_id"]
+            self.upsert(table, key, merged)
+            return
+        earlier = self.confirms.get(table, {}).get(key)
+        if earlier is not None:  # a second answer in one batch: the first one's row stays
+            merged = {k: (v if v is not None else row.get(k)) for k, v in earlier.items()}
+            merged["confirmed_by"] = row["event_id"]
+            row = merged
+        if self._fits(table, key, row):
+            self.confirms.setdefault(table, {})[key] = row
 
     def insert_if_absent(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
         if key in self.upserts.get(table, {}):
@@ -93,8 +118,10 @@ class Output:
     def clear(self) -> None:
         self.upserts.clear()
         self.inserts_if_absent.clear()
+        self.confirms.clear()
         self.reconciliations.clear()
         self.explanations.clear()
+        self.ledger_answers.clear()
         self.unfit.clear()
 
 
@@ -120,6 +147,9 @@ class RestoreFrom:
     equal: tuple[tuple[str, Any], ...] = ()
     not_equal: tuple[tuple[str, Any], ...] = ()
     latest_row: bool = False
+    # Other projections' tables read whole as well (their rows carry ``_table``); usable
+    # only while those projections stand at the fold's own position (else no rows at all).
+    also: tuple[str, ...] = ()
 
 
 class Fold(Protocol):

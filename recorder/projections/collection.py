@@ -37,6 +37,7 @@ from recorder.protocol.layouts import Layout
 Row = dict[str, Any]
 Key = tuple[Any, ...]
 
+LEDGER_ANSWER = "rest.ledgers-hist"
 # Columns that are not values of the entity and so never count as a difference.
 _META = frozenset({"account", "event_id", "is_open", "position_key"})
 
@@ -59,6 +60,7 @@ class CollectionFold:
         restore_from: RestoreFrom | None = None,
         rest_final: tuple[str, ...] = (),
         rest_current: tuple[str, ...] = (),
+        ledger_explains: bool = False,
     ) -> None:
         self.name = name
         self.layout = layout
@@ -67,11 +69,16 @@ class CollectionFold:
         self.close_kinds = frozenset(closes)
         # REST answers (a JSON array of rows): history rows are final states and are applied
         # (closed orders with their real status, CLOSED positions, ...); current-state rows
-        # change nothing. Both explain the reconciliation rows of the keys they carry.
+        # change nothing. Both explain the reconciliation rows of the keys they carry (an
+        # order opened in the gap is known only from the current orders), except for
+        # wallets: a balance repeated explains nothing; ledger rows do (explaining.py).
         self.rest_final = frozenset(rest_final)
         self.rest_current = frozenset(rest_current)
+        # Wallets: a ledger answer may explain earlier reconciliations (explaining.py).
+        self.ledger_kind = LEDGER_ANSWER if ledger_explains else None
         self.kinds = frozenset(
             {snapshot, *upserts, *closes, *rest_final, *rest_current, DISCONNECTED}
+            | ({LEDGER_ANSWER} if ledger_explains else set())
         )
         self.key = key
         self.open_flag = open_flag  # the table has an is_open column
@@ -131,6 +138,9 @@ class CollectionFold:
             self.stale = True
             return
         frame = event.payload
+        if kind == self.ledger_kind:
+            out.ledger_answers.append(event.id)
+            return
         if kind in self.rest_final or kind in self.rest_current:
             self._rest(event, frame, out)
             return
@@ -167,7 +177,8 @@ class CollectionFold:
             if row is None:
                 continue
             key = self.key(row)
-            out.explain(self.name, "/".join(map(str, key)), event.id)
+            if self.ledger_kind is None:
+                out.explain(self.name, "/".join(map(str, key)), event.id)
             # A history row is the entity's final state, unless it says otherwise (a
             # positions audit row can be ACTIVE): then it only explains.
             if final and (self.closed_when is None or self.is_closed(row)):
@@ -285,6 +296,7 @@ def wallets_fold() -> CollectionFold:
         keep_known=("available_balance",),
         restore_from=RestoreFrom(),  # every stored wallet is current
         rest_current=("rest.wallets",),
+        ledger_explains=True,
     )
 
 

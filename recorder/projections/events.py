@@ -11,6 +11,7 @@ from recorder.projections.base import Event, FoldFlags, Output, RestoreFrom
 from recorder.projections.values import to_row
 from recorder.protocol import layouts as L
 from recorder.protocol.layouts import Layout
+from recorder.protocol.ledger import category
 
 
 def _payload(event: Event) -> Any:
@@ -69,9 +70,16 @@ class TradeFold(_RowsOnly):
         if not complete:
             out.insert_if_absent(self.name, key, row)
             return
-        pending = out.upserts.get(self.name, {}).get(key) or out.inserts_if_absent.get(
-            self.name, {}
-        ).get(key)
+        if event.kind == self.history:
+            # Provenance: a REST row repeating a trade the socket gave keeps the frame's
+            # event_id and values, fills what the frame lacked, and is named in confirmed_by.
+            out.confirm(self.name, key, {**row, "confirmed_by": None})
+            return
+        pending = (
+            out.upserts.get(self.name, {}).get(key)
+            or out.inserts_if_absent.get(self.name, {}).get(key)
+            or out.confirms.get(self.name, {}).get(key)
+        )
         if pending:
             row = {k: (v if v is not None else pending.get(k)) for k, v in row.items()}
         out.upsert(self.name, key, row)
@@ -109,7 +117,9 @@ class LedgerFold(_RowsOnly):
             self.skipped += 1
             return
         for row in _ledger_rows(event.payload):
-            out.upsert(self.name, (row["id"],), {**row, "event_id": event.id})
+            # The first answer that carried an entry keeps it (a repeat changes nothing).
+            row["category"] = category(row["description"])
+            out.insert_if_absent(self.name, (row["id"],), {**row, "event_id": event.id})
 
 
 class WalletHistoryFold(_RowsOnly):

@@ -111,7 +111,22 @@ class AccountProjector:
         for fold in folds:
             flags = self.stored_flags.get(fold.name)
             if flags is not None:
-                restore_fold(conn, self.log, fold, self.account, positions[fold.name], flags)
+                spec = fold.restore_from
+                # Rows of other tables are the fold's state only at the same position.
+                use_rows = spec is None or all(
+                    positions.get(n, int(stored[n].event_id) if n in stored else -1)
+                    == positions[fold.name]
+                    for n in spec.also
+                )
+                restore_fold(
+                    conn,
+                    self.log,
+                    fold,
+                    self.account,
+                    positions[fold.name],
+                    flags,
+                    use_rows=use_rows,
+                )
         self.checkpoints = positions
         return folds
 

@@ -41,7 +41,12 @@ def _stored_rows(conn: sa.Connection, fold: Fold, account: str, up_to: int) -> l
         query = query.where(table.c[col] != value)
     if spec.latest_row:
         query = query.where(table.c.event_id <= up_to).order_by(table.c.event_id.desc()).limit(1)
-    return [dict(r) for r in conn.execute(query).mappings()]
+    rows = [dict(r) for r in conn.execute(query).mappings()]
+    for name in spec.also:
+        other = PROJECTION_TABLES[name]
+        found = conn.execute(sa.select(other).where(other.c.account == account)).mappings()
+        rows.extend({**r, "_table": name} for r in found)
+    return rows
 
 
 def read_events(

@@ -7,11 +7,13 @@ from collections.abc import Callable
 from recorder.projections.base import Fold
 from recorder.projections.collection import COLLECTION_FOLDS, CollectionFold
 from recorder.projections.events import EVENT_FOLDS
+from recorder.projections.fills import FillEffectsFold
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 
 FOLDS: dict[str, Callable[[], Fold]] = {
     **COLLECTION_FOLDS,
     **EVENT_FOLDS,
+    FillEffectsFold.name: FillEffectsFold,
     StateFold.name: StateFold,
 }
 PROJECTION_NAMES: tuple[str, ...] = tuple(FOLDS)

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from recorder.projections.base import Fold, Output
+from recorder.projections.explaining import explain_by_ledgers
 from recorder.projections.guard import Finding, escape_nul
 from recorder.projections.registry import FOLDS
 from recorder.store.errors import store_errors
@@ -19,6 +20,7 @@ from recorder.store.schema import (
     PROJECTION_TABLES,
     fold_findings,
     projector_checkpoints,
+    reconciliation_ledgers,
     reconciliations,
 )
 
@@ -52,6 +54,10 @@ def write_outputs(conn: sa.Connection, outputs: list[tuple[str, Output]]) -> Non
         for name, ins_rows in out.inserts_if_absent.items():
             stmt = prepared.insert_if_absent(PROJECTION_TABLES[name])
             batches.setdefault(stmt, []).extend(stmt.bind(account, r) for r in ins_rows.values())
+    for account, out in outputs:
+        for name, conf_rows in out.confirms.items():
+            stmt = prepared.confirm(PROJECTION_TABLES[name])
+            batches.setdefault(stmt, []).extend(stmt.bind(account, r) for r in conf_rows.values())
     for stmt, params in batches.items():
         if params:
             stmt.run(conn, params)
@@ -137,6 +143,8 @@ def _write_findings(conn: sa.Connection, account: str, out: Output) -> None:
             .values(explained_by=sa.bindparam("e")),
             [{"p": p, "k": k, "e": e} for p, k, e in out.explanations],
         )
+    if out.ledger_answers:
+        explain_by_ledgers(conn, account, out.ledger_answers)
 
 
 _CHECKPOINT_UPDATES = ("event_id", "updated_at", "stale", "synced", "skipped")
@@ -204,6 +212,10 @@ def clear_projection(engine: sa.Engine, name: str, account: str) -> None:
     table = PROJECTION_TABLES[name]
     with store_errors(), engine.begin() as conn:
         conn.execute(table.delete().where(table.c.account == account))
+        if name == "wallets":  # its reconciliations go below, and what explained them
+            conn.execute(
+                reconciliation_ledgers.delete().where(reconciliation_ledgers.c.account == account)
+            )
         for findings in (reconciliations, fold_findings):
             conn.execute(
                 findings.delete().where(

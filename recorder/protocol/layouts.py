@@ -204,6 +204,24 @@ LEDGER = _layout(
     (8, "description", "text"),
 )
 
+# REST movements (rest.md §3.7): deposits and withdrawals; other slots are placeholders.
+MOVEMENT = _layout(
+    "movement",
+    22,
+    (0, "id", "int"),
+    (1, "currency", "text"),
+    (2, "currency_name", "text"),
+    (5, "mts_started", "mts"),
+    (6, "mts_updated", "mts"),
+    (9, "status", "text"),
+    (12, "amount", "dec"),
+    (13, "fees", "dec"),
+    (16, "address", "text"),
+    (17, "payment_id", "text"),
+    (20, "transaction_id", "text"),
+    (21, "note", "text"),
+)
+
 BALANCE_INFO = _layout("balance_info", 2, (0, "aum", "dec"), (1, "aum_net", "dec"))
 
 # miu/fiu carry a variant tag and (for sym) a symbol before the value array; these layouts

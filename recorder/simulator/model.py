@@ -30,7 +30,8 @@ Message = tuple[str, Any]  # (abbreviation, payload)
 EXCHANGE_SYMBOLS = {"tBTCUSD": ("BTC", "USD", 30000.0), "tETHUSD": ("ETH", "USD", 2000.0)}
 MARGIN_SYMBOL = "tBTCUSD"
 FUNDING_SYMBOL = "fUSD"
-FEE_RATE = 0.002
+FEE_RATE = 0.002  # taker
+MAKER_FEE_RATE = 0.001
 MAX_OPEN_ORDERS = 40
 
 
@@ -76,6 +77,7 @@ class AccountModel:
             "loan": {},
         }
         self.ledger: list[dict[str, Any]] = []
+        self.movements: list[dict[str, Any]] = []
         self.next_ledger_id = 5_000_000_000
         self.trades: dict[int, dict[str, Any]] = {}
         self.funding_offers: dict[int, dict[str, Any]] = {}
@@ -124,6 +126,12 @@ class AccountModel:
             self.close_position,
             self.transfer,
             self.price_alert,
+            self.deposit,
+            self.withdrawal,
+            lambda: self._funding_open("credit"),
+            lambda: self._funding_close("credit"),
+            lambda: self._funding_open("loan"),
+            lambda: self._funding_close("loan"),
         ]
 
     # --- helpers ------------------------------------------------------------------------------
@@ -227,8 +235,11 @@ class AccountModel:
                     self.funding_offer_close,
                     self.funding_credit_cycle,
                     self.funding_loan_cycle,
+                    self.transfer,
+                    self.deposit,
+                    self.withdrawal,
                 ],
-                weights=[14, 8, 6, 6, 4, 4, 4, 2, 3, 1, 6, 3, 3, 2, 2, 2, 2, 2, 2],
+                weights=[14, 8, 6, 6, 4, 4, 4, 2, 3, 1, 6, 3, 3, 2, 2, 2, 2, 2, 2, 1, 1, 1],
             )[0]
         return action() or self.balance_update()
 
@@ -287,11 +298,25 @@ class AccountModel:
             ("on", self._order_array(order)),
         ]
 
-    def _execute(self, order: dict[str, Any], fill: float) -> list[Message]:
-        """Fill ``fill`` of ``order`` (same sign as its amount): trade, fee, wallets, position."""
+    def _affordable(self, order: dict[str, Any], fill: float) -> bool:
+        """Whether the exchange wallets can pay for ``fill`` of an exchange ``order`` (the
+        exchange never lets a wallet go negative)."""
+        if order["order_type"] == "LIMIT":
+            return True
+        base, quote, _ = EXCHANGE_SYMBOLS[order["symbol"]]
+        if fill > 0:
+            cost = fill * order["price"] * (1 + FEE_RATE)
+            return self._wallet("exchange", quote)["balance"] >= cost
+        return self._wallet("exchange", base)["balance"] >= -fill
+
+    def _execute(self, order: dict[str, Any], fill: float, *, taker: bool = False) -> list[Message]:
+        """Fill ``fill`` of ``order`` (same sign as its amount): trade, fee, wallets, position.
+        A market order takes liquidity (``maker`` 0, the taker fee); a resting limit order
+        provides it."""
         symbol = order["symbol"]
         price = order["price"]
         base, quote, _ = EXCHANGE_SYMBOLS[symbol]
+        rate = FEE_RATE if taker else MAKER_FEE_RATE
         now = self.clock()
         trade = {
             "id": self._id(),
@@ -302,7 +327,7 @@ class AccountModel:
             "exec_price": price,
             "order_type": order["order_type"],
             "order_price": price,
-            "maker": 1,
+            "maker": 0 if taker else 1,
             "fee": None,
             "fee_currency": None,
             "cid": order["cid"],
@@ -310,13 +335,13 @@ class AccountModel:
         msgs: list[Message] = [("te", layouts.TRADE.array(trade))]
         margin = order["order_type"] == "LIMIT"
         if margin:
-            fee = _r(-abs(fill) * price * FEE_RATE)
+            fee = _r(-abs(fill) * price * rate)
             fee_ccy = quote
         elif fill > 0:
-            fee = _r(-fill * FEE_RATE)
+            fee = _r(-fill * rate)
             fee_ccy = base
         else:
-            fee = _r(fill * price * FEE_RATE)
+            fee = _r(fill * price * rate)
             fee_ccy = quote
         trade["fee"] = fee
         trade["fee_currency"] = fee_ccy
@@ -329,14 +354,19 @@ class AccountModel:
             "trade_price": f"{price}",
             "trade_amount": f"{fill}",
         }
-        what = f"{abs(fill)} {base} for {quote} @ {price}"
+        # The exchange's texts (rest.md §3.4, protocol.md §6.4).
+        exchanged = f"Exchange {abs(fill)} {base} for {quote} @ {price}"
+        fees = (
+            f"Trading fees for {abs(fill)} {base} ({base}{quote}) @ {price} "
+            f"on BFX ({rate * 100:g}%)"
+        )
         if margin:
-            msgs.append(self._wu("margin", quote, fee, f"Trading fees for {what}", None))
+            msgs.append(self._wu("margin", quote, fee, fees, None))
             msgs.extend(self._position_fill(symbol, fill, price, details))
         else:
-            msgs.append(self._wu("exchange", base, fill, f"Exchange {what}", details))
-            msgs.append(self._wu("exchange", quote, _r(-fill * price), f"Exchange {what}", details))
-            msgs.append(self._wu("exchange", fee_ccy, fee, f"Trading fees for {what}", None))
+            msgs.append(self._wu("exchange", base, fill, exchanged, details))
+            msgs.append(self._wu("exchange", quote, _r(-fill * price), exchanged, details))
+            msgs.append(self._wu("exchange", fee_ccy, fee, fees, None))
         return msgs
 
     def _position_fill(
@@ -381,6 +411,8 @@ class AccountModel:
         if order is None or abs(order["amount"]) < 0.0002:
             return self.place_order()
         fill = _r(order["amount"] * self.rng.choice([0.25, 0.5]), 8)
+        if not self._affordable(order, fill):
+            return self.cancel_order()
         order["amount"] = _r(order["amount"] - fill)
         order["price_avg"] = order["price"]
         order["mts_update"] = self.clock()
@@ -406,6 +438,8 @@ class AccountModel:
         if order is None:
             return self.place_margin_order() if margin else self.place_order()
         fill = order["amount"]
+        if not self._affordable(order, fill):
+            return [self._close_order(order, "CANCELED")]
         order["amount"] = 0
         order["price_avg"] = order["price"]
         closing = self._close_order(order, f"EXECUTED @ {order['price']}({fill})")
@@ -442,11 +476,13 @@ class AccountModel:
         price = self._walk(symbol)
         amount = _r(self.rng.choice([1, -1]) * self.rng.uniform(0.001, 0.05), 4)
         order = self._new_order(symbol, "EXCHANGE MARKET", amount, price)
+        if not self._affordable(order, amount):
+            return self.place_order()
         self.orders[order["id"]] = order
         order["amount"] = 0
         order["price_avg"] = price
         closing = self._close_order(order, f"EXECUTED @ {price}({amount})")
-        return [closing, *self._execute(order, amount)]
+        return [closing, *self._execute(order, amount, taker=True)]
 
     def position_update(self) -> list[Message]:
         pos = self.positions.get(MARGIN_SYMBOL)
@@ -477,6 +513,8 @@ class AccountModel:
         """A wallet transfer (exchange -> margin USD): an ``acc_tf`` notification, then a
         ``wu`` per wallet (and a ledger entry each)."""
         amount = _r(self.rng.uniform(10, 100), 2)
+        if self._wallet("exchange", "USD")["balance"] < amount:
+            return self.deposit()
         text = f"{amount} US Dollar transfered from Exchange to Margin"
         note = self._notification(
             "acc_tf",
@@ -490,6 +528,53 @@ class AccountModel:
             self._wu("exchange", "USD", -amount, what),
             self._wu("margin", "USD", amount, what),
         ]
+
+    def deposit(self) -> list[Message]:
+        """A deposit: a ``deposit_complete`` notification, a ``wu`` and a ledger entry
+        (category 101), and a movement for the REST history (rest.md §3.7)."""
+        ccy, name, amount = self.rng.choice(
+            [
+                ("BTC", "BITCOIN", _r(self.rng.uniform(0.01, 0.2), 4)),
+                ("USD", "WIRE", _r(self.rng.uniform(100, 2000), 2)),
+            ]
+        )
+        movement = self._movement(ccy, name, amount, 0.0)
+        note = self._notification(
+            "deposit_complete", [ccy, amount], "SUCCESS", f"Deposit completed: {amount} {ccy}"
+        )
+        return [note, self._wu("exchange", ccy, amount, f"Deposit ({name}) #{movement['id']}")]
+
+    def withdrawal(self) -> list[Message]:
+        """A withdrawal and its fee: two ``wu`` frames and ledger entries (categories 104 and
+        254), and a movement; only what the wallet holds."""
+        wallet = self._wallet("exchange", "BTC")
+        fee = 0.0004
+        amount = _r(min(self.rng.uniform(0.01, 0.1), wallet["balance"] - fee), 4)
+        if amount <= 0:
+            return self.deposit()
+        movement = self._movement("BTC", "BITCOIN", -amount, -fee)
+        ref = f"#{movement['id']}"
+        return [
+            self._wu("exchange", "BTC", -amount, f"Bitcoin Withdrawal {ref}"),
+            self._wu("exchange", "BTC", -fee, f"Bitcoin Withdrawal fee {ref}"),
+        ]
+
+    def _movement(self, ccy: str, name: str, amount: float, fee: float) -> dict[str, Any]:
+        now = self.clock()
+        movement = {
+            "id": self._id(),
+            "currency": ccy,
+            "currency_name": name,
+            "mts_started": now,
+            "mts_updated": now,
+            "status": "COMPLETED",
+            "amount": amount,
+            "fees": fee,
+            "address": f"sim-{ccy.lower()}-address-{self.rng.randrange(10**6)}",
+            "transaction_id": f"{self.rng.getrandbits(64):016x}",
+        }
+        self.movements.append(movement)
+        return movement
 
     def price_alert(self) -> list[Message]:
         """A price alert set by the user (``uca``): a notification and nothing else."""
@@ -649,7 +734,12 @@ class AccountModel:
         item["mts_update"] = self.clock()
         item["status"] = "CLOSED (no more position)" if kind == "credit" else "CLOSED"
         self.closed_funding[kind][item["id"]] = item
-        return [(f"{prefix}c", layout.array(item))]
+        interest = _r(item["amount"] * item["rate"] * item["period"], 8)
+        if kind == "credit":  # lent funds come back with interest (category 28)
+            paid = self._wu("funding", "USD", interest, "Margin Funding Payment")
+        else:  # borrowed funds cost interest (category 226)
+            paid = self._wu("margin", "USD", -interest, "Margin Funding Charge")
+        return [(f"{prefix}c", layout.array(item)), paid]
 
     def _funding_cycle(self, kind: str) -> list[Message]:
         """Open a new credit/loan, or update or close an existing one."""

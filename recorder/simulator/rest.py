@@ -178,7 +178,9 @@ def history(model: Any, name: str) -> list[list[Any]]:
         return [L.FUNDING_CREDIT.array(c) for c in model.closed_funding["credit"].values()]
     if name == "funding-loans-hist":
         return [L.FUNDING_LOAN.array(c) for c in model.closed_funding["loan"].values()]
-    return []  # movements: the simulated account has none
+    if name == "movements-hist":
+        return [L.MOVEMENT.array(m) for m in model.movements]
+    return []
 
 
 async def serve_rest(

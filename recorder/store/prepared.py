@@ -146,6 +146,30 @@ class Statements:
             self._cache[key] = found
         return found
 
+    def confirm(self, table: sa.Table) -> RowStatement:
+        """Insert; on a primary-key conflict keep every stored value (a REST answer fills
+        only what the frame left NULL), keep the stored ``event_id`` (the frame that set the
+        row) and name the answer in ``confirmed_by`` (provenance, audit issue)."""
+        key = (table.name, "confirm")
+        found = self._cache.get(key)
+        if found is None:
+            pk = [c.name for c in table.primary_key.columns]
+            stmt = self._insert(table)
+            set_: dict[str, Any] = {
+                c.name: sa.func.coalesce(table.c[c.name], stmt.excluded[c.name])
+                for c in table.c
+                if c.name not in pk and c.name not in ("event_id", "confirmed_by")
+            }
+            # (a row merged from two answers of one batch names the later one already)
+            set_["confirmed_by"] = sa.func.coalesce(
+                stmt.excluded["confirmed_by"], stmt.excluded["event_id"]
+            )
+            found = RowStatement(
+                self.dialect, stmt.on_conflict_do_update(index_elements=pk, set_=set_), table
+            )
+            self._cache[key] = found
+        return found
+
     def insert_if_absent(self, table: sa.Table) -> RowStatement:
         """Insert unless a row with that primary key exists."""
         key = (table.name, "absent")

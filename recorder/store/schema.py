@@ -150,11 +150,13 @@ positions = _projection(
     sa.Column("position_key", sa.Text, primary_key=True),
 )
 wallets = _projection("wallets", layouts.WALLET, ("wallet_type", "currency"))
-trades = _projection("trades", layouts.TRADE, ("id",))
+trades = _projection("trades", layouts.TRADE, ("id",), sa.Column("confirmed_by", sa.BigInteger))
 funding_offers = _projection("funding_offers", layouts.FUNDING_OFFER, ("id",), _is_open())
 funding_credits = _projection("funding_credits", layouts.FUNDING_CREDIT, ("id",), _is_open())
 funding_loans = _projection("funding_loans", layouts.FUNDING_LOAN, ("id",), _is_open())
-funding_trades = _projection("funding_trades", layouts.FUNDING_TRADE, ("id",))
+funding_trades = _projection(
+    "funding_trades", layouts.FUNDING_TRADE, ("id",), sa.Column("confirmed_by", sa.BigInteger)
+)
 balance_info = _projection("balance_info", layouts.BALANCE_INFO, ())
 margin_info = sa.Table(
     "margin_info",
@@ -191,6 +193,39 @@ ledgers = sa.Table(
     sa.Column("id", sa.BigInteger, primary_key=True),
     *_value_columns(layouts.LEDGER, skip=("id",)),
     sa.Column("event_id", sa.BigInteger, nullable=False),
+    # Bitfinex's category code derived from the description (audit.md §3); NULL: unknown text.
+    sa.Column("category", sa.BigInteger),
+)
+# One row per balance effect of a fill (audit.md §2): which frame (``event_id``) and ledger
+# row (``ledger_id``) carry it, and how surely (``attribution``: exact, inferred, missing).
+fill_effects = sa.Table(
+    "fill_effects",
+    metadata,
+    sa.Column("account", sa.Text, primary_key=True),
+    sa.Column("trade_id", sa.BigInteger, primary_key=True),
+    sa.Column("wallet_type", sa.Text, primary_key=True),
+    sa.Column("currency", sa.Text, primary_key=True),
+    sa.Column("part", sa.Text, primary_key=True),  # 'base', 'quote', 'fee'
+    sa.Column("order_id", sa.BigInteger),
+    sa.Column("symbol", sa.Text),
+    sa.Column("exec_amount", ExactDecimal),  # the fill, as the trade row gives it
+    sa.Column("exec_price", ExactDecimal),
+    # Signed: the balance change itself where a frame or ledger row carries it, else what
+    # the trade implies (base +A, quote -A*P, fee F).
+    sa.Column("amount", ExactDecimal),
+    sa.Column("attribution", sa.Text, nullable=False),
+    sa.Column("event_id", sa.BigInteger),  # the frame or REST answer carrying it
+    sa.Column("ledger_id", sa.BigInteger),
+    sa.Column("source", sa.Text, nullable=False),  # 'live' (tu) or 'backfill' (REST)
+    sa.Column("trade_event_id", sa.BigInteger, nullable=False),  # the tu or REST answer
+)
+# The ledger rows that account exactly for a wallet reconciliation's difference.
+reconciliation_ledgers = sa.Table(
+    "reconciliation_ledgers",
+    metadata,
+    sa.Column("account", sa.Text, nullable=False),
+    sa.Column("reconciliation_id", sa.BigInteger, primary_key=True),
+    sa.Column("ledger_id", sa.BigInteger, primary_key=True),
 )
 wallet_history = sa.Table(
     "wallet_history",
@@ -262,6 +297,7 @@ PROJECTION_TABLES: dict[str, sa.Table] = {
         funding_info,
         notifications,
         ledgers,
+        fill_effects,
         wallet_history,
         backfills,
         state_snapshots,

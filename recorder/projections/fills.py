@@ -1,0 +1,396 @@
+"""``fill_effects``: every fill tied to the balance changes it caused (audit.md §2).
+
+Per trade (a ``tu`` frame, or a ``rest.trades-hist`` row), the effects it implies: an
+exchange fill of ``A`` base at ``P`` moves the exchange wallets by base ``+A``, quote
+``-A*P`` and the fee currency by the fee ``F`` (negative); a margin fill moves only the margin
+wallet, by its fee. Each effect is one row, keyed (trade, wallet, currency, part), and says
+what carries it:
+
+* a ``wu`` frame after the ``tu`` whose META names the trade's order (and, when it carries
+  them, the trade's amount and price), or a fee ``wu`` whose text names the fill
+  (``Trading fees for A BASE (PAIR) @ P``), whose change (its balance minus that wallet's
+  previous balance) equals the effect to the last digit: ``exact``, ``event_id`` = the ``wu``;
+* a ledger row (``rest.ledgers-hist``) of the same wallet and currency whose amount equals
+  the effect and whose description names the fill's amount and price: ``exact``,
+  ``ledger_id`` set (``event_id`` = the answer, when no frame carried it);
+* a fee ``wu`` without text or META equal to the last fill's fee, or ``wu`` changes of the
+  order that add up to something else: ``inferred`` (only the order of frames supports it);
+* nothing yet: ``missing``.
+
+A quote amount ``A*P`` with more than 8 decimals is compared as the exchange settles it
+(rounded to 8 decimals, half-even or half-up). Amounts are Decimals throughout.
+
+State (pure, restorable): each wallet's balance (from ``ws``/``wu``; restored from the
+``wallets`` table when it stands at the same position, else the log is folded again), the
+recent live fills still waiting for their ``wu`` (the last :data:`PENDING_TRADES` trades), the
+effects without a ledger row (the latest :data:`AWAITING_LEDGER`), the trades and ledger ids
+already used; all but the balances restored from this table's rows. (A split ``wu`` whose
+parts straddle a restart is the one thing not restored: its effect stays ``inferred``.)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+from recorder.projections.base import DISCONNECTED, Event, FoldFlags, Output, RestoreFrom
+from recorder.projections.values import to_row
+from recorder.protocol import layouts as L
+from recorder.protocol.ledger import FillText, category, fill_text
+
+NAME = "fill_effects"
+PENDING_TRADES = 64  # live trades whose wu frames may still come
+AWAITING_LEDGER = 100_000  # effects kept in memory until a ledger row carries them
+_EIGHT = Decimal("1e-8")
+
+Row = dict[str, Any]
+Key = tuple[Any, ...]
+
+
+def split_symbol(symbol: Any) -> tuple[str, str] | None:
+    """``tBTCUSD`` -> (BTC, USD); ``tTESTBTC:TESTUSD`` -> (TESTBTC, TESTUSD)."""
+    if not isinstance(symbol, str) or not symbol.startswith("t"):
+        return None
+    pair = symbol[1:]
+    if ":" in pair:
+        base, _, quote = pair.partition(":")
+        return (base, quote) if base and quote else None
+    return (pair[:3], pair[3:]) if len(pair) == 6 else None
+
+
+def settles(delta: Decimal, expected: Decimal) -> bool:
+    """Whether a balance change equals an effect to the last digit, as the exchange settles
+    amounts (8 decimals)."""
+    if delta == expected:
+        return True
+    exponent = expected.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -8:
+        try:
+            return delta in (
+                expected.quantize(_EIGHT, ROUND_HALF_EVEN),
+                expected.quantize(_EIGHT, ROUND_HALF_UP),
+            )
+        except InvalidOperation:
+            return False
+    return False
+
+
+def _meta_decimal(meta: dict[str, Any], name: str) -> Decimal | None:
+    value = meta.get(name)
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
+def _key(row: Row) -> Key:
+    return (row["trade_id"], row["wallet_type"], row["currency"], row["part"])
+
+
+class FillEffectsFold:
+    name = NAME
+    kinds = frozenset({"tu", "rest.trades-hist", "ws", "wu", "rest.ledgers-hist", DISCONNECTED})
+    restore_from = RestoreFrom(also=("wallets",))
+
+    def __init__(self) -> None:
+        self.balances: dict[tuple[Any, Any], Decimal | None] = {}
+        # trade id -> its effect rows, oldest first: live fills still waiting for wu frames.
+        self.pending: OrderedDict[Any, list[Row]] = OrderedDict()
+        self.last_trade: Any = None  # the latest live trade (a bare fee wu may be its fee)
+        # (wallet, currency, amount) -> effect rows without a ledger row, oldest first.
+        self.awaiting: dict[tuple[Any, Any, Decimal], list[Row]] = {}
+        self.awaiting_count = 0
+        # Trades with effects already, and ledger rows already used (REST answers repeat
+        # rows: a window overlaps the live period before a gap, windows overlap each other).
+        self.known_trades: set[Any] = set()
+        self.used_ledgers: set[Any] = set()
+        self.skipped = 0
+
+    # --- state --------------------------------------------------------------------------------
+
+    def snapshot(self) -> FoldFlags:
+        return FoldFlags(skipped=self.skipped)
+
+    def restore(self, rows: list[Row], flags: FoldFlags, checkpoint: int) -> int:
+        self.__init__()  # type: ignore[misc]
+        self.skipped = flags.skipped
+        if not rows and checkpoint > 0:
+            return 0  # no rows to take the state from: fold the log again from the start
+        own = sorted(
+            (r for r in rows if "_table" not in r),
+            key=lambda r: (r["trade_event_id"], str(r["trade_id"]), r["part"]),
+        )
+        for stored in rows:
+            if stored.get("_table") == "wallets":
+                self.balances[(stored["wallet_type"], stored["currency"])] = stored["balance"]
+        for stored in own:
+            row = {k: v for k, v in stored.items() if k != "account"}
+            self.known_trades.add(row["trade_id"])
+            if row["ledger_id"] is not None:
+                self.used_ledgers.add(row["ledger_id"])
+                continue
+            self._await_ledger(row)
+            if row["source"] == "live" and row["attribution"] != "exact":
+                self.pending.setdefault(row["trade_id"], []).append(row)
+                self.last_trade = row["trade_id"]
+        while len(self.pending) > PENDING_TRADES:
+            self.pending.popitem(last=False)
+        return checkpoint
+
+    # --- folding ------------------------------------------------------------------------------
+
+    def apply(self, event: Event, out: Output) -> None:
+        kind = event.kind
+        if kind == DISCONNECTED:
+            return
+        payload = event.payload
+        if kind == "tu":
+            array = payload[2] if isinstance(payload, list) and len(payload) > 2 else None
+            if not isinstance(array, list):
+                self.skipped += 1
+                return
+            self._trade(event, array, "live", out)
+        elif kind == "rest.trades-hist":
+            if not isinstance(payload, list):
+                self.skipped += 1
+                return
+            for array in payload:
+                if isinstance(array, list) and array:
+                    self._trade(event, array, "backfill", out)
+        elif kind == "ws":
+            records = payload[2] if isinstance(payload, list) and len(payload) > 2 else None
+            if not isinstance(records, list):
+                self.skipped += 1
+                return
+            self.balances = {}
+            for array in records:
+                if isinstance(array, list):
+                    w = to_row(L.WALLET, array)
+                    self.balances[(w["wallet_type"], w["currency"])] = w["balance"]
+        elif kind == "wu":
+            array = payload[2] if isinstance(payload, list) and len(payload) > 2 else None
+            if not isinstance(array, list):
+                self.skipped += 1
+                return
+            self._wallet_update(event, array, out)
+        else:
+            self._ledger(event, payload, out)
+
+    def _trade(self, event: Event, array: list[Any], source: str, out: Output) -> None:
+        t = to_row(L.TRADE, array)
+        pair = split_symbol(t["symbol"])
+        amount, price = t["exec_amount"], t["exec_price"]
+        if t["id"] is None or pair is None or amount is None or price is None:
+            self.skipped += 1
+            return
+        if t["id"] in self.known_trades:
+            return  # a fill seen before (the socket's, or a repeated REST row)
+        self.known_trades.add(t["id"])
+        base, quote = pair
+        margin = isinstance(t["order_type"], str) and not t["order_type"].startswith("EXCHANGE")
+        wallet = "margin" if margin else "exchange"
+        common = {
+            "trade_id": t["id"],
+            "order_id": t["order_id"],
+            "symbol": t["symbol"],
+            "exec_amount": amount,
+            "exec_price": price,
+            "attribution": "missing",
+            "event_id": None,
+            "ledger_id": None,
+            "source": source,
+            "trade_event_id": event.id,
+        }
+        effects: list[Row] = []
+        if not margin:
+            effects.append(
+                {
+                    **common,
+                    "wallet_type": wallet,
+                    "currency": base,
+                    "part": "base",
+                    "amount": amount,
+                }
+            )
+            effects.append(
+                {
+                    **common,
+                    "wallet_type": wallet,
+                    "currency": quote,
+                    "part": "quote",
+                    "amount": -(amount * price),
+                }
+            )
+        fee, fee_ccy = t["fee"], t["fee_currency"]
+        if fee is not None and fee != 0 and isinstance(fee_ccy, str):
+            effects.append(
+                {**common, "wallet_type": wallet, "currency": fee_ccy, "part": "fee", "amount": fee}
+            )
+        for row in effects:
+            out.upsert(NAME, _key(row), row)
+            self._await_ledger(row)
+        if source == "live" and effects:
+            self.pending[t["id"]] = effects
+            self.pending.move_to_end(t["id"])
+            self.last_trade = t["id"]
+            while len(self.pending) > PENDING_TRADES:
+                self.pending.popitem(last=False)
+
+    def _wallet_update(self, event: Event, array: list[Any], out: Output) -> None:
+        w = to_row(L.WALLET, array)
+        wkey = (w["wallet_type"], w["currency"])
+        before = self.balances.get(wkey)
+        after = w["balance"]
+        self.balances[wkey] = after
+        if before is None or after is None:
+            return
+        delta = after - before
+        if delta == 0:
+            return
+        meta = array[6] if len(array) > 6 and isinstance(array[6], dict) else None
+        if meta is not None and meta.get("reason") == "TRADE":
+            row = self._by_meta(wkey, meta)
+        else:
+            row = self._by_text(wkey, w["last_change"], delta)
+        if row is None:
+            return
+        carried = row.get("_carried", Decimal(0)) + delta
+        row["_carried"] = carried
+        if row["event_id"] is None or row["attribution"] != "exact":
+            row["event_id"] = event.id
+        expected = row["amount"] if row["attribution"] != "exact" else carried
+        if settles(carried, expected):
+            row["attribution"] = "exact"
+            row["amount"] = carried
+            self._done_with(row)
+        else:
+            row["attribution"] = "inferred"
+        out.upsert(NAME, _key(row), _plain(row))
+
+    def _candidates(self, wkey: tuple[Any, Any]) -> list[Row]:
+        return [
+            r
+            for effects in self.pending.values()
+            for r in effects
+            if (r["wallet_type"], r["currency"]) == wkey and r["attribution"] != "exact"
+        ]
+
+    def _by_meta(self, wkey: tuple[Any, Any], meta: dict[str, Any]) -> Row | None:
+        order = meta.get("order_id")
+        t_amount, t_price = _meta_decimal(meta, "trade_amount"), _meta_decimal(meta, "trade_price")
+        for r in self._candidates(wkey):
+            if r["part"] == "fee" or r["order_id"] != order:
+                continue
+            if t_amount is not None and t_amount != r["exec_amount"]:
+                continue
+            if t_price is not None and t_price != r["exec_price"]:
+                continue
+            return r
+        return None
+
+    def _by_text(self, wkey: tuple[Any, Any], text: Any, delta: Decimal) -> Row | None:
+        named = fill_text(text)
+        fees = [r for r in self._candidates(wkey) if r["part"] == "fee"]
+        if named is not None and named.fee:
+            for r in fees:
+                if _names(named, r):
+                    return r
+            return None
+        # A bare change: only the latest fill's own fee, equal to the last digit.
+        for r in fees:
+            if r["trade_id"] == self.last_trade and settles(delta, r["amount"]):
+                r["_inferred"] = True
+                return r
+        return None
+
+    def _done_with(self, row: Row) -> None:
+        if row.pop("_inferred", False):
+            row["attribution"] = "inferred"
+            row["_settled"] = True
+        effects = self.pending.get(row["trade_id"])
+        if effects is not None and all(
+            r["attribution"] == "exact" or r.get("_settled") for r in effects
+        ):
+            del self.pending[row["trade_id"]]
+
+    # --- ledger rows --------------------------------------------------------------------------
+
+    def _await_ledger(self, row: Row) -> None:
+        if row["ledger_id"] is not None or row["amount"] is None:
+            return
+        self.awaiting.setdefault(self._ledger_key(row), []).append(row)
+        self.awaiting_count += 1
+        if self.awaiting_count > AWAITING_LEDGER:
+            self._forget_oldest()
+
+    @staticmethod
+    def _ledger_key(row: Row) -> tuple[Any, Any, Decimal]:
+        amount = row["amount"]
+        if row["part"] == "quote" and row["attribution"] != "exact":
+            amount = amount.quantize(_EIGHT, ROUND_HALF_EVEN) if _long(amount) else amount
+        return (row["wallet_type"], row["currency"], amount.normalize())
+
+    def _forget_oldest(self) -> None:
+        oldest_key, oldest = None, None
+        for key, rows in self.awaiting.items():
+            if rows and (oldest is None or rows[0]["trade_event_id"] < oldest["trade_event_id"]):
+                oldest_key, oldest = key, rows[0]
+        if oldest_key is not None:
+            self.awaiting[oldest_key].pop(0)
+            if not self.awaiting[oldest_key]:
+                del self.awaiting[oldest_key]
+            self.awaiting_count -= 1
+
+    def _ledger(self, event: Event, payload: Any, out: Output) -> None:
+        if not isinstance(payload, list):
+            self.skipped += 1
+            return
+        for array in payload:
+            if not isinstance(array, list) or not array:
+                continue
+            entry = to_row(L.LEDGER, array)
+            if category(entry["description"]) not in (5, 201) or entry["amount"] is None:
+                continue
+            if entry["id"] in self.used_ledgers:
+                continue
+            named = fill_text(entry["description"])
+            wallet = entry["wallet"] or _wallet_suffix(entry["description"])
+            rows = self.awaiting.get((wallet, entry["currency"], entry["amount"].normalize()))
+            if not rows:
+                continue
+            for i, r in enumerate(rows):
+                if named is None or (named.fee == (r["part"] == "fee") and _names(named, r)):
+                    rows.pop(i)
+                    self.awaiting_count -= 1
+                    self.used_ledgers.add(entry["id"])
+                    r["ledger_id"] = entry["id"]
+                    if r["attribution"] != "exact":
+                        r["attribution"] = "exact"
+                        r["amount"] = entry["amount"]
+                        r["event_id"] = event.id
+                    out.upsert(NAME, _key(r), _plain(r))
+                    break
+
+
+def _names(named: FillText, row: Row) -> bool:
+    """Whether a text names this effect's fill (amount and price)."""
+    amount, price = row["exec_amount"], row["exec_price"]
+    return amount is not None and abs(amount) == named.amount and price == named.price
+
+
+def _long(amount: Decimal) -> bool:
+    exponent = amount.as_tuple().exponent
+    return isinstance(exponent, int) and exponent < -8
+
+
+def _wallet_suffix(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return None
+    _, found, wallet = text.rpartition(" on wallet ")
+    return (wallet.strip() or None) if found else None
+
+
+def _plain(row: Row) -> Row:
+    """The row as its table holds it (without the fold's working values)."""
+    return {k: v for k, v in row.items() if not k.startswith("_")}
