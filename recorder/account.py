@@ -30,7 +30,7 @@ from recorder.store import sessions as session_store
 from recorder.store.backfills import Unfinished
 from recorder.store.database import Database
 from recorder.store.eventlog import NewEvent, marker
-from recorder.upstream.backfill import OVERLAP, Backfiller, Window, doubling
+from recorder.upstream.backfill import LEDGER_ONLY, OVERLAP, Backfiller, Window, doubling
 from recorder.upstream.backoff import Backoff, ConnectionRateLimit
 from recorder.upstream.clock import ClockWatch
 from recorder.upstream.connection import Connector
@@ -94,6 +94,7 @@ class AccountRecorder:
         *,
         stopped_at: datetime | None,
         unfinished: list[Unfinished],
+        history_from: datetime | None = None,
     ) -> None:
         self.acc = acc
         self.status = status
@@ -112,6 +113,7 @@ class AccountRecorder:
             max_frame_bytes=acc.max_frame_bytes,
         )
         self.unfinished = unfinished
+        self.history_from = history_from  # the initial window still to ask for, from when
         self.last_frame = stopped_at  # where the record stopped: the next gap starts there
         self.gap_began = trio.current_time()  # trio time the current gap began
         self.first = True
@@ -149,6 +151,8 @@ class AccountRecorder:
                 self.backfiller = Backfiller(client, sink.send, retry_every=services.retry_every)
                 await helpers.start(self.backfiller.run)
                 helpers.start_soon(self._check_permissions, services.rest_client(sink.send))
+                if self.acc.ledger_every_s:
+                    helpers.start_soon(self._poll_ledger, self.backfiller)
             with self.scope:
                 status.stopped = await supervise(
                     self.acc.name,
@@ -195,8 +199,16 @@ class AccountRecorder:
             # connect never competes with it).
             for left in self.unfinished:
                 backfiller.request(
-                    Window(left.window_from, left.window_to, left.reason, left.session_id)
+                    Window(
+                        left.window_from,
+                        left.window_to,
+                        left.reason,
+                        left.session_id,
+                        endpoints=LEDGER_ONLY if left.reason == "ledger" else None,
+                    )
                 )
+            if self.history_from is not None:
+                backfiller.request(Window(self.history_from, at + OVERLAP, "initial"))
         self.first = False
         self.first_auth.set()
         if backfiller is not None and self.last_frame is not None:
@@ -253,6 +265,20 @@ class AccountRecorder:
             log_fields(
                 log, WRITE_KEY_ALLOWED, logging.WARNING, account=self.acc.name, scopes=scopes_text
             )
+
+    async def _poll_ledger(self, backfiller: Backfiller) -> None:
+        """While the account records, ask for its new ledger entries every
+        ``ledger_every_s`` (a ledger-only window of reason ``ledger``, from where the last one
+        ended less the overlap), so that the ledger is complete, not only around gaps: the
+        balance proofs chain every entry. Queued behind any gap window; a REST failure is
+        retried like any window."""
+        await self.first_auth.wait()
+        since = self.services.wall() - OVERLAP
+        while True:
+            await trio.sleep(self.acc.ledger_every_s)
+            now = self.services.wall()
+            backfiller.request(Window(since, now, "ledger", endpoints=LEDGER_ONLY))
+            since = now - OVERLAP
 
     async def _mark_clock_steps(self, sink: trio.MemorySendChannel[Item]) -> None:
         """A ``recorder.clock-step`` marker in the account's log for each wall-clock step."""

@@ -28,6 +28,7 @@ COMMANDS = {
     "state": "recorder.commands.state:command",
     "serve-replay": "recorder.commands.serve_replay:command",
     "verify": "recorder.commands.verify:command",
+    "report": "recorder.commands.report:command",
     "head": "recorder.commands.head:command",
     "backfill": "recorder.commands.backfill:command",
     "status": "recorder.commands.status:command",

@@ -17,6 +17,7 @@ import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -117,6 +118,12 @@ class AccountConfig:
     max_frame_bytes: int = 64 * 1024 * 1024  # the largest frame read (see connection.py)
     backfill: bool = True
     allow_write_key: bool = False
+    # While connected, new ledger entries are fetched every this many seconds (0: never):
+    # the ledger is then complete, not only around gaps (the balance proofs need it).
+    ledger_every_s: float = 300.0
+    # At the first start, the account's history from this time is fetched (REST windows,
+    # reason 'initial'); None: only what happens from the first start on.
+    history_from: datetime | None = None
 
     def credentials(self, environ: Mapping[str, str] | None = None) -> Credentials:
         """Read the API key and secret from the environment (or the secret file)."""
@@ -342,6 +349,32 @@ def _env_name(key: str, value: Any) -> str:
     return value
 
 
+def _ledger_every(key: str, value: Any) -> float:
+    """0 (off) or from 30 s to a day (the ledger endpoint allows 90 requests a minute)."""
+    value = _type((int, float), "a number of seconds")(key, value)
+    if value != 0 and not (math.isfinite(value) and 30 <= value <= 86_400):
+        raise ConfigError(
+            key, f"must be 0 (off) or from 30 to 86400, got {value}", f"set {key} = 300"
+        )
+    return float(value)
+
+
+def _history_from(key: str, value: Any) -> datetime:
+    """A TOML date or date-time, or an ISO 8601 string; UTC when no zone is given."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                key, f"{value!r} is not an ISO 8601 time", f"write {key} = 2026-01-01"
+            ) from None
+    if not isinstance(value, datetime):
+        raise ConfigError(key, "expected a date or time", f"write {key} = 2026-01-01")
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def _secret_file(key: str, value: Any) -> str:
     _type(str, "a string")(key, value)
     path = Path(value).expanduser()
@@ -421,6 +454,8 @@ ACCOUNT_KEYS: dict[str, Check] = {
     "max_frame_bytes": _between(int, "a whole number of bytes", 1 << 20, 1 << 30),
     "backfill": _type(bool, "true or false"),
     "allow_write_key": _type(bool, "true or false"),
+    "ledger_every_s": _ledger_every,
+    "history_from": _history_from,
 }
 
 

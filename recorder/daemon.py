@@ -116,6 +116,8 @@ class Recorder:
         self._startup: trio.CancelScope | None = None
         # Each account's backfill windows that a previous run left unfinished (resumed).
         self._unfinished: dict[str, list[backfill_store.Unfinished]] = {}
+        # Accounts whose history before the recording is still to be asked for, from when.
+        self._history_from: dict[str, datetime] = {}
         self._accounts: dict[str, AccountRecorder] = {}
         # Set after every live projection round (then replaced): what waits for the
         # projections to fold waits on it, instead of polling.
@@ -162,6 +164,10 @@ class Recorder:
                         self._unfinished[acc.name] = await self.db.run(
                             backfill_store.unfinished, self.db.engine, acc.name
                         )
+                        if acc.history_from is not None and not await self.db.run(
+                            backfill_store.initial_fetched, self.db.engine, acc.name
+                        ):
+                            self._history_from[acc.name] = acc.history_from
             if not self.stopping:
                 timeout = httpx.Timeout(max(a.rest_timeout_s for a, _ in self.accounts or []))
                 async with httpx.AsyncClient(timeout=timeout) as self._http:
@@ -426,6 +432,7 @@ class Recorder:
             services,
             stopped_at=self._stopped_at.get(acc.name),
             unfinished=self._unfinished.get(acc.name, []),
+            history_from=self._history_from.get(acc.name),
         )
         self._accounts[acc.name] = account
         await account.run(sink)

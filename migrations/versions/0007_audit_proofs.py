@@ -50,13 +50,14 @@ OLD_COVERED = (
     "EXISTS (SELECT 1 FROM backfills b WHERE b.account = g.account AND b.complete "
     "AND b.window_from <= g.from_at AND b.window_to >= g.to_at)"
 )
-# Fetched after the gap ended: the window's start marker was received at or after the
-# authentication that ended the gap.
+# Fetched after the gap ended (the window's start marker was received at or after the
+# authentication that ended the gap), and of every endpoint (a 'ledger' window, which keeps
+# the ledger complete while connected, fetches only the ledger).
 COVERED = (
     "EXISTS (SELECT 1 FROM backfills b JOIN events m ON m.id = b.id "
     "WHERE b.account = g.account AND b.complete "
     "AND b.window_from <= g.from_at AND b.window_to >= g.to_at "
-    "AND m.received_at >= g.to_at)"
+    "AND m.received_at >= g.to_at AND COALESCE(b.reason, '') <> 'ledger')"
 )
 
 

@@ -23,7 +23,7 @@ class Finding:
     account: str
     at: datetime | None
     # 'session-ended', 'session-times', 'seq-gap', 'malformed', 'reconciliation',
-    # 'backfill-incomplete'
+    # 'backfill-incomplete', 'downtime'
     what: str
     detail: str
     event_id: int | None = None
@@ -143,6 +143,12 @@ def _gaps(engine: sa.Engine, log: EventLog, account: str, report: Report) -> Non
     _unexplained(engine, log, account, add)
 
 
+def _still_recording(engine: sa.Engine, account: str) -> bool:
+    """Whether the account's last session has no end (its recorder may be running)."""
+    history = account_sessions(engine, account)
+    return bool(history) and history[-1].ended_at is None
+
+
 def _session_ends(history: list[Any], account: str, add: Callable[[Finding], None]) -> None:
     """Sessions that ended other than by a shutdown (and how long the record paused), or
     that have no end."""
@@ -168,6 +174,20 @@ def _session_ends(history: list[Any], account: str, add: Callable[[Finding], Non
                     seconds=seconds,
                 )
             )
+        elif s.end_reason == "shutdown":
+            resumed = next((x for x in history[n + 1 :] if x.started_at is not None), None)
+            if resumed is not None and s.ended_at is not None:
+                seconds = (_utc(resumed.started_at) - _utc(s.ended_at)).total_seconds()  # type: ignore[operator]
+                add(
+                    Finding(
+                        account,
+                        s.ended_at,
+                        "downtime",
+                        f"the recorder was stopped after session {s.id} and started again "
+                        f"{seconds:.1f} s later",
+                        seconds=seconds,
+                    )
+                )
         elif s.end_reason is None and s.ended_at is None:
             add(
                 Finding(
@@ -231,10 +251,17 @@ def _unexplained(
                 rec.event_id,
             )
         )
+    latest = max((w.id for w in windows), default=None)
+    running = _still_recording(engine, account)
     for w in windows:
         if (w.window_from, w.window_to) in done:
             continue
-        state = "still running" if w.complete is None else "incomplete"
+        if w.complete is not None:
+            state = "incomplete"
+        elif w.id == latest and running:
+            state = "still running"
+        else:
+            state = "interrupted (no end marker: the recorder stopped during it)"
         add(
             Finding(
                 account,

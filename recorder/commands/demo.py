@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import click
@@ -20,7 +22,7 @@ from rich.table import Table
 
 from recorder import config as config_mod
 from recorder import logs
-from recorder.commands.common import EXIT_USAGE, fail, open_engine, with_config
+from recorder.commands.common import EXIT_USAGE, _sqlite_path, fail, open_engine, with_config
 from recorder.config import AccountConfig, Config, ConfigError, Credentials, Secret
 from recorder.daemon import Recorder
 from recorder.simulator.faults import parse_schedule
@@ -30,6 +32,7 @@ from recorder.store.eventlog import EventLog
 from recorder.store.lease import LeaseHeld, hold_all
 from recorder.store.schema import PROJECTION_TABLES
 from recorder.store.sessions import end_reasons
+from recorder.upstream.backfill import LEDGER_ONLY, Window
 
 ACCOUNT = "demo"
 
@@ -136,11 +139,12 @@ def run_demo(
                 soft_wrap=True,
             )
             await nursery.start(recorder.run)
-            await _record_for(console, recorder, sim, seconds)
+            await _record_for(console, recorder, sim, seconds, rest=True)
             console.print()
             nursery.cancel_scope.cancel()
         return 0
 
+    began = datetime.now(UTC).replace(microsecond=0)
     try:
         code = trio.run(main)
         result = summary(db.engine, ACCOUNT)
@@ -150,10 +154,49 @@ def run_demo(
         db.engine.dispose()
     console.print(_recorded_table(result))
     console.print(f"query it: {query_hint(cfg.database.url)}", soft_wrap=True, markup=False)
+    written = _write_statement(cfg, began)
+    console.print(
+        f"statement of this run: {written} (again: bfx-recorder report --from "
+        f"{began.isoformat(timespec='seconds')} --format html --output FILE)",
+        soft_wrap=True,
+        markup=False,
+    )
     return code
 
 
-async def _record_for(console: Console, recorder: Recorder, sim: Simulator, seconds: float) -> None:
+def _write_statement(cfg: Config, since: datetime) -> Path:
+    """The period statement of the run, as HTML next to the database (or here)."""
+    from recorder.audit.statement import build
+    from recorder.audit.statement_render import html
+
+    path = _sqlite_path(sa.make_url(cfg.database.url))
+    target = (path.parent if path is not None else Path.cwd()) / "demo-statement.html"
+    engine = open_engine(cfg, read_only=True)
+    try:
+        st = build(engine, ACCOUNT, since, datetime.now(UTC))
+    finally:
+        engine.dispose()
+    target.write_text(html(st), encoding="utf-8")
+    return target.resolve()
+
+
+async def _close_the_ledger(recorder: Recorder) -> None:
+    """Before the demo stops: one ledger window up to now (what the daemon does every
+    ``ledger_every_s`` while connected), so that the statement's ledger reaches the end of
+    the run. Bounded: the demo must end."""
+    backfiller = recorder.backfillers.get(ACCOUNT)
+    if backfiller is None:
+        return
+    now = datetime.now(UTC)
+    backfiller.request(Window(now - timedelta(days=1), now, "ledger", endpoints=LEDGER_ONLY))
+    with trio.move_on_after(10):
+        await trio.sleep(0)
+        await backfiller.idle.wait()
+
+
+async def _record_for(
+    console: Console, recorder: Recorder, sim: Simulator, seconds: float, *, rest: bool = False
+) -> None:
     """Let the recorder run ``seconds``, showing its progress (redrawn on a terminal, one
     final table when piped), then stop it."""
     start = trio.current_time()
@@ -162,11 +205,15 @@ async def _record_for(console: Console, recorder: Recorder, sim: Simulator, seco
             while (elapsed := trio.current_time() - start) < seconds:
                 live.update(_progress(recorder, sim, elapsed, seconds))
                 await trio.sleep(0.25)
+            if rest:
+                await _close_the_ledger(recorder)
             recorder.stop()
             await recorder.finished.wait()
             live.update(_progress(recorder, sim, seconds, seconds))
     else:  # piped: no live redraws, one final table
         await trio.sleep(seconds)
+        if rest:
+            await _close_the_ledger(recorder)
         recorder.stop()
         await recorder.finished.wait()
         console.print(_progress(recorder, sim, seconds, seconds))

@@ -42,3 +42,15 @@ def unfinished(engine: sa.Engine, account: str) -> list[Unfinished]:
         seen.add(span)
         out.append(Unfinished(r.window_from, r.window_to, r.reason or "restart", r.session_id))
     return out
+
+
+def initial_fetched(engine: sa.Engine, account: str) -> bool:
+    """Whether the account's history before its recording was asked for once (a window of
+    reason ``initial``, finished or not: an unfinished one is resumed like any other)."""
+    with engine.connect() as conn:
+        found = conn.execute(
+            sa.select(backfills.c.id)
+            .where(backfills.c.account == account, backfills.c.reason == "initial")
+            .limit(1)
+        ).first()
+    return found is not None

@@ -47,7 +47,7 @@ COMPLETED_KEPT = 100  # finished windows remembered (for tests and inspection)
 class Window:
     start: datetime
     end: datetime
-    reason: str  # "reconnect" | "restart" | "manual" | "initial"
+    reason: str  # "reconnect" | "restart" | "manual" | "initial" | "ledger" (ledger only)
     session_id: int | None = None
     # Set when the new session's snapshots are in the log: only then is the current state
     # asked for (its answers explain what the snapshots revealed).
@@ -56,7 +56,11 @@ class Window:
     # answer explains yet ({"orders": [...], "positions": [...]}): asked for by id, since
     # the window's time filter may not cover them (rest.md §3.2, §3.5).
     vanished: Callable[[], Awaitable[dict[str, list[int]]]] | None = None
+    # The history endpoints to page (None: all of WINDOW_ENDPOINTS).
+    endpoints: tuple[str, ...] | None = None
 
+
+LEDGER_ONLY = ("ledgers-hist",)  # the windows that keep the ledger complete while connected
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
@@ -162,7 +166,7 @@ class Backfiller:
         client = self.client
         progress = self._progress.setdefault(window, Progress())
         progress.attempts += 1
-        for name in WINDOW_ENDPOINTS:
+        for name in window.endpoints or WINDOW_ENDPOINTS:
             pager = progress.pagers.get(name)
             if pager is None:
                 endpoint = ENDPOINTS[name]
