@@ -62,7 +62,11 @@ def test_demo_fills_every_table_and_audit_queries_answer(tmp_path: Path, db_url:
     )
     assert progress["connected"] == "no" and progress["last end reason"] == "shutdown"
     assert "┘               recorded" not in proc.stdout  # no title glued to a border
-    hint = proc.stdout.strip().splitlines()[-1]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[-1].startswith("statement of this run: ") and lines[-1].split()[4].endswith(
+        "demo-statement.html"
+    )
+    hint = lines[-2]
     assert hint.startswith(
         "query it: sqlite3 " if "sqlite" in db_url else "query it: psql 'postgresql://"
     )

@@ -21,8 +21,8 @@ from recorder.protocol.ledger import GROUP_ORDER
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
-table { border-collapse: collapse; margin: .5em 0; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 12px; }
+th, td { border: 1px solid #ccc; padding: .2em .45em; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .ok { color: #176b2c; font-weight: bold; } .bad { color: #b00020; font-weight: bold; }
 figure { display: inline-block; margin: .5em 1em .5em 0; }
@@ -97,6 +97,7 @@ def _chart(w: WalletLine, start: datetime, end: datetime) -> str:
     points = w.points
     if not points:
         return ""
+    start = max(start, points[0][0])  # from the first balance seen, not an empty period
     span = (end - start).total_seconds() or 1.0
     values = [v for _, v in points]
     low, high = min(values), max(values)
@@ -122,7 +123,8 @@ def _chart(w: WalletLine, start: datetime, end: datetime) -> str:
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fafafa" stroke="#ddd"/>'
         f'<polyline fill="none" stroke="#1f6fd1" stroke-width="2" points="{" ".join(coords)}"/>'
         f"</svg><figcaption>{escape(name)}: {escape(dec(low) or '')} .. "
-        f"{escape(dec(high) or '')}</figcaption></figure>"
+        f"{escape(dec(high) or '')} (from {escape(start.isoformat(timespec='seconds'))})"
+        "</figcaption></figure>"
     )
 
 

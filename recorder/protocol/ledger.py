@@ -4,7 +4,8 @@ and for the two kinds a fill leaves, the amount, pair and price it names.
 The description is the only type information a ledger row carries. Bitfinex's own report
 backend derives the ``category`` filter code from the text by prefix (bfx-reports-framework,
 ``get-category-from-description.js``); the rules below follow the same prefixes, in the same
-order (the first that matches wins), matched without regard to case. Unknown text has no
+order (the first that matches wins, one exception noted below), matched without regard to
+case. Unknown text has no
 category (None), and is counted as such by the reports, never guessed.
 """
 
@@ -41,8 +42,10 @@ _RULES: tuple[tuple[int, str, str], ...] = (
     (51, _STARTS, "transfer"),
     (101, _STARTS, "deposit ("),
     (101, _STARTS, "deposit on wallet"),
-    (104, _HAS, " withdrawal #"),
+    # (Before 104, unlike the reference, whose " withdrawal #" test also takes "Canceled
+    # withdrawal #N": a cancelled withdrawal gives the money back, it is no withdrawal.)
     (105, _STARTS, "canceled withdrawal"),
+    (104, _HAS, " withdrawal #"),
     (201, _STARTS, "trading fee"),
     (202, _HAS, "trading rebate"),
     (204, _STARTS, "hidden order fee"),
