@@ -363,6 +363,7 @@ def make_recorder(
     metrics: MetricsConfig | None = None,
     logging_cfg: LoggingConfig | None = None,
     status: StatusConfig | None = None,
+    account_options: dict[str, Any] | None = None,
     **kw: Any,
 ) -> Recorder:
     """A recorder on the simulator at ``port``; with ``rest_port`` it backfills gaps from
@@ -385,6 +386,7 @@ def make_recorder(
                 backfill=rest_port is not None,
                 rest_url=f"http://127.0.0.1:{rest_port or 1}/v2",
                 allow_write_key=allow_write_key,
+                **(account_options or {}),
             ),
             Credentials(Secret(key), Secret(secret)),
         )

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,25 @@ from typing import Any
 import orjson
 import pytest
 import sqlalchemy as sa
+import trio
 
+from recorder.audit.balances import check_balances
 from recorder.config import DatabaseConfig
 from recorder.projections.base import Event, Output
 from recorder.projections.fills import FillEffectsFold, settles, split_symbol
 from recorder.projections.rebuild import rebuild
 from recorder.protocol.ledger import category, fill_text, group
+from recorder.simulator.server import Simulator
+from recorder.store import migrate
 from recorder.store.engine import create_engine
-from recorder.store.schema import fill_effects, ledgers, reconciliation_ledgers, reconciliations
+from recorder.store.schema import (
+    backfills,
+    fill_effects,
+    ledgers,
+    reconciliation_ledgers,
+    reconciliations,
+)
+from tests.helpers import KEY, SECRET, make_recorder
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -403,3 +415,47 @@ def _has_colour(png: bytes, rgb: tuple[int, int, int]) -> bool:
                 found += 1
         previous = line
     return found > 50
+
+
+# --- the ledger while connected, and the history before the first start ---------------------
+
+
+async def test_ledger_is_fetched_while_connected_and_history_once(tmp_path: Path) -> None:
+    """No gap at all: the ledger still arrives (ledger-only windows while connected), the
+    history from ``history_from`` is asked for once (not again at the next start), and every
+    ledger link verifies."""
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{tmp_path / 'l.db'}"))
+    migrate.upgrade(engine)
+    sim = Simulator(seed=7, rate=200, api_keys={KEY: SECRET})
+    options = {
+        "ledger_every_s": 0.3,  # (the configuration allows 30 s at least; tests go faster)
+        "history_from": datetime(2020, 1, 1, tzinfo=UTC),
+    }
+
+    def windows() -> list[Any]:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(backfills).order_by(backfills.c.id)).all()
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve)
+        rest_port = await nursery.start(sim.serve_rest)
+        for run in (1, 2):
+            recorder = make_recorder(engine, port, rest_port=rest_port, account_options=options)
+            await nursery.start(recorder.run)
+            with trio.fail_after(30):
+                while sum(1 for w in windows() if w.reason == "ledger" and w.complete) < 2 * run:
+                    await trio.sleep(0.05)
+            recorder.stop()
+            await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    reasons = [w.reason for w in windows()]
+    assert reasons.count("initial") == 1  # asked once, not at the second start
+    with engine.connect() as conn:
+        fetched = conn.execute(
+            sa.select(sa.func.count()).select_from(ledgers).where(ledgers.c.account == "main")
+        ).scalar_one()
+    assert fetched > 10
+    report = check_balances(engine, "main")
+    assert report.ok
+    assert all(t.links_verified == t.ledger_rows - 1 for t in report.tallies.values())
+    engine.dispose()
