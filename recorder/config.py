@@ -577,7 +577,16 @@ def _accounts(raw: Mapping[str, Any]) -> tuple[AccountConfig, ...]:
 
 
 # Variables with the prefix that are not overrides: the config file's, and the test suite's.
-OTHER_PREFIXED = frozenset({CONFIG_ENV, "BFX_RECORDER_TEST_PG_URL", "BFX_RECORDER_REQUIRE_PG"})
+# (the test suite's own switches: not settings, and no warning)
+OTHER_PREFIXED = frozenset(
+    {
+        CONFIG_ENV,
+        "BFX_RECORDER_TEST_PG_URL",
+        "BFX_RECORDER_REQUIRE_PG",
+        "BFX_RECORDER_REQUIRE_CHROMIUM",
+        "BFX_RECORDER_SCREENSHOTS",
+    }
+)
 
 
 def _unknown_environment(environ: Mapping[str, str]) -> list[str]:

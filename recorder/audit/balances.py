@@ -39,6 +39,7 @@ from recorder.store.schema import (
     reconciliation_ledgers,
     reconciliations,
 )
+from recorder.store.types import utc
 
 Wallet = tuple[str, str]  # (wallet type, currency)
 
@@ -125,12 +126,7 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-def _utc(at: Any) -> datetime | None:
-    if isinstance(at, str):
-        at = datetime.fromisoformat(at)
-    if isinstance(at, datetime) and at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at if isinstance(at, datetime) else None
+_utc = utc
 
 
 def check_balances(engine: sa.Engine, account: str | None = None) -> BalanceReport:

@@ -22,27 +22,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
+from recorder.audit.verify import first_bad
 from recorder.protocol.ledger import GROUP_ORDER, group
 from recorder.store.eventlog import EventLog
-from recorder.store.hashchain import GENESIS, chain_hash
+from recorder.store.hashchain import GENESIS
 from recorder.store.schema import events, ledgers, positions, sessions, trades, wallet_history
+from recorder.store.types import utc
 
 CHART_POINTS = 400
 Tick = Callable[[int], None]
 
 
-def _utc(at: Any) -> datetime | None:
-    if isinstance(at, str):
-        at = datetime.fromisoformat(at)
-    if isinstance(at, datetime) and at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at if isinstance(at, datetime) else None
+_utc = utc
 
 
 def dec(value: Decimal | None) -> str | None:
@@ -350,22 +347,5 @@ def _overlaps(a: datetime | None, b: datetime | None, start: datetime, end: date
 
 def _chain_ok(engine: sa.Engine, account: str, up_to: int, step: Tick) -> bool:
     """Whether the hash chain verifies from the first row up to ``up_to``."""
-    prev = GENESIS
-    for r in EventLog(engine).iterate(account, up_to=up_to):
-        step(1)
-        assert r.received_at is not None
-        expected = chain_hash(
-            prev,
-            r.account,
-            r.session_id,
-            r.received_at,
-            r.chan_id,
-            r.kind,
-            r.seq,
-            r.auth_seq,
-            r.frame,
-        )
-        if r.hash != expected:
-            return False
-        prev = r.hash
-    return True
+    bad, _ = first_bad(EventLog(engine), account, up_to, step)
+    return bad is None

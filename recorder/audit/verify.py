@@ -14,6 +14,7 @@ from recorder.store.eventlog import EventLog
 from recorder.store.hashchain import GENESIS, chain_hash
 from recorder.store.schema import backfills, reconciliations
 from recorder.store.sessions import account_sessions
+from recorder.store.types import utc
 
 PAGE = 10000
 
@@ -73,14 +74,16 @@ def verify(engine: sa.Engine, account: str | None = None) -> Report:
 
 
 def _utc(at: datetime | None) -> datetime | None:
-    if at is None:
-        return None
-    return at if at.tzinfo else at.replace(tzinfo=UTC)
+    return utc(at)
 
 
-def _check_chain(log: EventLog, account: str, report: Report) -> None:
+def first_bad(
+    log: EventLog, account: str, up_to: int | None = None, tick: Callable[[int], None] | None = None
+) -> tuple[int | None, int]:
+    """Recompute the account's hash chain (up to ``up_to``): the first row whose hash does
+    not follow (None: intact) and how many rows verified before it."""
     prev, checked = GENESIS, 0
-    for r in log.iterate(account, page=PAGE):
+    for r in log.iterate(account, up_to=up_to, page=PAGE):
         assert r.received_at is not None
         expected = chain_hash(
             prev,
@@ -94,10 +97,18 @@ def _check_chain(log: EventLog, account: str, report: Report) -> None:
             r.frame,
         )
         if r.hash != expected:
-            report.broken[account] = r.id
-            break
+            return r.id, checked
         prev = r.hash
         checked += 1
+        if tick is not None:
+            tick(1)
+    return None, checked
+
+
+def _check_chain(log: EventLog, account: str, report: Report) -> None:
+    bad, checked = first_bad(log, account)
+    if bad is not None:
+        report.broken[account] = bad
     report.checked[account] = checked
 
 

@@ -180,13 +180,17 @@ def _write_statement(cfg: Config, since: datetime) -> Path:
     return target.resolve()
 
 
-async def _close_the_ledger(recorder: Recorder) -> None:
-    """Before the demo stops: one ledger window up to now (what the daemon does every
-    ``ledger_every_s`` while connected), so that the statement's ledger reaches the end of
-    the run. Bounded: the demo must end."""
+async def _close_the_ledger(recorder: Recorder, sim: Simulator) -> None:
+    """Before the demo stops: the simulated trading pauses, then one ledger window up to now
+    (what the daemon does every ``ledger_every_s`` while connected), so that the statement's
+    ledger reaches the end of the run and ends where the socket's last balance does.
+    Bounded: the demo must end."""
     backfiller = recorder.backfillers.get(ACCOUNT)
     if backfiller is None:
         return
+    sim.pause()
+    with trio.move_on_after(5):
+        await sim.settled()
     now = datetime.now(UTC)
     backfiller.request(Window(now - timedelta(days=1), now, "ledger", endpoints=LEDGER_ONLY))
     with trio.move_on_after(10):
@@ -206,14 +210,14 @@ async def _record_for(
                 live.update(_progress(recorder, sim, elapsed, seconds))
                 await trio.sleep(0.25)
             if rest:
-                await _close_the_ledger(recorder)
+                await _close_the_ledger(recorder, sim)
             recorder.stop()
             await recorder.finished.wait()
             live.update(_progress(recorder, sim, seconds, seconds))
     else:  # piped: no live redraws, one final table
         await trio.sleep(seconds)
         if rest:
-            await _close_the_ledger(recorder)
+            await _close_the_ledger(recorder, sim)
         recorder.stop()
         await recorder.finished.wait()
         console.print(_progress(recorder, sim, seconds, seconds))

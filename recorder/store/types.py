@@ -83,3 +83,13 @@ class _JSONDoc(sa.types.TypeDecorator[Any]):
 
 
 JSONDoc = _JSONDoc()
+
+
+def utc(at: Any) -> datetime | None:
+    """A time as the database returned it (text on SQLite, naive or aware) as an aware UTC
+    datetime; None for anything else."""
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    if isinstance(at, datetime) and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at if isinstance(at, datetime) else None
