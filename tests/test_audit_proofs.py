@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import trio
 
 from recorder.audit.balances import check_balances
+from recorder.audit.verify import verify
 from recorder.config import DatabaseConfig
 from recorder.projections.base import Event, Output
 from recorder.projections.fills import FillEffectsFold, settles, split_symbol
@@ -458,4 +459,13 @@ async def test_ledger_is_fetched_while_connected_and_history_once(tmp_path: Path
     report = check_balances(engine, "main")
     assert report.ok
     assert all(t.links_verified == t.ledger_rows - 1 for t in report.tallies.values())
+    # The daemon's own downtime between the two runs is a gap verify lists.
+    found = verify(engine, "main").findings
+    assert [f.what for f in found].count("downtime") == 1
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    env = {**os.environ, "BFX_RECORDER_DATABASE_URL": url}
+    everything = cli(env, tmp_path, "verify", "--details")
+    assert everything.returncode == 0 and "downtime" in everything.stdout
+    later = cli(env, tmp_path, "verify", "--since", "2999-01-01T00:00:00Z")
+    assert later.returncode == 0 and "0 finding(s)" in later.stdout
     engine.dispose()
