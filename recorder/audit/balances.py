@@ -23,11 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
+from recorder.projections.explaining import reconciled_balance
 from recorder.projections.values import parse_frame, to_row
 from recorder.protocol import layouts as L
 from recorder.protocol.ledger import category
@@ -126,9 +127,6 @@ def _text(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-_utc = utc
-
-
 def check_balances(engine: sa.Engine, account: str | None = None) -> BalanceReport:
     report = BalanceReport()
     log = EventLog(engine)
@@ -151,7 +149,7 @@ def check_balances(engine: sa.Engine, account: str | None = None) -> BalanceRepo
             f.account,
             f.wallet,
             f.currency,
-            _utc(f.at) or datetime.max.replace(tzinfo=UTC),
+            utc(f.at) or datetime.max.replace(tzinfo=UTC),
             f.check,
         )
     )
@@ -161,7 +159,7 @@ def check_balances(engine: sa.Engine, account: str | None = None) -> BalanceRepo
 def _coverage(conn: sa.Connection, account: str) -> list[tuple[datetime, datetime]]:
     """The union of the complete backfill windows (when the ledger was fetched), merged."""
     spans = sorted(
-        (_utc(f), _utc(t))
+        (utc(f), utc(t))
         for f, t in conn.execute(
             sa.select(backfills.c.window_from, backfills.c.window_to).where(
                 backfills.c.account == account, backfills.c.complete.is_(True)
@@ -180,7 +178,7 @@ def _coverage(conn: sa.Connection, account: str) -> list[tuple[datetime, datetim
 
 
 def _covers(spans: list[tuple[datetime, datetime]], start: Any, end: Any) -> bool:
-    a, b = _utc(start), _utc(end)
+    a, b = utc(start), utc(end)
     if a is None or b is None:
         return False
     return any(s <= a and b <= e for s, e in spans)
@@ -214,7 +212,7 @@ def _ledger_chain(
                     *wallet,
                     "ledger-chain",
                     "unreadable",
-                    _utc(row.mts),
+                    utc(row.mts),
                     f"ledger row {row.id} has no readable amount or balance: the chain "
                     "restarts after it",
                     ledger_id=row.id,
@@ -234,7 +232,7 @@ def _ledger_chain(
                         *wallet,
                         "ledger-chain",
                         "break" if verifiable else "unverifiable",
-                        _utc(row.mts),
+                        utc(row.mts),
                         f"ledger row {row.id}: balance {_text(row.balance)}, but row "
                         f"{previous.id}'s {_text(previous.balance)} plus {_text(row.amount)} "
                         f"is {_text(expected)}"
@@ -266,7 +264,7 @@ def _snapshots(conn: sa.Connection, log: EventLog, account: str, report: Balance
         links.setdefault(rid, []).append(lid)
     times = log.received_at(x.event_id for x in found)
     for rec in found:
-        before, after = _balance(rec.folded), _balance(rec.snapshot)
+        before, after = reconciled_balance(rec.folded), reconciled_balance(rec.snapshot)
         if before == after:
             continue  # not a balance difference (available balance, interest)
         wallet, _, currency = str(rec.key).partition("/")
@@ -283,7 +281,7 @@ def _snapshots(conn: sa.Connection, log: EventLog, account: str, report: Balance
                 currency,
                 "snapshot",
                 "explained" if used else "break",
-                _utc(times.get(rec.event_id)),
+                utc(times.get(rec.event_id)),
                 f"snapshot balance {_text(after)} vs folded {_text(before)}: "
                 + (
                     f"explained by ledger rows {', '.join(map(str, used))}"
@@ -295,16 +293,6 @@ def _snapshots(conn: sa.Connection, log: EventLog, account: str, report: Balance
                 explained_by=used,
             )
         )
-
-
-def _balance(doc: Any) -> Decimal | None:
-    if not isinstance(doc, dict):
-        return Decimal(0)
-    try:
-        value = doc.get("balance")
-        return Decimal(str(value)) if value is not None else Decimal(0)
-    except InvalidOperation:
-        return None
 
 
 def _wallet_frames(log: EventLog, account: str) -> Iterator[tuple[Any, Any]]:
@@ -346,7 +334,7 @@ def _socket(log: EventLog, account: str, carried: set[int], report: BalanceRepor
                 *key,
                 "socket",
                 "unaccounted",
-                _utc(r.received_at),
+                utc(r.received_at),
                 f"wu changed the balance by {_text(after - before)} "
                 f"({w['last_change'] or 'no description'}): no fill or category accounts for it",
                 by=after - before,

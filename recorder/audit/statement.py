@@ -39,9 +39,6 @@ CHART_POINTS = 400
 Tick = Callable[[int], None]
 
 
-_utc = utc
-
-
 def dec(value: Decimal | None) -> str | None:
     """An amount as plain decimal text (never exponent notation)."""
     if value is None:
@@ -199,7 +196,7 @@ def _wallets(
 
 
 def _iso(at: Any) -> str | None:
-    t = _utc(at)
+    t = utc(at)
     return t.isoformat() if t else None
 
 
@@ -226,7 +223,7 @@ def _socket_balances(
             line = by_key[(r.wallet_type, r.currency)] = WalletLine(r.wallet_type, r.currency)
             line.closing = None
             lines.append(line)
-        at = _utc(r.at)
+        at = utc(r.at)
         if r.balance is None or at is None:
             continue
         line.socket_closing = r.balance
@@ -271,8 +268,8 @@ def _positions(
     )
     found = []
     for r in rows:
-        opened = _utc(r.mts_create)
-        closed = _utc(r.mts_update) if r.status == "CLOSED" else end
+        opened = utc(r.mts_create)
+        closed = utc(r.mts_update) if r.status == "CLOSED" else end
         if opened is None or closed is None or closed < start:
             continue
         found.append(
@@ -322,7 +319,7 @@ def _health(
             ),
             {"a": account},
         )
-        if _overlaps(_utc(g.from_at), _utc(g.to_at), start, end)
+        if _overlaps(utc(g.from_at), utc(g.to_at), start, end)
     ]
     head = conn.execute(
         sa.select(events.c.id, events.c.hash)

@@ -69,12 +69,8 @@ def verify(engine: sa.Engine, account: str | None = None) -> Report:
         _gaps(engine, log, acc, report)
     # By time, then log position (findings without a time last in their account).
     far = datetime.max.replace(tzinfo=UTC)
-    report.findings.sort(key=lambda f: (f.account, _utc(f.at) or far, f.event_id or 0, f.what))
+    report.findings.sort(key=lambda f: (f.account, utc(f.at) or far, f.event_id or 0, f.what))
     return report
-
-
-def _utc(at: datetime | None) -> datetime | None:
-    return utc(at)
 
 
 def first_bad(
@@ -118,7 +114,7 @@ def _session_times(history: list[Any], account: str, add: Callable[[Finding], No
     say where they cannot be taken at face value."""
     previous_end: datetime | None = None
     for s in history:
-        started, ended = _utc(s.started_at), _utc(s.ended_at)
+        started, ended = utc(s.started_at), utc(s.ended_at)
         if started is not None and ended is not None and ended < started:
             add(
                 Finding(
@@ -169,7 +165,7 @@ def _session_ends(history: list[Any], account: str, add: Callable[[Finding], Non
                 (x.authenticated_at for x in history[n + 1 :] if x.authenticated_at), None
             )
             seconds = (
-                (_utc(resumed) - _utc(s.ended_at)).total_seconds()  # type: ignore[operator]
+                (utc(resumed) - utc(s.ended_at)).total_seconds()  # type: ignore[operator]
                 if resumed and s.ended_at
                 else None
             )
@@ -188,7 +184,7 @@ def _session_ends(history: list[Any], account: str, add: Callable[[Finding], Non
         elif s.end_reason == "shutdown":
             resumed = next((x for x in history[n + 1 :] if x.started_at is not None), None)
             if resumed is not None and s.ended_at is not None:
-                seconds = (_utc(resumed.started_at) - _utc(s.ended_at)).total_seconds()  # type: ignore[operator]
+                seconds = (utc(resumed.started_at) - utc(s.ended_at)).total_seconds()  # type: ignore[operator]
                 add(
                     Finding(
                         account,

@@ -20,6 +20,7 @@ from recorder.commands.common import (
 )
 from recorder.config import Config, ConfigError
 from recorder.store.eventlog import EventLog
+from recorder.store.types import utc
 
 
 def parse_head(option: str, text: str) -> tuple[int, str]:
@@ -117,9 +118,8 @@ def command(
 
 
 def _after(at: Any, start: Any) -> bool:
-    from datetime import UTC
-
-    return (at if at.tzinfo else at.replace(tzinfo=UTC)) >= start
+    found = utc(at)
+    return found is not None and found >= start
 
 
 def _print_balances(checked: BalanceReport, details: bool) -> None:

@@ -95,15 +95,14 @@ class Output:
         pending = self.upserts.get(table, {}).get(key) or self.inserts_if_absent.get(table, {}).get(
             key
         )
-        if pending is not None:
-            merged = {k: (v if v is not None else row.get(k)) for k, v in pending.items()}
-            merged["confirmed_by"] = row["event_id"]
-            self.upsert(table, key, merged)
-            return
-        earlier = self.confirms.get(table, {}).get(key)
-        if earlier is not None:  # a second answer in one batch: the first one's row stays
+        # (a second answer in one batch: the first one's row stays, as in the database)
+        earlier = pending if pending is not None else self.confirms.get(table, {}).get(key)
+        if earlier is not None:
             merged = {k: (v if v is not None else row.get(k)) for k, v in earlier.items()}
             merged["confirmed_by"] = row["event_id"]
+            if pending is not None:
+                self.upsert(table, key, merged)
+                return
             row = merged
         if self._fits(table, key, row):
             self.confirms.setdefault(table, {})[key] = row

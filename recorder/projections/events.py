@@ -14,7 +14,8 @@ from recorder.protocol.layouts import Layout
 from recorder.protocol.ledger import category
 
 
-def _payload(event: Event) -> Any:
+def frame_payload(event: Event) -> Any:
+    """The record of an account frame ``[0, kind, record]`` (None for any other shape)."""
     frame = event.payload
     return frame[2] if isinstance(frame, list) and len(frame) > 2 else None
 
@@ -58,7 +59,7 @@ class TradeFold(_RowsOnly):
                 if isinstance(array, list) and array:
                     self._apply(event, array, out, complete=True)
             return
-        array = _payload(event)
+        array = frame_payload(event)
         if not isinstance(array, list) or not array:
             self.skipped += 1
             return
@@ -93,7 +94,7 @@ class NotificationFold(_RowsOnly):
         self.skipped = 0
 
     def apply(self, event: Event, out: Output) -> None:
-        array = _payload(event)
+        array = frame_payload(event)
         if not isinstance(array, list):
             self.skipped += 1
             return
@@ -116,7 +117,7 @@ class LedgerFold(_RowsOnly):
         if not isinstance(event.payload, list):
             self.skipped += 1
             return
-        for row in _ledger_rows(event.payload):
+        for row in ledger_rows(event.payload):
             # The first answer that carried an entry keeps it (a repeat changes nothing).
             row["category"] = category(row["description"])
             out.insert_if_absent(self.name, (row["id"],), {**row, "event_id": event.id})
@@ -137,7 +138,7 @@ class WalletHistoryFold(_RowsOnly):
 
     def apply(self, event: Event, out: Output) -> None:
         if event.kind == "rest.ledgers-hist":
-            for row in _ledger_rows(event.payload):
+            for row in ledger_rows(event.payload):
                 if row["wallet"] is None:
                     continue
                 out.upsert(
@@ -157,7 +158,7 @@ class WalletHistoryFold(_RowsOnly):
                     },
                 )
             return
-        payload = _payload(event)
+        payload = frame_payload(event)
         records = payload if event.kind == "ws" else [payload]
         if not isinstance(records, list) or not all(isinstance(r, list) for r in records):
             self.skipped += 1
@@ -183,7 +184,7 @@ class WalletHistoryFold(_RowsOnly):
             )
 
 
-def _ledger_rows(rows: Any) -> list[dict[str, Any]]:
+def ledger_rows(rows: Any) -> list[dict[str, Any]]:
     """REST ledger rows as named values, the wallet from index 2 when it is a string, else
     from the ``on wallet X`` suffix of the description (rest.md §3.4)."""
     out = []
@@ -282,7 +283,7 @@ class LatestFold(_RowsOnly):
         self.skipped = 0
 
     def apply(self, event: Event, out: Output) -> None:
-        payload = _payload(event)
+        payload = frame_payload(event)
         built = self.build(payload) if isinstance(payload, list) else None
         if built is None:
             self.skipped += 1

@@ -29,7 +29,7 @@ from recorder.store.schema import events, ledgers, reconciliation_ledgers, recon
 SLACK = timedelta(minutes=10)
 
 
-def _balance(doc: Any) -> Decimal | None:
+def reconciled_balance(doc: Any) -> Decimal | None:
     """The balance of a reconciliation's folded/snapshot JSON (None: no such wallet, which
     is a balance of zero)."""
     if not isinstance(doc, dict):
@@ -59,7 +59,7 @@ def explain_by_ledgers(conn: sa.Connection, account: str, answers: list[int]) ->
             .order_by(rec.id)
         ).all()
         for rid, key, _event_id, folded, snapshot, received_at in open_rows:
-            before, after = _balance(folded), _balance(snapshot)
+            before, after = reconciled_balance(folded), reconciled_balance(snapshot)
             if before is None or after is None or before == after:
                 continue
             wallet, _, currency = str(key).partition("/")

@@ -35,6 +35,7 @@ from decimal import ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from recorder.projections.base import DISCONNECTED, Event, FoldFlags, Output, RestoreFrom
+from recorder.projections.events import frame_payload, ledger_rows
 from recorder.projections.values import to_row
 from recorder.protocol import layouts as L
 from recorder.protocol.ledger import FillText, category, fill_text
@@ -146,7 +147,7 @@ class FillEffectsFold:
             return
         payload = event.payload
         if kind == "tu":
-            array = payload[2] if isinstance(payload, list) and len(payload) > 2 else None
+            array = frame_payload(event)
             if not isinstance(array, list):
                 self.skipped += 1
                 return
@@ -159,7 +160,7 @@ class FillEffectsFold:
                 if isinstance(array, list) and array:
                     self._trade(event, array, "backfill", out)
         elif kind == "ws":
-            records = payload[2] if isinstance(payload, list) and len(payload) > 2 else None
+            records = frame_payload(event)
             if not isinstance(records, list):
                 self.skipped += 1
                 return
@@ -169,7 +170,7 @@ class FillEffectsFold:
                     w = to_row(L.WALLET, array)
                     self.balances[(w["wallet_type"], w["currency"])] = w["balance"]
         elif kind == "wu":
-            array = payload[2] if isinstance(payload, list) and len(payload) > 2 else None
+            array = frame_payload(event)
             if not isinstance(array, list):
                 self.skipped += 1
                 return
@@ -346,17 +347,14 @@ class FillEffectsFold:
         if not isinstance(payload, list):
             self.skipped += 1
             return
-        for array in payload:
-            if not isinstance(array, list) or not array:
-                continue
-            entry = to_row(L.LEDGER, array)
+        for entry in ledger_rows(payload):
             if category(entry["description"]) not in (5, 201) or entry["amount"] is None:
                 continue
             if entry["id"] in self.used_ledgers:
                 continue
             named = fill_text(entry["description"])
-            wallet = entry["wallet"] or _wallet_suffix(entry["description"])
-            rows = self.awaiting.get((wallet, entry["currency"], entry["amount"].normalize()))
+            key = (entry["wallet"], entry["currency"], entry["amount"].normalize())
+            rows = self.awaiting.get(key)
             if not rows:
                 continue
             for i, r in enumerate(rows):
@@ -382,13 +380,6 @@ def _names(named: FillText, row: Row) -> bool:
 def _long(amount: Decimal) -> bool:
     exponent = amount.as_tuple().exponent
     return isinstance(exponent, int) and exponent < -8
-
-
-def _wallet_suffix(text: Any) -> str | None:
-    if not isinstance(text, str):
-        return None
-    _, found, wallet = text.rpartition(" on wallet ")
-    return (wallet.strip() or None) if found else None
 
 
 def _plain(row: Row) -> Row:
