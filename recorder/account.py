@@ -79,6 +79,8 @@ class AccountServices:
     clock: ClockWatch
     db_unavailable_timeout: float
     retry_every: float  # seconds before an incomplete window (or check) is tried again
+    # seconds from a fill (``tu``) to asking for the ledger entries it booked
+    ledger_after_fill: float
     rest_client: RestClientFor | None  # None: backfill off
     # Orders and positions the reconnect's snapshots no longer list, unexplained yet.
     vanished: Callable[[], Awaitable[dict[str, list[int]]]]
@@ -122,6 +124,7 @@ class AccountRecorder:
         self.scope = trio.CancelScope()  # cancelled: the account stops
         self.backfiller: Backfiller | None = None
         self._sink: trio.MemorySendChannel[Item] | None = None
+        self.filled = trio.Event()  # set by the session on a fill (tu): fetch the ledger soon
 
     def stop(self, reason: str | None = None) -> None:
         """Stop this account; frames already recorded are kept. ``reason``: it stopped for
@@ -178,6 +181,7 @@ class AccountRecorder:
             on_connected=self._connected,
             on_authenticated=self._authenticated,
             on_end=self._ended,
+            on_fill=self.filled_now,
             key_lock=nonces.key_lock,
             now=self.services.wall,
         )
@@ -218,6 +222,9 @@ class AccountRecorder:
             start, end = self.last_frame - OVERLAP - step, at + OVERLAP + step
             vanished = self.services.vanished
             backfiller.request(Window(start, end, reason, session_id, snapshots_in, vanished))
+
+    def filled_now(self) -> None:
+        self.filled.set()
 
     def _ended(self, outcome: SessionOutcome) -> None:
         """Every session end, shutdown included (the supervisor does not see those)."""
@@ -270,12 +277,20 @@ class AccountRecorder:
         """While the account records, ask for its new ledger entries every
         ``ledger_every_s`` (a ledger-only window of reason ``ledger``, from where the last one
         ended less the overlap), so that the ledger is complete, not only around gaps: the
-        balance proofs chain every entry. Queued behind any gap window; a REST failure is
-        retried like any window."""
+        balance proofs chain every entry; and ``ledger_after_fill`` (30 s) after a fill, so
+        that a fill's entries are in the record minutes, not an interval, later (at most one
+        request per ``ledger_after_fill``: within the endpoint's 90 a minute). Queued behind
+        any gap window; a REST failure is retried like any window."""
         await self.first_auth.wait()
         since = self.services.wall() - OVERLAP
+        after_fill = min(self.services.ledger_after_fill, self.acc.ledger_every_s)
         while True:
-            await trio.sleep(self.acc.ledger_every_s)
+            with trio.move_on_after(self.acc.ledger_every_s):
+                await self.filled.wait()
+                # Soon after a fill (its entries are booked within seconds), not at once: the
+                # fills of a burst share one request.
+                await trio.sleep(after_fill)
+            self.filled = trio.Event()
             now = self.services.wall()
             backfiller.request(Window(since, now, "ledger", endpoints=LEDGER_ONLY))
             since = now - OVERLAP

@@ -64,6 +64,9 @@ class MetricsUnusable(Exception):
 
 
 BACKFILL_RETRY_EVERY = 60.0  # seconds before an incomplete window (or check) is tried again
+LEDGER_AFTER_FILL = 30.0  # seconds from a fill to asking for the ledger entries it booked
+# rest_options taken by the account, not by its REST client
+ACCOUNT_REST_OPTIONS = frozenset({"retry_every", "ledger_after_fill"})
 
 VANISHING = ("orders", "positions")  # projections whose vanished entities REST is asked for
 VANISHED_WAIT = 30.0  # seconds to wait for the projectors before reading reconciliations
@@ -381,7 +384,7 @@ class Recorder:
         emit: Callable[[NewEvent], Awaitable[None]],
     ) -> RestClient:
         assert self._http is not None
-        options = {k: v for k, v in self.rest_options.items() if k != "retry_every"}
+        options = {k: v for k, v in self.rest_options.items() if k not in ACCOUNT_REST_OPTIONS}
         return RestClient.for_account(
             acc, creds, self._nonces_for(creds), emit, self._http, **options
         )
@@ -420,6 +423,7 @@ class Recorder:
             clock=self.clock,
             db_unavailable_timeout=self.cfg.writer.unavailable_timeout_s,
             retry_every=self.rest_options.get("retry_every", BACKFILL_RETRY_EVERY),
+            ledger_after_fill=self.rest_options.get("ledger_after_fill", LEDGER_AFTER_FILL),
             rest_client=(
                 functools.partial(self._rest_client, acc, creds) if acc.backfill else None
             ),

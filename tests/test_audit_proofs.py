@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from recorder.store.schema import (
     backfills,
     fill_effects,
     ledgers,
+    orders,
     reconciliation_ledgers,
     reconciliations,
 )
@@ -156,6 +157,141 @@ def test_split_wu_two_fills_at_one_millisecond_and_a_bare_fee() -> None:
     assert fee["attribution"] == "inferred" and fee["amount"] == Decimal("-0.0001")
 
 
+def test_a_later_twin_fill_gets_its_own_wu_after_a_missed_frame() -> None:
+    """Two fills of one order with the same amount and price; a change between the first
+    fill's quote and its wu was missed, so that wu does not add up: the second fill's wu is
+    the second fill's (exact), not a second part of the first (which stays inferred)."""
+    fold, out = FillEffectsFold(), Output()
+    ws = [["exchange", "USD", Decimal("1000"), 0, None, None, None]]
+    fold.apply(Event(1, "ws", _frame("ws", ws)), out)
+    fill = [7, "tBTCUSD", 1, 99, Decimal("0.1"), Decimal("100"), "EXCHANGE LIMIT", None, 1]
+    meta = {"reason": "TRADE", "order_id": 99, "trade_price": "100", "trade_amount": "0.1"}
+    fold.apply(Event(2, "tu", _frame("tu", [*fill, None, None, None])), out)
+    wu = ["exchange", "USD", Decimal("985"), 0, None, "Exchange", meta]  # -15, not -10
+    fold.apply(Event(3, "wu", _frame("wu", wu)), out)
+    fold.apply(Event(4, "tu", _frame("tu", [8, *fill[1:], None, None, None])), out)
+    wu = ["exchange", "USD", Decimal("975"), 0, None, "Exchange", meta]
+    fold.apply(Event(5, "wu", _frame("wu", wu)), out)
+    rows = out.upserts["fill_effects"]
+    first, second = rows[(7, "exchange", "USD", "quote")], rows[(8, "exchange", "USD", "quote")]
+    assert (first["attribution"], first["event_id"]) == ("inferred", 3)
+    assert (second["attribution"], second["event_id"]) == ("exact", 5)
+
+
+def test_funding_trade_interest_carried_by_its_payment() -> None:
+    """A funding trade's effect is its term's interest, carried by a payment row of exactly
+    that amount; ftu after fte and a repeated REST row add nothing; a funding trade whose
+    id meets an exchange trade's is still its own; a daily sum of several terms carries
+    none of them."""
+    fold, out = FillEffectsFold(), Output()
+    fold.apply(
+        Event(
+            1,
+            "fte",
+            _frame("fte", [7, "fUSD", 1, 41, Decimal("50"), Decimal("0.00091413"), 4, None]),
+        ),
+        out,
+    )
+    fold.apply(
+        Event(
+            2,
+            "ftu",
+            _frame("ftu", [7, "fUSD", 1, 41, Decimal("50"), Decimal("0.00091413"), 4, None]),
+        ),
+        out,
+    )
+    fold.apply(
+        Event(
+            3, "fte", _frame("fte", [8, "fUSD", 1, 42, Decimal("-1000"), Decimal("0.002"), 7, None])
+        ),
+        out,
+    )
+    fold.apply(
+        Event(
+            4, "fte", _frame("fte", [9, "fUSD", 1, 43, Decimal("20"), Decimal("0.001"), 2, None])
+        ),
+        out,
+    )
+    fold.apply(
+        Event(
+            5, "fte", _frame("fte", [10, "fUSD", 1, 44, Decimal("20"), Decimal("0.001"), 3, None])
+        ),
+        out,
+    )
+    trade = [
+        7,
+        "tBTCUSD",
+        1,
+        99,
+        Decimal("0.1"),
+        Decimal("100"),
+        "EXCHANGE LIMIT",
+        None,
+        1,
+        Decimal("-0.0002"),
+        "BTC",
+        None,
+    ]
+    fold.apply(Event(6, "tu", _frame("tu", trade)), out)
+    rows = out.upserts["fill_effects"]
+    lent = rows[(7, "funding", "USD", "interest")]
+    assert lent["amount"] == Decimal("0.18282600") and lent["attribution"] == "missing"
+    assert rows[(8, "margin", "USD", "interest")]["amount"] == Decimal("-14.000")
+    assert (7, "exchange", "BTC", "base") in rows  # the exchange trade 7 is its own fill
+    ledger = [
+        [
+            900,
+            "USD",
+            None,
+            10,
+            None,
+            Decimal("0.182826"),
+            Decimal("5"),
+            None,
+            "Margin Funding Payment on wallet funding",
+        ],
+        [
+            901,
+            "USD",
+            None,
+            11,
+            None,
+            Decimal("-14"),
+            Decimal("1"),
+            None,
+            "Margin Funding Charge on wallet margin",
+        ],
+        [
+            902,
+            "USD",
+            None,
+            12,
+            None,
+            Decimal("0.1"),
+            Decimal("5.1"),
+            None,
+            "Margin Funding Payment on wallet funding",
+        ],
+    ]
+    fold.apply(Event(20, "rest.ledgers-hist", ledger), out)
+    fold.apply(
+        Event(
+            21,
+            "rest.funding-trades-hist",
+            [[7, "fUSD", 1, 41, Decimal("50"), Decimal("0.00091413"), 4]],
+        ),
+        out,
+    )
+    rows = out.upserts["fill_effects"]
+    assert rows[(7, "funding", "USD", "interest")]["ledger_id"] == 900
+    assert rows[(7, "funding", "USD", "interest")]["attribution"] == "exact"
+    assert rows[(8, "margin", "USD", "interest")]["ledger_id"] == 901
+    # 0.04 + 0.06 paid as one row of 0.1: neither term is carried by it.
+    assert rows[(9, "funding", "USD", "interest")]["attribution"] == "missing"
+    assert rows[(10, "funding", "USD", "interest")]["attribution"] == "missing"
+    assert rows[(7, "funding", "USD", "interest")]["event_id"] == 20
+
+
 # --- a simulated account, end to end ---------------------------------------------------------
 
 
@@ -210,14 +346,47 @@ def test_every_fill_attributed_and_every_balance_follows(tmp_path: Path, db_url:
             parts = sorted(e["part"] for e in by_trade[t.id])
             margin = not t.order_type.startswith("EXCHANGE")
             assert parts == (["fee"] if margin else ["base", "fee", "quote"]), t
-        assert {e["attribution"] for e in effects} == {"exact"}, [
-            e for e in effects if e["attribution"] != "exact"
+        fills = [e for e in effects if e["part"] != "interest"]
+        assert {e["attribution"] for e in fills} == {"exact"}, [
+            e for e in fills if e["attribution"] != "exact"
         ]
-        assert {e["source"] for e in effects} == {"live", "backfill"}  # the drop's gap too
-        assert all(e["ledger_id"] is not None for e in effects)
+        assert {e["source"] for e in fills} == {"live", "backfill"}  # the drop's gap too
+        assert all(e["ledger_id"] is not None for e in fills)
+        # Funding trades: a term's interest, carried by the payment row of that amount; a
+        # term not paid yet (its credit still open) has none and stays missing.
+        with engine.connect() as conn:
+            payments = dict(
+                conn.execute(
+                    sa.select(ledgers.c.id, ledgers.c.amount).where(
+                        ledgers.c.account == "demo", ledgers.c.category == 28
+                    )
+                ).all()
+            )
+        interest = [e for e in effects if e["part"] == "interest"]
+        paid = [e for e in interest if e["attribution"] == "exact"]
+        assert paid and all(payments[e["ledger_id"]] == e["amount"] for e in paid)
+        for e in interest:
+            if e["attribution"] != "exact":
+                assert e["attribution"] == "missing" and e["ledger_id"] is None
+                assert e["amount"].quantize(Decimal("1e-8")) not in payments.values(), e
         # Provenance: trades the socket gave keep their tu; REST only confirms them.
         confirmed = [t for t in trades if t.confirmed_by is not None]
         assert confirmed and all(t.event_id < t.confirmed_by for t in confirmed)
+        # Final states from orders/hist: an order a frame closed keeps that frame's event_id
+        # where the answer only repeats it; the answer is named in confirmed_by either way.
+        with engine.connect() as conn:
+            orders_confirmed = conn.execute(
+                sa.text(
+                    "SELECT o.id, o.event_id, o.confirmed_by, e.kind FROM orders o "
+                    "JOIN events e ON e.id = o.event_id "
+                    "WHERE o.account = 'demo' AND o.confirmed_by IS NOT NULL"
+                )
+            ).all()
+        assert {o.kind for o in orders_confirmed} >= {"oc"}, orders_confirmed
+        for o in orders_confirmed:
+            assert o.event_id < o.confirmed_by or (
+                o.event_id == o.confirmed_by and o.kind == "rest.orders-hist"
+            ), o
         # Every category the simulator writes is recognised; none unknown.
         assert None not in categories
         assert {5, 201, 28, 226, 51, 101, 104, 254} <= set(categories)
@@ -256,11 +425,12 @@ def test_every_fill_attributed_and_every_balance_follows(tmp_path: Path, db_url:
         assert gap and all(g["backfilled"] for g in gap) and doc["health"]["chain_verified"]
 
         # Rebuilt from the log: the same attribution and explanations.
-        before = (effects, _explanations(engine))
+        before = (effects, _explanations(engine), _rows(engine, orders, ["id"]))
         rebuild(engine, ["demo"])
         after = (
             _rows(engine, fill_effects, ["trade_id", "wallet_type", "currency", "part"]),
             _explanations(engine),
+            _rows(engine, orders, ["id"]),
         )
         assert after == before
 
@@ -468,4 +638,73 @@ async def test_ledger_is_fetched_while_connected_and_history_once(tmp_path: Path
     assert everything.returncode == 0 and "downtime" in everything.stdout
     later = cli(env, tmp_path, "verify", "--since", "2999-01-01T00:00:00Z")
     assert later.returncode == 0 and "0 finding(s)" in later.stdout
+    # A window whose start marker has no end marker (the recorder stopped during it): shown
+    # as interrupted, not as still running, once the account no longer records.
+    with engine.begin() as conn:
+        last = conn.execute(sa.select(sa.func.max(backfills.c.id))).scalar_one()
+        started = datetime(2026, 1, 2, tzinfo=UTC)
+        conn.execute(
+            backfills.insert().values(
+                account="main",
+                id=last + 1,
+                reason="reconnect",
+                window_from=started,
+                window_to=started + timedelta(minutes=5),
+                complete=None,
+                event_id=last + 1,
+            )
+        )
+    stopped = cli(env, tmp_path, "verify", "--details")
+    assert "backfill interrupted (no end marker" in stopped.stdout, stopped.stdout[-2000:]
+    assert "still running" not in stopped.stdout
+    engine.dispose()
+
+
+async def test_ledger_is_fetched_soon_after_a_fill(tmp_path: Path) -> None:
+    """The periodic fetch is far off (1000 s), yet a fill's ledger entries come in soon: the
+    fill itself asks for them (``ledger_after_fill`` later); the fills of a burst share a
+    request, so there are far fewer ledger windows than fills."""
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{tmp_path / 'f.db'}"))
+    migrate.upgrade(engine)
+    sim = Simulator(seed=3, rate=200, api_keys={KEY: SECRET})
+    rest_options = {
+        "pace": 0.0,
+        "rate_limit_wait": 0.2,
+        "attempts": 3,
+        "retry_delay": 0.05,
+        "retry_every": 0.5,
+        "ledger_after_fill": 0.3,
+    }
+
+    def fill_entries() -> int:
+        with engine.connect() as conn:
+            return conn.execute(
+                sa.select(sa.func.count())
+                .select_from(ledgers)
+                .where(ledgers.c.account == "main", ledgers.c.category == 5)
+            ).scalar_one()
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(sim.serve)
+        rest_port = await nursery.start(sim.serve_rest)
+        recorder = make_recorder(
+            engine,
+            port,
+            rest_port=rest_port,
+            account_options={"ledger_every_s": 1000.0},
+            rest_options=rest_options,
+        )
+        await nursery.start(recorder.run)
+        with trio.fail_after(30):
+            while fill_entries() < 4:
+                await trio.sleep(0.05)
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    with engine.connect() as conn:
+        windows = conn.execute(
+            sa.select(sa.func.count()).select_from(backfills).where(backfills.c.reason == "ledger")
+        ).scalar_one()
+        fills = conn.execute(sa.text("SELECT COUNT(*) FROM events WHERE kind = 'tu'")).scalar_one()
+    assert 1 <= windows < fills
     engine.dispose()

@@ -47,6 +47,22 @@ class Reconciliation:
     snapshot: dict[str, Any] | None
 
 
+_PROVENANCE = ("event_id", "confirmed_by")
+
+
+def final_merge(stored: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``row`` (a history answer's) over ``stored``, as ``Statements.confirm_final`` merges
+    them in the database: NULLs keep the stored value, ``event_id`` is the stored one unless
+    a value changed, ``confirmed_by`` the answer."""
+    changed = any(
+        v is not None and v != stored.get(k) for k, v in row.items() if k not in _PROVENANCE
+    )
+    merged = {**stored, **{k: v for k, v in row.items() if v is not None}}
+    merged["event_id"] = row["event_id"] if changed else stored["event_id"]
+    merged["confirmed_by"] = row["event_id"]
+    return merged
+
+
 @dataclass
 class Output:
     """Changes to persist, per table: key -> full row (None = delete the row)."""
@@ -57,6 +73,9 @@ class Output:
     )
     # REST rows repeating what a frame may already have set (``Statements.confirm``).
     confirms: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
+    # History rows (final states) for entities a frame may already have closed
+    # (``Statements.confirm_final``).
+    finals: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = field(default_factory=dict)
     reconciliations: list[Reconciliation] = field(default_factory=list)
     # Rows no table can hold (guard.py), per (table, event id, key): left out, kept as
     # findings. Checked as each event's row is produced, so the findings are the same
@@ -88,6 +107,22 @@ class Output:
         self.upserts.setdefault(table, {})[key] = row
         self.inserts_if_absent.get(table, {}).pop(key, None)
         self.confirms.get(table, {}).pop(key, None)
+        self.finals.get(table, {}).pop(key, None)
+
+    def confirm_final(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
+        """A REST history row, the entity's final state, for an entity a frame may already
+        have closed: its values win where it has them; the stored ``event_id`` stays when the
+        row changes nothing (the frame set it all), else it becomes the answer's; and
+        ``confirmed_by`` names the answer either way (provenance, audit issue)."""
+        pending = self.upserts.get(table, {}).get(key)
+        if pending is not None:
+            self.upsert(table, key, final_merge(pending, row))
+            return
+        earlier = self.finals.get(table, {}).get(key)
+        if earlier is not None:
+            row = final_merge(earlier, row)
+        if self._fits(table, key, row):
+            self.finals.setdefault(table, {})[key] = row
 
     def confirm(self, table: str, key: tuple[Any, ...], row: dict[str, Any]) -> None:
         """A REST row that repeats what a frame may have set: stored (or pending) values and
@@ -118,6 +153,7 @@ class Output:
         self.upserts.clear()
         self.inserts_if_absent.clear()
         self.confirms.clear()
+        self.finals.clear()
         self.reconciliations.clear()
         self.explanations.clear()
         self.ledger_answers.clear()

@@ -182,8 +182,12 @@ class CollectionFold:
             # A history row is the entity's final state, unless it says otherwise (a
             # positions audit row can be ACTIVE): then it only explains.
             if final and (self.closed_when is None or self.is_closed(row)):
-                self.open.pop(key, None)
-                self._write(out, key, row, event.id)
+                if self.open.pop(key, None) is not None:
+                    self._write(out, key, row, event.id)  # the answer closes it: its own row
+                else:
+                    # Closed by a frame already (or never seen): the frame's event_id stays
+                    # where the answer only repeats it; confirmed_by names the answer.
+                    out.confirm_final(self.name, key, {**row, "event_id": event.id})
 
     def is_closed(self, row: Row) -> bool:
         """An update that says the entity is over (a ``pu`` with status CLOSED)."""

@@ -58,6 +58,10 @@ def write_outputs(conn: sa.Connection, outputs: list[tuple[str, Output]]) -> Non
         for name, conf_rows in out.confirms.items():
             stmt = prepared.confirm(PROJECTION_TABLES[name])
             batches.setdefault(stmt, []).extend(stmt.bind(account, r) for r in conf_rows.values())
+    for account, out in outputs:
+        for name, final_rows in out.finals.items():
+            stmt = prepared.confirm_final(PROJECTION_TABLES[name])
+            batches.setdefault(stmt, []).extend(stmt.bind(account, r) for r in final_rows.values())
     for stmt, params in batches.items():
         if params:
             stmt.run(conn, params)

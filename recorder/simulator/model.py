@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 from recorder.protocol import layouts
@@ -84,6 +85,8 @@ class AccountModel:
         self.funding_credits: dict[int, dict[str, Any]] = {}
         self.funding_loans: dict[int, dict[str, Any]] = {}
         self.funding_trades: dict[int, dict[str, Any]] = {}
+        # credit id -> the interest its term pays (credits opened by a funding trade)
+        self.term_interest: dict[int, float] = {}
         self.balance_info: dict[str, Any] = {}
         self.margin_info: dict[str, dict[str, Any]] = {}
         self.funding_info: dict[str, dict[str, Any]] = {}
@@ -669,9 +672,17 @@ class AccountModel:
             "maker": 1,
         }
         self.funding_trades[ftrade["id"]] = ftrade
+        # The taken part is lent out as a credit; its term pays |amount| x rate x period when
+        # it closes (one payment per term here; the exchange pays daily sums).
+        credit = {**self._funding_position(credit=True, draw=False), "amount": taken}
+        credit.update(rate=offer["rate"], period=offer["period"], rate_type="FIXED")
+        self.funding_credits[credit["id"]] = credit
+        term = Decimal(repr(taken)) * Decimal(repr(offer["rate"])) * offer["period"]
+        self.term_interest[credit["id"]] = float(term.quantize(Decimal("1e-8"), ROUND_HALF_EVEN))
         return [
             ("fou", layouts.FUNDING_OFFER.array(offer)),
             ("fte", layouts.FUNDING_TRADE.array(ftrade)),
+            ("fcn", layouts.FUNDING_CREDIT.array(credit)),
         ]
 
     def funding_offer_close(self) -> list[Message]:
@@ -685,20 +696,26 @@ class AccountModel:
         text = f"Submitted for cancellation; waiting for confirmation (ID: {offer['id']})."
         return [self._notification("foc-req", array, "SUCCESS", text), ("foc", array)]
 
-    def _funding_position(self, credit: bool) -> dict[str, Any]:
+    def _funding_position(self, credit: bool, draw: bool = True) -> dict[str, Any]:
         now = self.clock()
+        if not draw:  # the caller sets amount, rate and period (no draw from the seed)
+            amount, rate, period = 0.0, 0.0, 2
+        else:
+            amount = _r(self.rng.uniform(100, 2000), 2)
+            rate = _r(self.rng.uniform(0.0001, 0.001), 8)
+            period = self.rng.choice([2, 7, 30])
         item = {
             "id": self._id(),
             "symbol": FUNDING_SYMBOL,
             "side": -1 if credit else 1,
             "mts_create": now,
             "mts_update": now,
-            "amount": _r(self.rng.uniform(100, 2000), 2),
+            "amount": amount,
             "flags": 0,
             "status": "ACTIVE",
             "rate_type": "FIXED" if credit else "VAR",
-            "rate": _r(self.rng.uniform(0.0001, 0.001), 8),
-            "period": self.rng.choice([2, 7, 30]),
+            "rate": rate,
+            "period": period,
             "mts_opening": now,
             "mts_last_payout": None,
             "notify": 0,
@@ -734,7 +751,9 @@ class AccountModel:
         item["mts_update"] = self.clock()
         item["status"] = "CLOSED (no more position)" if kind == "credit" else "CLOSED"
         self.closed_funding[kind][item["id"]] = item
-        interest = _r(item["amount"] * item["rate"] * item["period"], 8)
+        interest = self.term_interest.pop(item["id"], None)
+        if interest is None:
+            interest = _r(item["amount"] * item["rate"] * item["period"], 8)
         if kind == "credit":  # lent funds come back with interest (category 28)
             paid = self._wu("funding", "USD", interest, "Margin Funding Payment")
         else:  # borrowed funds cost interest (category 226)

@@ -99,6 +99,9 @@ def _converter(column: sa.Column[Any], dialect: Dialect) -> Converter | None:
     return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
+_PROVENANCE = ("event_id", "confirmed_by")
+
+
 class Statements:
     """The prepared statements of one dialect, built on first use."""
 
@@ -161,6 +164,40 @@ class Statements:
                 if c.name not in pk and c.name not in ("event_id", "confirmed_by")
             }
             # (a row merged from two answers of one batch names the later one already)
+            set_["confirmed_by"] = sa.func.coalesce(
+                stmt.excluded["confirmed_by"], stmt.excluded["event_id"]
+            )
+            found = RowStatement(
+                self.dialect, stmt.on_conflict_do_update(index_elements=pk, set_=set_), table
+            )
+            self._cache[key] = found
+        return found
+
+    def confirm_final(self, table: sa.Table) -> RowStatement:
+        """Insert; on a primary-key conflict take the new values (a history row is the
+        entity's final state; a NULL keeps the stored value), keep the stored ``event_id``
+        when no value changed (the frame that closed the entity said it all) and name the
+        answer in ``confirmed_by`` (``base.final_merge`` does the same for a row still in
+        the batch)."""
+        key = (table.name, "confirm_final")
+        found = self._cache.get(key)
+        if found is None:
+            pk = [c.name for c in table.primary_key.columns]
+            stmt = self._insert(table)
+            names = [c.name for c in table.c if c.name not in pk and c.name not in _PROVENANCE]
+            same = sa.and_(
+                *(
+                    sa.or_(
+                        stmt.excluded[c].is_(None),
+                        stmt.excluded[c].is_not_distinct_from(table.c[c]),
+                    )
+                    for c in names
+                )
+            )
+            set_: dict[str, Any] = {
+                c: sa.func.coalesce(stmt.excluded[c], table.c[c]) for c in names
+            }
+            set_["event_id"] = sa.case((same, table.c.event_id), else_=stmt.excluded.event_id)
             set_["confirmed_by"] = sa.func.coalesce(
                 stmt.excluded["confirmed_by"], stmt.excluded["event_id"]
             )

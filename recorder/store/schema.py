@@ -141,22 +141,32 @@ def _is_open() -> sa.Column:
     return sa.Column("is_open", sa.Boolean, nullable=False)
 
 
-orders = _projection("orders", layouts.ORDER, ("id",), _is_open())
+def _confirmed_by() -> sa.Column:
+    """The REST answer that repeated (or completed) what the socket had recorded."""
+    return sa.Column("confirmed_by", sa.BigInteger)
+
+
+orders = _projection("orders", layouts.ORDER, ("id",), _is_open(), _confirmed_by())
 positions = _projection(
     "positions",
     layouts.POSITION,
     (),
     # position_id when the frame carries one, else "sym:<symbol>" (protocol.md §6.2, §8 item 7)
     sa.Column("position_key", sa.Text, primary_key=True),
+    _confirmed_by(),
 )
 wallets = _projection("wallets", layouts.WALLET, ("wallet_type", "currency"))
-trades = _projection("trades", layouts.TRADE, ("id",), sa.Column("confirmed_by", sa.BigInteger))
-funding_offers = _projection("funding_offers", layouts.FUNDING_OFFER, ("id",), _is_open())
-funding_credits = _projection("funding_credits", layouts.FUNDING_CREDIT, ("id",), _is_open())
-funding_loans = _projection("funding_loans", layouts.FUNDING_LOAN, ("id",), _is_open())
-funding_trades = _projection(
-    "funding_trades", layouts.FUNDING_TRADE, ("id",), sa.Column("confirmed_by", sa.BigInteger)
+trades = _projection("trades", layouts.TRADE, ("id",), _confirmed_by())
+funding_offers = _projection(
+    "funding_offers", layouts.FUNDING_OFFER, ("id",), _is_open(), _confirmed_by()
 )
+funding_credits = _projection(
+    "funding_credits", layouts.FUNDING_CREDIT, ("id",), _is_open(), _confirmed_by()
+)
+funding_loans = _projection(
+    "funding_loans", layouts.FUNDING_LOAN, ("id",), _is_open(), _confirmed_by()
+)
+funding_trades = _projection("funding_trades", layouts.FUNDING_TRADE, ("id",), _confirmed_by())
 balance_info = _projection("balance_info", layouts.BALANCE_INFO, ())
 margin_info = sa.Table(
     "margin_info",

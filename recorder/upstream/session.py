@@ -122,6 +122,7 @@ class Session:
         on_connected: Callable[[], None] | None = None,
         on_authenticated: Callable[[int, datetime, trio.Event], None] | None = None,
         on_end: Callable[[SessionOutcome], None] | None = None,
+        on_fill: Callable[[], None] | None = None,
         key_lock: trio.Lock | None = None,
     ) -> None:
         self.p = params
@@ -133,6 +134,7 @@ class Session:
         self.on_connected = on_connected
         self.on_authenticated = on_authenticated
         self.on_end = on_end  # called once the end is recorded, also on cancellation
+        self.on_fill = on_fill  # called for each fill (tu) received
         # Held around taking a nonce and sending it: REST requests of the same key take it
         # too, so the exchange never sees a smaller nonce after a larger one.
         self.key_lock = key_lock or trio.Lock()
@@ -304,6 +306,7 @@ class Session:
         quiet_limit = 2 * self.p.heartbeat_period
         client = self.client
         sink = self.sink
+        on_fill = self.on_fill
 
         def allowed() -> float:
             """How long the client state allows no frame: to a pong after a ping, else the
@@ -323,6 +326,8 @@ class Session:
                     # the frame over.
                     frame = classify(text)
                     item = self._event(frame, received_at)
+                    if on_fill is not None and frame.kind == "tu":
+                        on_fill()
                     try:
                         sink.send_nowait(item)
                     except trio.WouldBlock:
