@@ -123,6 +123,34 @@ class LedgerFold(_RowsOnly):
             out.insert_if_absent(self.name, (row["id"],), {**row, "event_id": event.id})
 
 
+class MovementFold(_RowsOnly):
+    """``rest.movements-hist`` rows into ``movements``, by id: deposits and withdrawals (no
+    socket record exists). A later answer's row replaces an earlier one's (the status moves
+    on); a row repeating the stored one keeps its ``event_id``, as for the history answers
+    of the other tables."""
+
+    name = "movements"
+    kinds = frozenset({"rest.movements-hist"})
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def apply(self, event: Event, out: Output) -> None:
+        rows = event.payload
+        if not isinstance(rows, list):
+            self.skipped += 1
+            return
+        for array in rows:
+            if not isinstance(array, list) or not array:
+                self.skipped += 1
+                continue
+            row = to_row(L.MOVEMENT, array)
+            if row["id"] is None:
+                self.skipped += 1
+                continue
+            out.confirm_final(self.name, (row["id"],), {**row, "event_id": event.id})
+
+
 class WalletHistoryFold(_RowsOnly):
     """``wallet_history``: one row per balance change of each wallet: every wallet of a
     ``ws`` snapshot, every ``wu``, and every REST ledger entry (by its ledger id, so an entry
@@ -326,6 +354,7 @@ EVENT_FOLDS: dict[str, Callable[[], Any]] = {
         "funding_trades", L.FUNDING_TRADE, "fte", "ftu", "rest.funding-trades-hist"
     ),
     "ledgers": lambda: LedgerFold(),
+    "movements": MovementFold,
     "wallet_history": lambda: WalletHistoryFold(),
     "backfills": lambda: BackfillFold(),
     "notifications": NotificationFold,

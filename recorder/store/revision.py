@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from recorder.store.errors import store_errors
 
-HEAD = "0008"  # the newest revision in migrations/versions
+HEAD = "0009"  # the newest revision in migrations/versions
 
 
 def current(engine: sa.Engine) -> str | None:

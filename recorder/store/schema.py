@@ -206,6 +206,9 @@ ledgers = sa.Table(
     # Bitfinex's category code derived from the description (audit.md §3); NULL: unknown text.
     sa.Column("category", sa.BigInteger),
 )
+# Deposits and withdrawals (``rest.movements-hist``, rest.md §3.7): no WS record exists; the
+# latest answer's row is kept (a movement's status moves on: PENDING -> COMPLETED).
+movements = _projection("movements", layouts.MOVEMENT, ("id",), _confirmed_by())
 # One row per balance effect of a fill (audit.md §2): which frame (``event_id``) and ledger
 # row (``ledger_id``) carry it, and how surely (``attribution``: exact, inferred, missing).
 fill_effects = sa.Table(
@@ -307,6 +310,7 @@ PROJECTION_TABLES: dict[str, sa.Table] = {
         funding_info,
         notifications,
         ledgers,
+        movements,
         fill_effects,
         wallet_history,
         backfills,
