@@ -29,6 +29,8 @@ COMMANDS = {
     "serve-replay": "recorder.commands.serve_replay:command",
     "verify": "recorder.commands.verify:command",
     "report": "recorder.commands.report:command",
+    "export": "recorder.commands.export:command",
+    "compare": "recorder.commands.compare:command",
     "head": "recorder.commands.head:command",
     "backfill": "recorder.commands.backfill:command",
     "status": "recorder.commands.status:command",

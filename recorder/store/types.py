@@ -90,6 +90,6 @@ def utc(at: Any) -> datetime | None:
     datetime; None for anything else."""
     if isinstance(at, str):
         at = datetime.fromisoformat(at)
-    if isinstance(at, datetime) and at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    return at if isinstance(at, datetime) else None
+    if not isinstance(at, datetime):
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""Exports: Bitfinex report CSVs, tax tools' imports, Parquet and CSV; compare."""
