@@ -151,7 +151,7 @@ def hand_log() -> list[tuple[str, str]]:
             "5000",
             None,
             "Exchange 0.5 BTC for USD @ 30000.5 on wallet exchange",
-        ],  # fmt: skip
+        ],
         [
             502,
             "BTC",
@@ -162,7 +162,7 @@ def hand_log() -> list[tuple[str, str]]:
             "1.5",
             None,
             "Exchange 0.5 BTC for USD @ 30000.5 on wallet exchange",
-        ],  # fmt: skip
+        ],
         [
             503,
             "BTC",
@@ -173,7 +173,7 @@ def hand_log() -> list[tuple[str, str]]:
             "1.499",
             None,
             "Trading fees for 0.5 BTC (BTCUSD) @ 30000.5 on BFX (0.2%) on wallet exchange",
-        ],  # fmt: skip
+        ],
         [
             504,
             "USD",
@@ -184,7 +184,7 @@ def hand_log() -> list[tuple[str, str]]:
             "996",
             None,
             "Trading fees for 2.0 ETH (ETHUSD) @ 2000.0 on BFX (0.1%) on wallet margin",
-        ],  # fmt: skip
+        ],
         [
             505,
             "USD",
@@ -195,7 +195,7 @@ def hand_log() -> list[tuple[str, str]]:
             "100.00000123",
             None,
             "Margin Funding Payment on wallet funding",
-        ],  # fmt: skip
+        ],
         [
             506,
             "USD",
@@ -206,7 +206,7 @@ def hand_log() -> list[tuple[str, str]]:
             "993.5",
             None,
             "Margin Funding Charge on wallet margin",
-        ],  # fmt: skip
+        ],
         [
             507,
             "USD",
@@ -217,7 +217,7 @@ def hand_log() -> list[tuple[str, str]]:
             "893.5",
             None,
             "Transfer of 100.0 USD from wallet Margin to Exchange on wallet margin",
-        ],  # fmt: skip
+        ],
         [
             508,
             "USD",
@@ -228,7 +228,7 @@ def hand_log() -> list[tuple[str, str]]:
             "906",
             None,
             "Settlement @ 2010.0 on wallet margin",
-        ],  # fmt: skip
+        ],
         [
             509,
             "BTC",
@@ -239,7 +239,7 @@ def hand_log() -> list[tuple[str, str]]:
             "2.499",
             None,
             "Deposit (BITCOIN) #77 on wallet exchange",
-        ],  # fmt: skip
+        ],
         [
             510,
             "BTC",
@@ -250,7 +250,7 @@ def hand_log() -> list[tuple[str, str]]:
             "2.4986",
             None,
             "Crypto Withdrawal fee on wallet exchange",
-        ],  # fmt: skip
+        ],
         [
             511,
             "USD",
@@ -261,7 +261,7 @@ def hand_log() -> list[tuple[str, str]]:
             "913",
             None,
             "Something new at Bitfinex on wallet margin",
-        ],  # fmt: skip
+        ],
     ]
     movement = [601, "BTC", "BITCOIN", None, None, t + 7000, t + 7500, None, None, "COMPLETED", None, None, 1, -0.0004, None, None, "bc1qexample", None, None, None, "abc123", None]  # fmt: skip
     order = [9001, None, 55, "tBTCUSD", t - 1000, t, 0, 0.5, "EXCHANGE LIMIT", None, None, None, 0, "EXECUTED @ 30000.5(0.5)", None, None, 30000.5, 30000.5, 0, 0, None, None, None, 0, 0, None, None, None, "API>BFX", None, None, {"note": "a,b"}]  # fmt: skip
@@ -602,7 +602,7 @@ def test_a_value_past_the_published_scale_is_refused_not_rounded(tmp_path: Path)
 
 
 def test_data_api_ranges_accounts_and_state(hand_engine: tuple[sa.Engine, str]) -> None:
-    engine, url = hand_engine
+    _, url = hand_engine
     with open_recording(url) as rec:
         assert rec.accounts() == ["acct"]
         everything = rec.ledgers()

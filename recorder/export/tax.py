@@ -16,9 +16,10 @@ What goes where (the README's "For tax filers" repeats it):
   The rest is exported with the tool's label: funding payments ``lending interest`` /
   ``Income``, staking rewards ``staking`` / ``Staking``, affiliate rebates ``reward`` /
   ``Income``, funding charges ``margin fee`` / ``Spend``, other fees ``cost`` / ``Spend``,
-  margin fills' trading fees ``margin fee`` / ``Spend``, position settlements ``realized gain`` (Koinly books an outgoing one as a loss) /
-  ``Income`` or ``Loss``, deposits and withdrawals unlabelled / ``Deposit`` and
-  ``Withdrawal``. An entry of unknown category keeps its sign, no label, and its description.
+  margin fills' trading fees ``margin fee`` / ``Spend``, position settlements
+  ``realized gain`` (Koinly books an outgoing one as a loss) / ``Income`` or ``Loss``,
+  deposits and withdrawals unlabelled / ``Deposit`` and ``Withdrawal``. An entry of unknown
+  category keeps its sign, no label, and its description.
 
 Amounts are plain decimals, exact (a quote amount is the exact product ``|A| x P``).
 """
