@@ -111,14 +111,18 @@ def _swap(r: Any) -> tuple[Decimal, str, Decimal, str] | None:
     if not (isinstance(r.order_type, str) and r.order_type.startswith("EXCHANGE")):
         return None
     base, quote = split
-    value = abs(amount * price)
-    if value == value.to_integral_value() or value.as_tuple().exponent < 0:  # type: ignore[operator]
-        value = value.normalize()  # 0.1085 x 29640 = 3215.9400: the product's own zeros
-        if value.as_tuple().exponent > 0:  # type: ignore[operator]
-            value = value.quantize(Decimal(1))  # 3.2E+3 -> 3200
+    value = _trimmed(abs(amount * price))
     if amount > 0:
         return value, quote, amount, base
     return abs(amount), base, value, quote
+
+
+def _trimmed(value: Decimal) -> Decimal:
+    """A product without the zeros multiplication adds (0.1085 x 29640 = 3215.9400 ->
+    3215.94), and never in exponent form (3.2E+3 -> 3200)."""
+    value = value.normalize()
+    exponent = value.as_tuple().exponent
+    return value.quantize(Decimal(1)) if isinstance(exponent, int) and exponent > 0 else value
 
 
 def _fill_text(r: Any) -> str:
