@@ -663,3 +663,35 @@ def test_the_published_schema_is_frozen() -> None:
         name: ", ".join(f"{f.name}:{f.type}" for f in spec.schema) for name, spec in TABLES.items()
     }
     assert found == SCHEMA
+
+
+def readme_commands() -> list[list[str]]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Exports and data", 1)[1].split("\n## ", 1)[0]
+    found = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for line in block.splitlines():
+            command = line.split("  #", 1)[0].strip()
+            if command.startswith("bfx-recorder "):
+                found.append(command.split()[1:])
+    return found
+
+
+def test_readme_export_commands_run(hand_engine: tuple[sa.Engine, str], tmp_path: Path) -> None:
+    """Every command of the README's exports section, as written, on a recording (the
+    compare example's file exported from it first)."""
+    _, url = hand_engine
+    env = {**os.environ, "BFX_RECORDER_DATABASE_URL": url}
+    commands = readme_commands()
+    assert {c[0] for c in commands} == {"export", "compare"}, commands
+    made = cli(env, tmp_path, "export", "trades", "--format", "bitfinex", "--from", "2026-01-01",
+               "--output", "trades_report.csv")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    for args in commands:
+        # (the README's ranges are a tax year; this recording is of March 2026)
+        done = cli(env, tmp_path, *args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    assert (
+        tmp_path / "tax-2026" / "trades_acct_FROM_20260101T000000Z_TO_20270101T000000Z.csv"
+    ).exists()
+    assert any((tmp_path / "data").glob("fills_acct_ALL.parquet"))
