@@ -132,7 +132,7 @@ async def test_round_trip_through_serve_replay(tmp_path: Path, engine: sa.Engine
         recorder = make_recorder(engine, port)
         await nursery.start(recorder.run)
         with trio.fail_after(30):
-            while server.next_session < len(server.sessions) or server.frames_sent < len(
+            while server.sessions_served < len(server.sessions) or server.frames_sent < len(
                 chan0(source)
             ):
                 await trio.sleep(0.05)

@@ -35,6 +35,11 @@ from recorder.store.eventlog import EventLog
     show_default=True,
     help="Divide the recorded spacing by this; 0 sends as fast as possible.",
 )
+@click.option(
+    "--loop",
+    is_flag=True,
+    help="Start each client's replay again after its last session (soak runs).",
+)
 @click.option("--api-key", default=None, help="Check clients' auth against this key.")
 @click.option(
     "--api-secret",
@@ -51,10 +56,13 @@ def command(
     start: str | None,
     end: str | None,
     speed: float,
+    loop: bool,
     api_key: str | None,
     api_secret: str | None,
 ) -> None:
-    """A WebSocket server speaking Bitfinex v2 that replays the recorded account."""
+    """A WebSocket server speaking Bitfinex v2 that replays the recorded account: each client
+    its own replay of the range (choose per connection with ?from=&to=&speed=&loop= in the
+    URL); a client starting inside a session first gets the exchange's snapshots as of then."""
     logs.setup(cfg.logging.format, cfg.logging.level)
     if speed < 0:
         raise ConfigError("--speed", "must not be negative", "use 0 for as fast as possible")
@@ -75,6 +83,7 @@ def command(
             start=t0,
             end=t1,
             speed=speed,
+            loop=loop,
             api_keys={api_key: api_secret} if api_key and api_secret else None,
         )
 
@@ -92,6 +101,9 @@ def command(
 
         with listening_on(host, port):
             trio.run(main)
-        click.echo(f"served {server.frames_sent} frames to {server.connections} connection(s)")
+        click.echo(
+            f"served {server.frames_sent} frames in {server.runs} replay(s) to "
+            f"{server.connections} connection(s)"
+        )
     finally:
         engine.dispose()
