@@ -62,10 +62,7 @@ def snapshot_frames(engine: sa.Engine, account: str, session_id: int, at: dateti
         first = conn.execute(
             sa.select(sa.func.min(events.c.id)).where(events.c.session_id == session_id)
         ).scalar_one()
-        folds: dict[str, CollectionFold] = {
-            name: COLLECTION_FOLDS[name]()
-            for name, _ in FUNDING  # type: ignore[misc]
-        }
+        folds: dict[str, CollectionFold] = {name: COLLECTION_FOLDS[name]() for name, _ in FUNDING}
         kinds = {k for f in folds.values() for k in f.kinds} | set(VERBATIM)
         latest: dict[str, str] = {}
         after = int(first or 1) - 1
