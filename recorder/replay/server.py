@@ -312,6 +312,14 @@ class ReplayServer:
     async def _play(
         self, ws: WebSocketConnection, conn: int, run: Run, key: tuple[Any, ...]
     ) -> None:
+        """One session of ``run`` to this connection; a client that goes away mid-stream
+        ends only its own connection (the run waits for it no longer)."""
+        with contextlib.suppress(ConnectionClosed):
+            await self._play_run(ws, conn, run, key)
+
+    async def _play_run(
+        self, ws: WebSocketConnection, conn: int, run: Run, key: tuple[Any, ...]
+    ) -> None:
         plan = run.plan
         first = run.next == 0
         session = run.sessions[run.next] if run.next < len(run.sessions) else None
