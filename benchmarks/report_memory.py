@@ -28,7 +28,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 
-PEAK = (
+PEAK_ERR = (
     "import resource, subprocess, sys\n"
     "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
     "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
@@ -95,13 +95,15 @@ def measure(url: str, n: int, tmp: Path) -> dict[str, Any]:
     rebuild_s = time.perf_counter() - t
     engine.dispose()
     env = {**os.environ, "BFX_RECORDER_DATABASE_URL": url}
-    cmd = [sys.executable, "-c", PEAK, sys.executable, "-m", "recorder"]
+    cmd = [sys.executable, "-c", PEAK_ERR, sys.executable, "-m", "recorder"]
     cmd += ["report", "--account", "bench", "--from", "2000-01-01", "--to", "2100-01-01"]
     cmd += ["--format", "html", "--output", str(tmp / f"report-{n}.html")]
     t = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=ROOT)
     report_s = time.perf_counter() - t
     code, peak_kib = (int(x) for x in done.stdout.split())
+    if code not in (0, 1):
+        raise SystemExit(f"report failed (exit {code}) on {n} events: {done.stderr[-2000:]}")
     return {
         "events": events,
         "ledger_rows": ledger,

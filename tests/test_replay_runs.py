@@ -5,6 +5,12 @@ backtest entry point without a socket."""
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, timedelta
@@ -295,3 +301,64 @@ def test_backtest_events_without_a_socket(recording: tuple[sa.Engine, str]) -> N
         )
     assert recorded == after
     assert sum(1 for e in replayed if e.kind == "recorder.disconnected") == 2
+
+
+def _block(marker: str) -> str:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    found = re.search(rf"<!-- {marker} -->\s*```\w+\n(.*?)```", text, re.S)
+    assert found, marker
+    return found.group(1)
+
+
+@pytest.mark.slow
+def test_readme_backtest_walkthrough_runs(tmp_path: Path) -> None:
+    """The README's walkthrough as written (a shorter demo, a free port, a --from inside the
+    first session): record, serve from T, run the bot three times: the same digest each time;
+    and the socket-free example."""
+    url = f"sqlite:///{tmp_path / 'recorder.db'}"
+    env = {**os.environ, "BFX_RECORDER_DATABASE_URL": url}
+    steps = [line.split() for line in _block("replay-walkthrough").splitlines() if line.strip()]
+    demo, serve, bots = steps
+    assert demo[:2] == ["bfx-recorder", "demo"] and serve[1] == "serve-replay"
+    demo = [*demo[:2], "--seconds", "9", "--rate", "100"]
+    made = subprocess.run(
+        [sys.executable, "-m", "recorder", *demo[1:]], env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr[-2000:]
+    engine = create_engine(DatabaseConfig(url=url))
+    at = _at_mid_session(engine)
+    engine.dispose()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [a for a in serve if a != "&"]
+    args[args.index("--port") + 1] = str(port)
+    args[args.index("--from") + 1] = at.isoformat()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "recorder", *args[1:]], env=env, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None
+        assert "replaying" in server.stdout.readline()
+        bot = tmp_path / "bot.py"
+        bot.write_text(_block("replay-bot").replace("8766", str(port)))
+        assert " ".join(bots) == "python bot.py; python bot.py; python bot.py"
+        digests = []
+        for _ in range(3):
+            run = subprocess.run(
+                [sys.executable, str(bot)], cwd=tmp_path, capture_output=True, text=True,
+                timeout=120,
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr[-2000:]
+            digests.append(run.stdout.strip().splitlines()[-1])
+        assert digests[0] == digests[1] == digests[2]
+        assert int(digests[0].split()[0]) > 10
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(20)
+    code = _block("backtest-example").replace("sqlite:///recorder.db", url)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "exchange" in run.stdout and "Decimal" not in run.stderr
