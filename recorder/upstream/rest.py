@@ -39,6 +39,7 @@ from recorder.protocol.rest import (
     read_answer,
     signed_headers,
 )
+from recorder.store.errors import StoreError
 from recorder.store.eventlog import NewEvent, marker
 from recorder.upstream.nonces import PersistentNonces
 
@@ -190,9 +191,15 @@ class RestClient:
             OSError,
             trio.TooSlowError,
             AnswerTooLarge,
+            StoreError,
         ) as exc:
             text = f"{type(exc).__name__}: {exc}"[:300]
-            if isinstance(exc, trio.TooSlowError):
+            if isinstance(exc, StoreError):
+                # The key's nonce could not be persisted (the database is down): nothing was
+                # sent; retried like an unreachable host, never an end of the recorder (the
+                # writer keeps the frames and waits for the database itself).
+                text = f"not sent: the nonce could not be stored ({exc})"[:300]
+            elif isinstance(exc, trio.TooSlowError):
                 text = f"no complete answer within {self.timeout:g} s"
             elif isinstance(exc, AnswerTooLarge):
                 text = str(exc)
@@ -272,15 +279,20 @@ class RestClient:
 
         # The lock: nonce order = send order, one request leaving at a time.
         async with trio.open_nursery() as nursery, self.key_lock:
-            nonce = await self.nonce()
-            headers = signed_headers(
-                self.api_key.reveal(), self.api_secret.reveal(), endpoint.path, nonce, body
-            )
-            self._last_call[endpoint.path] = trio.current_time()
-            self.requests += 1
-            nursery.start_soon(post, headers)
-            with trio.move_on_after(self.send_deadline):
-                await sent.wait()
+            try:
+                nonce: int | None = await self.nonce()
+            except StoreError as exc:  # raised below as itself, not in the nursery's group
+                failed.append(exc)
+                nonce = None
+            if nonce is not None:
+                headers = signed_headers(
+                    self.api_key.reveal(), self.api_secret.reveal(), endpoint.path, nonce, body
+                )
+                self._last_call[endpoint.path] = trio.current_time()
+                self.requests += 1
+                nursery.start_soon(post, headers)
+                with trio.move_on_after(self.send_deadline):
+                    await sent.wait()
         if failed:
             raise failed[0]
         return got[0]
