@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -470,3 +471,37 @@ def rest_client(
         "attempts": 1,
     }
     return RestClient(**{**settings, **options})
+
+
+@contextlib.contextmanager
+def serving_in_a_thread(server: Any) -> Iterator[int]:
+    """Run ``server.serve`` (a trio server) in a thread of its own, for a client that runs
+    its own event loop (the official asyncio client); yields the bound port."""
+    ports: list[int] = []
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        async with trio.open_nursery() as nursery:
+            ports.append(await nursery.start(server.serve))
+            ready.set()
+            await trio.to_thread.run_sync(stop.wait)
+            nursery.cancel_scope.cancel()
+
+    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
+    thread.start()
+    try:
+        assert ready.wait(30), "the server did not start"
+        yield ports[0]
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def official_client(port: int, received: list[tuple[str, Any]]) -> Any:
+    """The official client on ``port``, every account event appended to ``received``."""
+    from bfxapi import Client
+
+    client = Client(KEY, SECRET, wss_host=f"ws://127.0.0.1:{port}/ws/2")
+    for name in EVENTS:
+        client.wss.on(name, lambda data, _n=name: received.append((_n, data)))
+    return client

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,6 @@ import orjson
 import pytest
 import sqlalchemy as sa
 import trio
-from bfxapi import Client
 from click.testing import CliRunner
 
 from recorder.cli import main
@@ -29,15 +27,16 @@ from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, state_snapshots
 from tests.helpers import (
-    EVENTS,
     KEY,
     SECRET,
     _fold,
     drain,
     everything,
     make_recorder,
+    official_client,
     progressed,
     reauth,
+    serving_in_a_thread,
     start_recording,
     store_log,
     synthetic_log,
@@ -156,24 +155,6 @@ def test_official_client_backtests_against_serve_replay(tmp_path: Path) -> None:
     trio.run(record_simulation, source, 502, [])
     server = ReplayServer(source, "main", speed=0, api_keys={KEY: SECRET})
     received: list[tuple[str, Any]] = []
-    ports: list[int] = []
-    token: list[Any] = []
-    stop = threading.Event()
-
-    async def serve() -> None:
-        token.append(trio.lowlevel.current_trio_token())
-        async with trio.open_nursery() as nursery:
-            ports.append(await nursery.start(server.serve))
-            await trio.to_thread.run_sync(stop.wait)
-            nursery.cancel_scope.cancel()
-
-    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
-    thread.start()
-    while not ports:
-        threading.Event().wait(0.01)
-    client = Client(KEY, SECRET, wss_host=f"ws://127.0.0.1:{ports[0]}/ws/2")
-    for name in EVENTS:
-        client.wss.on(name, lambda data, _n=name: received.append((_n, data)))
 
     abbrev = {
         "order_snapshot": "os",
@@ -188,7 +169,7 @@ def test_official_client_backtests_against_serve_replay(tmp_path: Path) -> None:
     recorded = [orjson.loads(f)[1] for f in chan0(source)]
     wanted = [k for k in recorded if k in set(abbrev.values())]
 
-    async def drive() -> None:
+    async def drive(client: Any) -> None:
         task = asyncio.create_task(client.wss.start())
         for _ in range(800):  # until the handlers have seen as many as were recorded
             if sum(1 for n, _ in received if n in abbrev) >= len(wanted):
@@ -197,11 +178,8 @@ def test_official_client_backtests_against_serve_replay(tmp_path: Path) -> None:
         await client.wss.close()
         await asyncio.wait_for(task, 10)
 
-    try:
-        asyncio.run(drive())
-    finally:
-        stop.set()
-        thread.join(10)
+    with serving_in_a_thread(server) as port:
+        asyncio.run(drive(official_client(port, received)))
     # The handlers saw the recorded data frames, in recorded order.
     got = [abbrev[n] for n, _ in received if n in abbrev]
     assert got == wanted

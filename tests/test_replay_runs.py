@@ -11,7 +11,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import UTC, timedelta
 from decimal import Decimal
@@ -23,7 +22,6 @@ import pytest
 import sqlalchemy as sa
 import trio
 import trio_websocket
-from bfxapi import Client
 
 from recorder.config import DatabaseConfig
 from recorder.projections.state import state_at
@@ -33,7 +31,15 @@ from recorder.replay.server import ReplayServer
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, sessions
-from tests.helpers import EVENTS, KEY, SECRET, _fold, store_log, synthetic_log
+from tests.helpers import (
+    KEY,
+    SECRET,
+    _fold,
+    official_client,
+    serving_in_a_thread,
+    store_log,
+    synthetic_log,
+)
 from tests.test_replay import chan0, record_simulation
 
 
@@ -216,23 +222,6 @@ def test_from_mid_session_official_client_models_equal_state_at(
     end = _first_session_end(engine)  # one session: the client never has to reconnect
     server = ReplayServer(engine, "main", start=at, end=end, speed=0, api_keys={KEY: SECRET})
     received: list[tuple[str, Any]] = []
-    ports: list[int] = []
-    stop = threading.Event()
-
-    async def serve() -> None:
-        async with trio.open_nursery() as nursery:
-            ports.append(await nursery.start(server.serve))
-            await trio.to_thread.run_sync(stop.wait)
-            nursery.cancel_scope.cancel()
-
-    thread = threading.Thread(target=trio.run, args=(serve,), daemon=True)
-    thread.start()
-    while not ports:
-        threading.Event().wait(0.01)
-    client = Client(KEY, SECRET, wss_host=f"ws://127.0.0.1:{ports[0]}/ws/2")
-    for name in EVENTS:
-        client.wss.on(name, lambda data, _n=name: received.append((_n, data)))
-
     final = state_at(engine, "main", end)
 
     def models(folded: dict[str, Any]) -> tuple[dict[Any, Any], dict[Any, Any]]:
@@ -249,7 +238,7 @@ def test_from_mid_session_official_client_models_equal_state_at(
 
     wanted = recorded(final)
 
-    async def drive() -> None:
+    async def drive(client: Any) -> None:
         task = asyncio.create_task(client.wss.start())
         for _ in range(600):  # until the later updates brought the models to the end state
             if received and models(_fold(list(received))) == wanted:
@@ -258,11 +247,8 @@ def test_from_mid_session_official_client_models_equal_state_at(
         await client.wss.close()
         await asyncio.wait_for(task, 10)
 
-    try:
-        asyncio.run(drive())
-    finally:
-        stop.set()
-        thread.join(10)
+    with serving_in_a_thread(server) as port:
+        asyncio.run(drive(official_client(port, received)))
     assert server.synthetic_sent >= 6
     snapshots_end = max(i for i, (n, _) in enumerate(received) if n.endswith("_snapshot"))
     bot = _fold(received[: snapshots_end + 1])

@@ -215,3 +215,26 @@ def time_range_options(func: F) -> F:
     return click.option("--from", "start", default=None, help="ISO 8601 time (UTC if no zone).")(
         func
     )
+
+
+@contextlib.contextmanager
+def row_progress(label: str) -> Iterator[Callable[[int], None]]:
+    """A spinner counting the rows read or written, on a terminal only (stderr): for the
+    commands that stream (report, export). ``tick(n)``: n more rows."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description} {task.completed:,} rows"), transient=True
+    ) as bar:
+        task = bar.add_task(label)
+        seen = [0]
+
+        def tick(n: int) -> None:
+            seen[0] += n
+            if seen[0] % 1000 < n or n >= 1000:  # redrawing per row would cost more than it
+                bar.update(task, completed=seen[0])
+
+        yield tick

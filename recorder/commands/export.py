@@ -3,9 +3,6 @@ imports, Parquet and CSV (see :mod:`recorder.export.files`)."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -17,6 +14,7 @@ from recorder.commands.common import (
     open_engine,
     parse_time,
     pick_account,
+    row_progress,
     with_config,
 )
 from recorder.config import Config, ConfigError
@@ -28,31 +26,11 @@ from recorder.export.files import (
     ExportRefused,
     Job,
     Range,
-    Tick,
     plan,
     write_file,
     write_stdout,
 )
 from recorder.store.eventlog import EventLog
-
-
-@contextmanager
-def progress(label: str) -> Iterator[Tick]:
-    """Rows written so far, on a terminal only (stderr): the export streams."""
-    if not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description} {task.completed:,} rows"), transient=True
-    ) as bar:
-        task = bar.add_task(label)
-
-        def tick(n: int) -> None:
-            bar.advance(task, n)
-
-        yield tick
 
 
 def targets(jobs: list[Job], rng: Range, output: str | None, force: bool) -> list[Path | None]:
@@ -158,7 +136,7 @@ def command(
         paths = targets(jobs, rng, output, force)
         with engine.connect() as conn:
             for job, path in zip(jobs, paths, strict=True):
-                with progress(f"{job.name}") as tick:
+                with row_progress(job.name) as tick:
                     if path is None:
                         count = write_stdout(job, conn, rng, tick)
                         click.echo(f"{count} rows of {job.name} written to stdout", err=True)

@@ -4,47 +4,24 @@ file); see :mod:`recorder.audit.statement`."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
 import orjson
 
-from recorder.audit.statement import Statement, Tick, build
+from recorder.audit.statement import Statement, build
 from recorder.audit.statement_render import html, text
 from recorder.commands.common import (
     account_option,
     open_engine,
     parse_time,
     pick_account,
+    row_progress,
     with_config,
 )
 from recorder.config import Config, ConfigError
 from recorder.store.eventlog import EventLog
-
-
-@contextmanager
-def progress() -> Iterator[Tick]:
-    """A spinner with the rows read, on a terminal only (stderr): the statement streams."""
-    if not sys.stderr.isatty():
-        yield lambda n: None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description} {task.completed:,} rows"), transient=True
-    ) as bar:
-        task = bar.add_task("reading the record")
-        seen = [0]
-
-        def tick(n: int) -> None:
-            seen[0] += n
-            if seen[0] % 1000 == 0:
-                bar.update(task, completed=seen[0])
-
-        yield tick
 
 
 def render(st: Statement, fmt: str) -> str:
@@ -83,7 +60,7 @@ def command(
     try:
         chosen = pick_account(EventLog(engine).accounts(), account)
         assert chosen is not None
-        with progress() as tick:
+        with row_progress("reading the record") as tick:
             st = build(engine, chosen, since, until, tick)
     finally:
         engine.dispose()
