@@ -97,6 +97,13 @@ class StatusConfig:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    # The hash chain checks itself while the daemon runs: the rows appended since the last
+    # check every this many seconds (and the whole chain once a day); 0: never.
+    verify_every_s: float = 300.0
+
+
+@dataclass(frozen=True)
 class Credentials:
     api_key: Secret
     api_secret: Secret
@@ -162,6 +169,7 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     accounts: tuple[AccountConfig, ...] = ()
     source: str = "built-in defaults"
     # Where each value came from ("section.key" -> "file F" | "environment VAR"); absent
@@ -359,6 +367,16 @@ def _ledger_every(key: str, value: Any) -> float:
     return float(value)
 
 
+def _verify_every(key: str, value: Any) -> float:
+    """0 (off) or from 1 s to a day."""
+    value = _type((int, float), "a number of seconds")(key, value)
+    if value != 0 and not (math.isfinite(value) and 1 <= value <= 86_400):
+        raise ConfigError(
+            key, f"must be 0 (off) or from 1 to 86400, got {value}", f"set {key} = 300"
+        )
+    return float(value)
+
+
 def _history_from(key: str, value: Any) -> datetime:
     """A TOML date or date-time, or an ISO 8601 string; UTC when no zone is given."""
     if isinstance(value, date) and not isinstance(value, datetime):
@@ -437,6 +455,7 @@ SECTIONS: dict[str, tuple[type, dict[str, Check]]] = {
             "max_projector_lag": _positive(int, "a whole number of events"),
         },
     ),
+    "audit": (AuditConfig, {"verify_every_s": _verify_every}),
 }
 
 ACCOUNT_KEYS: dict[str, Check] = {

@@ -28,6 +28,7 @@ import trio
 
 from recorder import health
 from recorder.account import AccountRecorder, AccountServices, AccountStatus
+from recorder.audit.watch import ChainWatch
 from recorder.collector import fewer_collections
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.groups import leaves
@@ -133,6 +134,13 @@ class Recorder:
         self.rest_options = rest_options or {}
         self._stopped_at: dict[str, datetime | None] = {}
         self.metrics_port: int | None = None
+        # The chain's self-check ([audit] verify_every_s; None: off).
+        every = cfg.audit.verify_every_s
+        self.chain_watch: ChainWatch | None = (
+            ChainWatch(db, [acc.name for acc, _ in accounts], every, lambda: wall().timestamp())
+            if every > 0
+            else None
+        )
         self._http: httpx.AsyncClient | None = None
         self.stopping = False
         self.finished = trio.Event()
@@ -271,6 +279,8 @@ class Recorder:
                 nursery.start_soon(self._heads_every)
                 nursery.start_soon(self._summary_every)
                 nursery.start_soon(self.clock.run)
+                if self.chain_watch is not None:
+                    nursery.start_soon(self.chain_watch.run)
 
     async def _watch_leases(self) -> None:
         """A lease can be lost (the PostgreSQL server restarted and another process took

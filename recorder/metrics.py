@@ -72,6 +72,40 @@ class RecorderCollector(Collector):
         yield queue
         yield from self._account_families(reading)
         yield from self._projection_families(reading)
+        yield from self._chain_families()
+
+    def _chain_families(self) -> Iterator[Metric]:
+        """The chain's self-check (``[audit] verify_every_s``): where it got, and whether the
+        last check found the chain intact."""
+        watch = getattr(self.r, "chain_watch", None)
+        verified = GaugeMetricFamily(
+            "bfx_chain_verified_id",
+            "The last log position whose hash chain the daemon verified",
+            labels=["account"],
+        )
+        intact = GaugeMetricFamily(
+            "bfx_chain_intact",
+            "1 when the last chain check found nothing wrong",
+            labels=["account"],
+        )
+        failures = CounterMetricFamily(
+            "bfx_chain_verify_failures", "Chain checks that found a problem", labels=["account"]
+        )
+        last = GaugeMetricFamily(
+            "bfx_chain_last_check_timestamp_seconds",
+            "When the chain was last checked (Unix time)",
+            labels=["account"],
+        )
+        for account, check in watch.checks.items() if watch is not None else []:
+            verified.add_metric([account], check.verified_id)
+            intact.add_metric([account], 0 if check.problem else 1)
+            failures.add_metric([account], check.failures)
+            if check.last_check_at is not None:
+                last.add_metric([account], check.last_check_at)
+        yield verified
+        yield intact
+        yield failures
+        yield last
 
     def _log_families(self, reading: health.Reading) -> Iterator[Metric]:
         """What the writer appended: frames by kind, events, sequence problems."""

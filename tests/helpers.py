@@ -19,6 +19,7 @@ import trio
 from recorder import health
 from recorder.config import (
     AccountConfig,
+    AuditConfig,
     Config,
     Credentials,
     DatabaseConfig,
@@ -365,6 +366,7 @@ def make_recorder(
     logging_cfg: LoggingConfig | None = None,
     status: StatusConfig | None = None,
     account_options: dict[str, Any] | None = None,
+    audit: AuditConfig | None = None,
     **kw: Any,
 ) -> Recorder:
     """A recorder on the simulator at ``port``; with ``rest_port`` it backfills gaps from
@@ -375,6 +377,7 @@ def make_recorder(
         metrics=metrics or MetricsConfig(),
         logging=logging_cfg or LoggingConfig(),
         status=status or StatusConfig(),
+        audit=audit or AuditConfig(),
     )
     accounts = accounts or [("main", KEY, SECRET)]
     accs = [

@@ -73,13 +73,30 @@ def verify(engine: sa.Engine, account: str | None = None) -> Report:
     return report
 
 
-def first_bad(
-    log: EventLog, account: str, up_to: int | None = None, tick: Callable[[int], None] | None = None
-) -> tuple[int | None, int]:
-    """Recompute the account's hash chain (up to ``up_to``): the first row whose hash does
-    not follow (None: intact) and how many rows verified before it."""
-    prev, checked = GENESIS, 0
-    for r in log.iterate(account, up_to=up_to, page=PAGE):
+@dataclass(frozen=True)
+class Walk:
+    """A walk along the chain: the first bad row (None: intact), the rows verified before
+    it, and the last verified row's id and hash (where a later walk goes on from)."""
+
+    bad: int | None
+    checked: int
+    last_id: int
+    last_hash: str
+
+
+def walk_chain(
+    log: EventLog,
+    account: str,
+    *,
+    after: int = 0,
+    prev: str = GENESIS,
+    up_to: int | None = None,
+    tick: Callable[[int], None] | None = None,
+) -> Walk:
+    """Recompute the account's hash chain from the row after ``after`` (whose hash is
+    ``prev``) up to ``up_to``."""
+    last_id, checked = after, 0
+    for r in log.iterate(account, after=after, up_to=up_to, page=PAGE):
         assert r.received_at is not None
         expected = chain_hash(
             prev,
@@ -93,12 +110,21 @@ def first_bad(
             r.frame,
         )
         if r.hash != expected:
-            return r.id, checked
-        prev = r.hash
+            return Walk(r.id, checked, last_id, prev)
+        prev, last_id = r.hash, r.id
         checked += 1
         if tick is not None:
             tick(1)
-    return None, checked
+    return Walk(None, checked, last_id, prev)
+
+
+def first_bad(
+    log: EventLog, account: str, up_to: int | None = None, tick: Callable[[int], None] | None = None
+) -> tuple[int | None, int]:
+    """Recompute the account's hash chain (up to ``up_to``): the first row whose hash does
+    not follow (None: intact) and how many rows verified before it."""
+    walk = walk_chain(log, account, up_to=up_to, tick=tick)
+    return walk.bad, walk.checked
 
 
 def _check_chain(log: EventLog, account: str, report: Report) -> None:
