@@ -127,6 +127,7 @@ class Recorder:
         # projections to fold waits on it, instead of polling.
         self.folded_round = trio.Event()
         self.leases = {lease.account: lease for lease in leases or []}
+        self.leased = frozenset(self.leases)  # accounts recorded under a lease (metrics)
         self.lease_check_every = lease_check_every
         self.head_log_every = head_log_every
         self.log = EventLog(db.engine)

@@ -73,6 +73,68 @@ class RecorderCollector(Collector):
         yield from self._account_families(reading)
         yield from self._projection_families(reading)
         yield from self._chain_families()
+        yield from self._operations_families(reading)
+
+    def _operations_families(self, reading: health.Reading) -> Iterator[Metric]:
+        """What the alert rules compare (deploy/prometheus/alerts.yaml): how long disconnected
+        against the allowance, the configured bounds, backfill and REST trouble, the writer's
+        room and the database, the leases."""
+        r = self.r
+        gone = GaugeMetricFamily(
+            "bfx_disconnected_seconds", "Seconds since the socket closed (0 while connected)",
+            labels=["account"],
+        )  # fmt: skip
+        allowance = GaugeMetricFamily(
+            "bfx_reconnect_allowance_seconds",
+            "How long a reconnect may take (back-off cap and connection limit)",
+            labels=["account"],
+        )
+        for account, a in reading.accounts.items():
+            gone.add_metric([account], a.disconnected_for)
+            allowance.add_metric([account], a.reconnect_allowance)
+        yield gone
+        yield allowance
+        age_bound = GaugeMetricFamily(
+            "bfx_frame_age_bound_seconds", "status.max_frame_age_s: the last frame's age bound"
+        )
+        age_bound.add_metric([], r.cfg.status.max_frame_age_s)
+        yield age_bound
+        lag_bound = GaugeMetricFamily(
+            "bfx_projector_lag_bound_events", "status.max_projector_lag: the projector lag bound"
+        )
+        lag_bound.add_metric([], r.cfg.status.max_projector_lag)
+        yield lag_bound
+        oldest = GaugeMetricFamily(
+            "bfx_backfill_oldest_incomplete_seconds",
+            "Seconds since the oldest backfill window still incomplete first failed (0: none)",
+            labels=["account"],
+        )
+        answers = CounterMetricFamily(
+            "bfx_rest_answers",
+            "REST answers by status (ok, rate-limited, unavailable, error)",
+            labels=["account", "status"],
+        )
+        for account, backfiller in sorted(r.backfillers.items()):
+            oldest.add_metric([account], backfiller.oldest_incomplete_s)
+            for status in ("ok", "rate-limited", "unavailable", "error"):
+                answers.add_metric([account, status], backfiller.client.answers.get(status, 0))
+        yield oldest
+        yield answers
+        capacity = GaugeMetricFamily(
+            "bfx_writer_queue_capacity", "writer.queue_size: items the writer's queue holds"
+        )
+        capacity.add_metric([], r.cfg.writer.queue_size)
+        yield capacity
+        up = GaugeMetricFamily("bfx_database_up", "0 while the database refuses commits")
+        up.add_metric([], 1 if r.writer.stats.unavailable_since is None else 0)
+        yield up
+        held = GaugeMetricFamily(
+            "bfx_lease_held", "1 while this process holds the account's lease", labels=["account"]
+        )
+        leases = getattr(r, "leases", {})
+        for account in sorted(getattr(r, "leased", ())):
+            held.add_metric([account], 1 if account in leases else 0)
+        yield held
 
     def _chain_families(self) -> Iterator[Metric]:
         """The chain's self-check (``[audit] verify_every_s``): where it got, and whether the

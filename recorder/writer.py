@@ -70,6 +70,8 @@ class WriterStats:
     by_kind: dict[tuple[str, str], int] = field(default_factory=dict)  # (account, kind)
     last_frame_at: dict[str, datetime] = field(default_factory=dict)  # chanId 0 frames
     commit_seconds: float = 0.0  # all batches' commit times, summed
+    # (monotonic) since when the database has refused commits; None while it answers
+    unavailable_since: float | None = None
     # (event id, monotonic time) of recent commits per account: how old a projector's lag is
     commits: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
 
@@ -189,6 +191,8 @@ class Writer:
                 outcome_unknown = True  # it may have committed before the error
                 self.stats.retries += 1
                 now = trio.current_time()
+                if self.stats.unavailable_since is None:
+                    self.stats.unavailable_since = now
                 if now - logged_at >= UNAVAILABLE_LOG_EVERY:
                     logged_at = now
                     log_fields(
@@ -203,6 +207,7 @@ class Writer:
                 with trio.CancelScope(shield=True):
                     await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        self.stats.unavailable_since = None
         if logged_at > -math.inf:
             log_fields(log, "database available again", frames=len(batch))
         return batch, result

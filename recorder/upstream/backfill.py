@@ -121,12 +121,21 @@ class Backfiller:
         self.idle.set()
         self.running = False
         self._progress: dict[Window, Progress] = {}
+        # (monotonic) when each window still incomplete first failed (alerts: an hour)
+        self.incomplete_since: dict[Window, float] = {}
 
     @property
     def open_windows(self) -> int:
         """Windows queued, running or waiting to be retried."""
         queued = self._receive.statistics().current_buffer_used
         return queued + len(self.incomplete) + (1 if self.running else 0)
+
+    @property
+    def oldest_incomplete_s(self) -> float:
+        """Seconds since the oldest window still incomplete first failed (0: none)."""
+        if not self.incomplete_since:
+            return 0.0
+        return trio.current_time() - min(self.incomplete_since.values())
 
     def request(self, window: Window) -> None:
         self.idle = trio.Event()
@@ -141,10 +150,12 @@ class Backfiller:
                 self.running = False
                 if complete:
                     self._progress.pop(window, None)
+                    self.incomplete_since.pop(window, None)
                     self.completed.append(window)
                     self.completed_count += 1
                 else:
                     self.incomplete.append(window)
+                    self.incomplete_since.setdefault(window, trio.current_time())
                     nursery.start_soon(self._retry_later, window)
                 if self._receive.statistics().current_buffer_used == 0 and not self.incomplete:
                     self.idle.set()

@@ -33,6 +33,7 @@ from recorder.protocol.rest import (
     OK,
     RATE_LIMITED,
     RETRY_CODES,
+    UNAVAILABLE,
     Answer,
     Endpoint,
     encode_body,
@@ -98,6 +99,7 @@ class RestClient:
         self.api_key = api_key
         self.api_secret = api_secret
         self.nonce = nonce
+        self.answers: dict[str, int] = {}  # answer status -> count (metrics)
         self.key_lock = key_lock
         self.emit = emit
         self.http = http
@@ -206,11 +208,13 @@ class RestClient:
             await self.emit(
                 self._marker("rest.error", {"path": endpoint.path, "status": None, "body": text})
             )
-            return Answer("unavailable", text=text)
+            self.answers[UNAVAILABLE] = self.answers.get(UNAVAILABLE, 0) + 1
+            return Answer(UNAVAILABLE, text=text)
         status, content = response
         text = content.decode("utf-8", "replace")  # decoded once: stored and read
         del content
         answer = read_answer(status, text)
+        self.answers[answer.status] = self.answers.get(answer.status, 0) + 1
         if answer.status == OK:
             await self.emit(
                 NewEvent(
