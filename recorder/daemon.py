@@ -33,7 +33,7 @@ from recorder.collector import fewer_collections
 from recorder.config import AccountConfig, Config, Credentials
 from recorder.groups import leaves
 from recorder.logs import log_fields
-from recorder.metrics import serve_metrics
+from recorder.metrics import MetricsApp, serve_metrics
 from recorder.projections.live import run_pool
 from recorder.projections.projector import AccountProjector, ProjectionPool, ProjectionView
 from recorder.store import backfills as backfill_store
@@ -135,6 +135,7 @@ class Recorder:
         self.rest_options = rest_options or {}
         self._stopped_at: dict[str, datetime | None] = {}
         self.metrics_port: int | None = None
+        self.metrics_app: MetricsApp | None = None  # /metrics, /healthz and the status page
         # The chain's self-check ([audit] verify_every_s; None: off).
         every = cfg.audit.verify_every_s
         self.chain_watch: ChainWatch | None = (
@@ -268,7 +269,8 @@ class Recorder:
     ) -> None:
         assert self.cfg.metrics.listen is not None
         with scope:
-            await serve_metrics(self, self.cfg.metrics.listen, task_status=task_status)
+            self.metrics_app = MetricsApp(self)
+            await serve_metrics(self.metrics_app, self.cfg.metrics.listen, task_status=task_status)
 
     async def _background(self, scope: trio.CancelScope) -> None:
         """Projectors, the lease watch and the periodic chain-head line, until the writer

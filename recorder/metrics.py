@@ -1,7 +1,8 @@
 """Metrics and health, answered from memory: ``GET /metrics`` (Prometheus text format) and
-``GET /healthz`` (200, or 503 with a one-line JSON reason), served inside the daemon's trio
-process by hypercorn's trio worker (no thread per request; the receive loops never wait on
-it), only when ``[metrics] listen`` is set.
+``GET /healthz`` (200, or 503 with a one-line JSON reason), and the status page at ``GET /``
+(:mod:`recorder.statuspage`, which alone reads the database, on its own engine), served
+inside the daemon's trio process by hypercorn's trio worker (no thread per request; the
+receive loops never wait on it), only when ``[metrics] listen`` is set.
 
 Nothing here queries the database: the writer, the sessions, the projectors and the
 backfillers keep what is needed in memory, and a custom collector turns it into metric
@@ -31,6 +32,7 @@ from prometheus_client.registry import Collector
 from recorder import health
 from recorder.health import Observed
 from recorder.serving import is_http, serve_asgi
+from recorder.statuspage import StatusPage
 from recorder.writer import Commit
 
 # Upper bounds (seconds) of the batch commit time histogram (``bfx_batch_commit_seconds``).
@@ -303,6 +305,7 @@ class MetricsApp:
         recorder.writer.observers.append(self.times.observe)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RecorderCollector(recorder, self.times))
+        self.page = StatusPage(recorder)
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
@@ -314,12 +317,14 @@ class MetricsApp:
             status, ctype, body = 401, b"text/plain", b"unauthorized: send Authorization: Bearer\n"
         elif scope["path"] == "/metrics":
             status, ctype, body = 200, b"text/plain; version=0.0.4", generate_latest(self.registry)
+        elif scope["path"] == "/":
+            status, ctype, body = 200, b"text/html; charset=utf-8", await self.page.render()
         elif scope["path"] == "/healthz":
             ok, reason = health.verdict(health.read(self.recorder), self.recorder.cfg.status)
             doc = {"status": "ok" if ok else "unhealthy", "reason": reason}
             status, ctype, body = (200 if ok else 503), b"application/json", orjson.dumps(doc)
         else:
-            status, ctype, body = 404, b"text/plain", b"not found: try /metrics or /healthz\n"
+            status, ctype, body = 404, b"text/plain", b"not found: try /, /metrics or /healthz\n"
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
         )
@@ -327,10 +332,13 @@ class MetricsApp:
 
 
 async def serve_metrics(
-    recorder: Observed,
+    app: MetricsApp,
     listen: str,
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; ``nursery.start`` returns the bound port."""
-    await serve_asgi(MetricsApp(recorder), listen, task_status=task_status)
+    """Serve ``app`` until cancelled; ``nursery.start`` returns the bound port."""
+    try:
+        await serve_asgi(app, listen, task_status=task_status)
+    finally:
+        app.page.close()

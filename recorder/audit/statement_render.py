@@ -93,8 +93,15 @@ def _num(field: str, value: Decimal | None) -> str:
 
 def _chart(w: WalletLine, start: datetime, end: datetime) -> str:
     """A balance line (SVG) over the period; the y axis spans the balances shown."""
+    return step_chart(f"{w.wallet} {w.currency}", w.points, start, end)
+
+
+def step_chart(
+    name: str, points: list[tuple[datetime, Decimal]], start: datetime, end: datetime
+) -> str:
+    """A balance as a step line (SVG, the balance holds until the next change), with its
+    range in the caption; '' without points. Shared by the statement and the status page."""
     width, height, pad = 420, 160, 8
-    points = w.points
     if not points:
         return ""
     start = max(start, points[0][0])  # from the first balance seen, not an empty period
@@ -108,14 +115,12 @@ def _chart(w: WalletLine, start: datetime, end: datetime) -> str:
         y = height - pad - float((v - low) / rng) * (height - 2 * pad)
         return f"{x:.1f},{y:.1f}"
 
-    # A step line: the balance holds until the next change.
     coords = []
     for i, (at, v) in enumerate(points):
         if i:
             coords.append(xy(at, points[i - 1][1]))
         coords.append(xy(at, v))
     coords.append(xy(end, points[-1][1]))
-    name = f"{w.wallet} {w.currency}"
     return (
         f'<figure><svg class="chart" data-chart="{escape(name)}" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}" role="img" '

@@ -1,0 +1,365 @@
+"""The status page at ``/`` of the metrics listener: what an operator looks at.
+
+Server-rendered HTML with everything inline (no script, no CDN: it works with no network),
+refreshing itself every 10 s. Per account: connected or not and since when, the last frame's
+age, frames today, the head, projector lag, open and incomplete backfill windows,
+unexplained reconciliations, the lease, the chain's last self-check; and over the last 24
+hours a timeline of sessions and gaps (a gap green when a complete backfill covers it, red
+when not), the balances per currency (``wallet_history``) and the latest fills with fees.
+
+What the daemon knows is read from memory (:mod:`recorder.health`); the rest from the
+database on the page's own engine (its own connections) in a worker thread of its own, with
+bounded queries (a day, and row limits), cached for :data:`CACHE_S` seconds: reloading the
+page ten times a second queries the database once every two seconds, and never in the
+writer's thread or its connection.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from html import escape
+from typing import Any
+
+import sqlalchemy as sa
+import trio
+
+from recorder import health
+from recorder.audit.statement import dec
+from recorder.audit.statement_render import step_chart
+from recorder.config import DatabaseConfig
+from recorder.store.engine import create_engine
+from recorder.store.schema import backfills, events, reconciliations, sessions, trades
+from recorder.store.schema import wallet_history as history
+from recorder.store.types import utc
+
+CACHE_S = 2.0
+DAY = timedelta(hours=24)
+SESSIONS_SHOWN = 200
+POINTS_READ = 5_000  # balance changes read per account (a day of a busy account: thinned)
+POINTS_SHOWN = 300
+FILLS_SHOWN = 15
+REFRESH_S = 10
+BAD = ' class="bad"'
+
+
+@dataclass
+class FromDatabase:
+    """One account's part of the page that the database answers (read at most every
+    :data:`CACHE_S` seconds)."""
+
+    sessions: list[tuple[datetime, datetime | None, str | None]] = field(default_factory=list)
+    gaps: list[tuple[datetime, datetime, bool]] = field(default_factory=list)
+    balances: dict[str, list[tuple[datetime, Decimal]]] = field(default_factory=dict)
+    fills: list[dict[str, Any]] = field(default_factory=list)
+    frames_today: int = 0
+    incomplete_windows: int = 0
+    unexplained: int = 0
+
+
+def read_account(engine: sa.Engine, account: str, now: datetime) -> FromDatabase:
+    """The bounded queries of one account (in a worker thread)."""
+    out = FromDatabase()
+    since = now - DAY
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    s = sessions.c
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(s.authenticated_at, s.started_at, s.ended_at, s.end_reason)
+            .where(s.account == account, sa.or_(s.ended_at.is_(None), s.ended_at >= since))
+            .order_by(s.id.desc())
+            .limit(SESSIONS_SHOWN)
+        ).all()
+        for r in reversed(rows):
+            began = utc(r.authenticated_at or r.started_at)
+            if began is not None:
+                out.sessions.append((began, utc(r.ended_at), r.end_reason))
+        gaps = conn.execute(
+            sa.text(
+                "SELECT from_at, to_at, backfilled FROM session_gaps "
+                "WHERE account = :a AND to_at >= :since ORDER BY from_at DESC LIMIT :n"
+            ),
+            {"a": account, "since": since, "n": SESSIONS_SHOWN},
+        ).all()
+        for g in reversed(gaps):
+            a, b = utc(g.from_at), utc(g.to_at)
+            if a is not None and b is not None:
+                out.gaps.append((a, b, bool(g.backfilled)))
+        h = history.c
+        points = conn.execute(
+            sa.select(h.wallet_type, h.currency, h.at, h.balance)
+            .where(h.account == account, h.at >= since, h.source.in_(("ws", "wu")))
+            .order_by(h.at.desc())
+            .limit(POINTS_READ)
+        ).all()
+        for p in reversed(points):
+            at = utc(p.at)
+            if at is not None and p.balance is not None:
+                out.balances.setdefault(f"{p.wallet_type} {p.currency}", []).append((at, p.balance))
+        for name, series in out.balances.items():
+            step = max(1, len(series) // POINTS_SHOWN)
+            out.balances[name] = series[::step] + ([series[-1]] if step > 1 else [])
+        t = trades.c
+        out.fills = [
+            dict(r._mapping)
+            for r in conn.execute(
+                sa.select(
+                    t.id, t.symbol, t.mts_create, t.exec_amount, t.exec_price, t.fee, t.fee_currency
+                )
+                .where(t.account == account)
+                .order_by(t.mts_create.desc(), t.id.desc())
+                .limit(FILLS_SHOWN)
+            )
+        ]
+        e = events.c
+        out.frames_today = int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(e.account == account, e.received_at >= midnight, e.chan_id == 0)
+            ).scalar_one()
+        )
+        w = backfills.c
+        out.incomplete_windows = int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(backfills)
+                .where(w.account == account, w.complete.is_(False))
+            ).scalar_one()
+        )
+        rc = reconciliations.c
+        out.unexplained = int(
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(reconciliations)
+                .where(rc.account == account, rc.explained_by.is_(None))
+            ).scalar_one()
+        )
+    return out
+
+
+class StatusPage:
+    """Renders ``/`` for the daemon ``recorder`` (a :class:`recorder.daemon.Recorder`)."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.r = recorder
+        self.engine: sa.Engine | None = None
+        self.limiter = trio.CapacityLimiter(1)  # its own thread: never the writer's
+        self._reading = trio.Lock()  # one read at a time; the others wait for its answer
+        self._cached: tuple[float, dict[str, FromDatabase]] | None = None
+        self.reads = 0  # database reads made (tests: the cache holds)
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+    async def _from_database(self, now: datetime) -> dict[str, FromDatabase]:
+        cached = self._cached
+        if cached is not None and trio.current_time() - cached[0] < CACHE_S:
+            return cached[1]
+        async with self._reading:
+            cached = self._cached
+            if cached is not None and trio.current_time() - cached[0] < CACHE_S:
+                return cached[1]
+            if self.engine is None:
+                url = self.r.cfg.database.url
+                self.engine = create_engine(DatabaseConfig(url=url))
+            engine = self.engine
+            accounts = list(self.r.status)
+
+            def read_all() -> dict[str, FromDatabase]:
+                return {a: read_account(engine, a, now) for a in accounts}
+
+            found = await trio.to_thread.run_sync(read_all, limiter=self.limiter)
+            self.reads += 1
+            self._cached = (trio.current_time(), found)
+            return found
+
+    async def render(self) -> bytes:
+        now = datetime.now(UTC)
+        reading = health.read(self.r, now)
+        try:
+            db = await self._from_database(now)
+            db_error = None
+        except Exception as exc:  # the page says so; the daemon goes on
+            db, db_error = {}, f"{type(exc).__name__}: {exc}"[:300]
+        return page(self.r, reading, db, now, db_error).encode()
+
+
+def _age(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _timeline(db: FromDatabase, now: datetime) -> str:
+    """Sessions and gaps over the last 24 hours (or since the first session, when the
+    recording is younger: a minute's recording is not a hair at the right end)."""
+    width, height = 860, 40
+    first = db.sessions[0][0] if db.sessions else now - DAY
+    start = max(now - DAY, min(first, now - timedelta(minutes=1)))
+    span = (now - start).total_seconds() or 1.0
+
+    def x(at: datetime) -> float:
+        return max(0.0, min(1.0, (at - start).total_seconds() / span)) * width
+
+    parts = []
+    for began, ended, reason in db.sessions:
+        x0, x1 = x(began), x(ended or now)
+        title = (
+            f"{began:%H:%M:%S} .. {f'{ended:%H:%M:%S}' if ended else 'now'} ({reason or 'open'})"
+        )
+        parts.append(
+            f'<rect class="session" x="{x0:.1f}" y="14" width="{max(x1 - x0, 1):.1f}" '
+            f'height="12" fill="#9ec5f8"><title>{escape(title)}</title></rect>'
+        )
+    for a, b, covered in db.gaps:
+        x0, x1 = x(a), x(b)
+        colour = "#2e9d4f" if covered else "#d1452f"
+        parts.append(
+            f'<rect class="gap" data-backfilled="{str(covered).lower()}" x="{x0:.1f}" y="4" '
+            f'width="{max(x1 - x0, 2):.1f}" height="32" fill="{colour}"><title>gap '
+            f"{a:%H:%M:%S} .. {b:%H:%M:%S}</title></rect>"
+        )
+    return (
+        f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#f4f4f4"/>{"".join(parts)}'
+        f'</svg><p class="legend">from {start:%Y-%m-%d %H:%M:%S} to now (UTC): blue, sessions; '
+        "green, a gap a complete backfill covers; red, a gap without one</p>"
+    )
+
+
+def _fills(db: FromDatabase) -> str:
+    if not db.fills:
+        return "<p>no fills recorded</p>"
+    rows = []
+    for f in db.fills:
+        at = utc(f["mts_create"])
+        rows.append(
+            "<tr>"
+            f'<td data-field="fill-id">{f["id"]}</td>'
+            f"<td>{escape(at.isoformat(timespec='seconds') if at else '')}</td>"
+            f"<td>{escape(str(f['symbol'] or ''))}</td>"
+            f'<td class="n">{escape(dec(f["exec_amount"]) or "")}</td>'
+            f'<td class="n">{escape(dec(f["exec_price"]) or "")}</td>'
+            f'<td class="n">{escape(dec(f["fee"]) or "")} {escape(f["fee_currency"] or "")}</td>'
+            "</tr>"
+        )
+    return (
+        "<table><tr><th>id</th><th>time (UTC)</th><th>symbol</th><th>amount</th>"
+        f"<th>price</th><th>fee</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _lease(r: Any, account: str) -> str:
+    if account in getattr(r, "leases", {}):
+        return f"this process (pid {os.getpid()} on {socket.gethostname()})"
+    if account in getattr(r, "leased", ()):
+        return "LOST (another process holds it)"
+    return "no lease"
+
+
+def _chain(r: Any, account: str) -> str:
+    watch = getattr(r, "chain_watch", None)
+    check = watch.checks.get(account) if watch is not None else None
+    if check is None or check.last_check_at is None:
+        return "not checked yet" if watch is not None else "off"
+    at = datetime.fromtimestamp(check.last_check_at, UTC).isoformat(timespec="seconds")
+    state = f"FAILED: {check.problem}" if check.problem else f"intact up to {check.verified_id}"
+    return f"{state} ({at})"
+
+
+def page(
+    r: Any,
+    reading: health.Reading,
+    db: dict[str, FromDatabase],
+    now: datetime,
+    db_error: str | None = None,
+) -> str:
+    rows, sections = [], []
+    lags: dict[str, int] = {}
+    for p in reading.projections:
+        lags[p.account] = max(lags.get(p.account, 0), p.lag)
+    for account, a in reading.accounts.items():
+        part = db.get(account, FromDatabase())
+        if a.connected:
+            state = "connected"
+        elif a.stopped:
+            state = f"stopped: {a.stopped}"
+        else:
+            state = f"disconnected for {_age(a.disconnected_for)} ({a.last_reason or '-'})"
+        cells = [
+            ("account", account),
+            ("state", state),
+            ("last-frame-age", _age(a.last_frame_age)),
+            ("frames-today", str(part.frames_today)),
+            ("head", str(a.head)),
+            ("projector-lag", str(lags.get(account, 0))),
+            ("backfill-open", str(a.open_windows)),
+            ("backfill-incomplete", str(part.incomplete_windows)),
+            ("unexplained", str(part.unexplained)),
+            ("lease", _lease(r, account)),
+            ("chain", _chain(r, account)),
+        ]
+        # The cells that need a look, in red.
+        bad = {
+            "state": not a.connected,
+            "unexplained": part.unexplained > 0,
+            "backfill-incomplete": part.incomplete_windows > 0,
+            "chain": cells[-1][1].startswith("FAILED"),
+            "lease": cells[-2][1].startswith("LOST"),
+        }
+        rows.append(
+            "<tr>"
+            + "".join(
+                f'<td data-field="{k}"{BAD if bad.get(k) else ""}>{escape(v)}</td>'
+                for k, v in cells
+            )
+            + "</tr>"
+        )
+        charts = "".join(
+            step_chart(name, points, now - DAY, now)
+            for name, points in sorted(part.balances.items())
+        )
+        sections.append(
+            f'<section data-account="{escape(account)}"><h2>{escape(account)}</h2>'
+            f"{_timeline(part, now)}<h3>Balances, last 24 hours</h3>"
+            f'<div class="charts">{charts or "<p>no balance changes</p>"}</div>'
+            f"<h3>Latest fills</h3>{_fills(part)}</section>"
+        )
+    warning = (
+        f'<p class="bad">the database could not be read: {escape(db_error)}</p>' if db_error else ""
+    )
+    head = (
+        "<th>account</th><th>state</th><th>last frame</th><th>frames today</th><th>head</th>"
+        "<th>projector lag</th><th>backfill open</th><th>incomplete</th><th>unexplained</th>"
+        "<th>lease</th><th>chain self-check</th>"
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="{REFRESH_S}">
+<title>bfx-recorder status</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #222; }}
+table {{ border-collapse: collapse; margin: .5em 0 1em; }}
+td, th {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
+td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+td[data-field="state"] {{ color: #2e7d32; }}
+td.bad, p.bad {{ color: #c62828; font-weight: 600; }}
+.charts {{ display: flex; flex-wrap: wrap; gap: 1em; }}
+figure {{ margin: 0; }} figcaption, .legend {{ color: #666; font-size: 12px; }}
+</style></head><body>
+<h1>bfx-recorder</h1>
+<p>as of <time data-field="now">{now.isoformat(timespec="seconds")}</time>, refreshed every
+{REFRESH_S} s; writer queue {reading.queue_depth}</p>{warning}
+<table class="accounts"><tr>{head}</tr>{"".join(rows)}</table>
+{"".join(sections)}
+</body></html>
+"""

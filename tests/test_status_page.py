@@ -1,0 +1,157 @@
+"""The status page at / (issue: operations, item 1): what it shows, read as a person sees it
+in a real browser, with no network; cached reads; behind the token when one is set."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import trio
+
+from recorder.config import MetricsConfig
+from recorder.simulator.server import Simulator
+from recorder.statuspage import CACHE_S
+from tests.helpers import (
+    KEY,
+    SECRET,
+    progressed,
+    reauth,
+    start_recording,
+    wait_until,
+)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[bytes]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--proxy-server=127.0.0.1:9",  # no network but loopback (always bypassed)
+            *args,
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def _fields(html: str) -> dict[str, str]:
+    return dict(re.findall(r'data-field="([a-z-]+)">([^<]*)<', html))
+
+
+async def test_status_page_shows_each_account_from_memory_and_its_own_reads(
+    engine: sa.Engine,
+) -> None:
+    sim = Simulator(seed=97, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        rest_port = await nursery.start(sim.serve_rest)
+        recorder = await start_recording(
+            nursery,
+            sim,
+            engine,
+            rest_port=rest_port,
+            metrics=MetricsConfig(listen="127.0.0.1:0"),
+        )
+        await progressed(recorder, 150)
+        await reauth(sim, "drop")  # a gap, backfilled
+        await progressed(recorder, 150)
+        await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+        url = f"http://127.0.0.1:{recorder.metrics_port}/"
+        first = await http.get(url)
+        assert first.status_code == 200
+        assert first.headers["content-type"].startswith("text/html")
+        html = first.text
+        fields = _fields(html)
+        assert fields["account"] == "main"
+        assert fields["state"] == "connected"
+        assert 0 < int(fields["head"]) <= recorder.writer.high_water["main"]
+        assert int(fields["frames-today"]) > 0
+        assert "<script" not in html and "http://" not in html and "https://" not in html
+        assert 'class="session"' in html and 'data-chart="exchange USD"' in html
+        assert 'data-field="fill-id"' in html
+        # Reloaded 20 times in a row: the database is read once per cache period.
+        reads = recorder_page_reads(recorder)
+        for _ in range(20):
+            assert (await http.get(url)).status_code == 200
+        assert recorder_page_reads(recorder) - reads <= 1 + int(1 / CACHE_S)
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+
+
+def recorder_page_reads(recorder: object) -> int:
+    """How often the page read the database (its app is the metrics listener's)."""
+    app = getattr(recorder, "metrics_app", None)
+    return app.page.reads if app is not None else 0
+
+
+async def test_status_page_needs_the_token_when_one_is_set(engine: sa.Engine) -> None:
+    sim = Simulator(seed=98, rate=100, api_keys={KEY: SECRET}, connection_limit=None)
+    token = "a-long-enough-token-1234"
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        from recorder.config import Secret
+
+        recorder = await start_recording(
+            nursery, sim, engine, metrics=MetricsConfig(listen="127.0.0.1:0", token=Secret(token))
+        )
+        await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+        url = f"http://127.0.0.1:{recorder.metrics_port}/"
+        assert (await http.get(url)).status_code == 401
+        ok = await http.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 200 and "bfx-recorder" in ok.text
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_status_page_in_a_real_browser(tmp_path: Path, engine: sa.Engine) -> None:
+    if CHROMIUM is None:
+        if os.environ.get("BFX_RECORDER_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    sim = Simulator(seed=99, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
+    async with trio.open_nursery() as nursery:
+        rest_port = await nursery.start(sim.serve_rest)
+        recorder = await start_recording(
+            nursery,
+            sim,
+            engine,
+            rest_port=rest_port,
+            metrics=MetricsConfig(listen="127.0.0.1:0"),
+        )
+        await progressed(recorder, 200)
+        await reauth(sim, "drop")
+        await progressed(recorder, 200)
+        await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+        url = f"http://127.0.0.1:{recorder.metrics_port}/"
+        dom = await trio.to_thread.run_sync(lambda: _chromium("--dump-dom", url))
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        shown = dom.stdout.decode()
+        fields = _fields(shown)
+        assert fields["account"] == "main" and fields["state"] == "connected"
+        assert 0 < int(fields["head"]) <= recorder.writer.high_water["main"]
+        assert "<polyline" in shown and 'class="gap"' in shown  # a chart, the gap
+        shot = tmp_path / "status.png"
+        made = await trio.to_thread.run_sync(
+            lambda: _chromium("--window-size=1280,1100", f"--screenshot={shot}", url)
+        )
+        assert made.returncode == 0 and shot.stat().st_size > 10_000
+        if os.environ.get("BFX_RECORDER_SCREENSHOTS") == "docs":
+            shutil.copy(shot, ROOT / "docs" / "status.png")
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
