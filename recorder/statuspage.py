@@ -290,7 +290,8 @@ def page(
     for account, a in reading.accounts.items():
         part = db.get(account, FromDatabase())
         if a.connected:
-            state = "connected"
+            since = part.sessions[-1][0] if part.sessions and part.sessions[-1][1] is None else None
+            state = f"connected since {since:%H:%M:%S}" if since else "connected"
         elif a.stopped:
             state = f"stopped: {a.stopped}"
         else:
