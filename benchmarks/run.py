@@ -438,8 +438,14 @@ async def record_for(
     lags: list[int] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(recorder.run)
+        loader = trio.CancelScope()
         if page_reloads:
-            nursery.start_soon(reload_page, recorder, page_reloads)
+
+            async def load() -> None:
+                with loader:
+                    await reload_page(recorder, page_reloads)
+
+            nursery.start_soon(load)
         cpu0, start = time.process_time(), time.monotonic()
         while time.monotonic() - start < seconds:
             await trio.sleep(1.0)
@@ -451,6 +457,7 @@ async def record_for(
             )
         cpu = time.process_time() - cpu0
         wall = time.monotonic() - start
+        loader.cancel()  # before the listener stops
         recorder.stop()
         await recorder.finished.wait()
         nursery.cancel_scope.cancel()

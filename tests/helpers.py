@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import queue
+import shutil
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -508,3 +511,37 @@ def official_client(port: int, received: list[tuple[str, Any]]) -> Any:
     for name in EVENTS:
         client.wss.on(name, lambda data, _n=name: received.append((_n, data)))
     return client
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess[bytes]:
+    """Debian's Chromium, headless, with no network but loopback (the proxy is a closed port;
+    loopback always bypasses it)."""
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--proxy-server=127.0.0.1:9",
+            *args,
+        ],
+        capture_output=True,
+        timeout=120,
+    )
+
+
+def need_chromium() -> None:
+    """Skip without Chromium, unless CI requires it (BFX_RECORDER_REQUIRE_CHROMIUM=1)."""
+    import pytest
+
+    if CHROMIUM is None:
+        if os.environ.get("BFX_RECORDER_REQUIRE_CHROMIUM"):
+            pytest.fail("chromium is not installed (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")

@@ -36,10 +36,9 @@ from recorder.store.schema import (
     reconciliation_ledgers,
     reconciliations,
 )
-from tests.helpers import KEY, SECRET, make_recorder
+from tests.helpers import KEY, SECRET, chromium, make_recorder, need_chromium
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -476,31 +475,9 @@ def test_every_fill_attributed_and_every_balance_follows(tmp_path: Path, db_url:
 # --- the HTML statement, as a browser shows it ----------------------------------------------
 
 
-def _chromium(*args: str) -> subprocess.CompletedProcess[bytes]:
-    assert CHROMIUM is not None
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--proxy-server=127.0.0.1:9",
-            *args,
-        ],
-        capture_output=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.slow
 def test_html_statement_in_a_real_browser(tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("BFX_RECORDER_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    need_chromium()
     url = f"sqlite:///{tmp_path / 'recorder.db'}"
     env = {**os.environ, "BFX_RECORDER_DATABASE_URL": url}
     run = cli(env, tmp_path, "demo", "--seconds", "3", "--rate", "200", "--faults", "drop@1.5")
@@ -516,7 +493,7 @@ def test_html_statement_in_a_real_browser(tmp_path: Path) -> None:
     html_text = page.read_text()
     assert "http://" not in html_text and "https://" not in html_text  # nothing to fetch
     # The page as the browser built it (no network: the proxy goes nowhere).
-    dom = _chromium("--dump-dom", page.as_uri()).stdout.decode()
+    dom = chromium("--dump-dom", page.as_uri()).stdout.decode()
     shown = dict(re.findall(r'data-field="([^"]+)">([^<]*)<', dom))
     assert shown, dom[:500]
     for w in as_json["wallets"]:
@@ -533,7 +510,7 @@ def test_html_statement_in_a_real_browser(tmp_path: Path) -> None:
     assert len(re.findall(r"<polyline", dom)) == len([w for w in as_json["wallets"]])
     # Drawn: the chart's blue line is in the screenshot.
     shot = tmp_path / "statement.png"
-    _chromium(f"--screenshot={shot}", "--window-size=1400,1500", "--hide-scrollbars", page.as_uri())
+    chromium(f"--screenshot={shot}", "--window-size=1400,1500", "--hide-scrollbars", page.as_uri())
     assert shot.exists()
     assert _has_colour(shot.read_bytes(), (0x1F, 0x6F, 0xD1))
     keep = os.environ.get("BFX_RECORDER_SCREENSHOTS")

@@ -6,11 +6,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import httpx
-import pytest
 import sqlalchemy as sa
 import trio
 
@@ -20,33 +18,15 @@ from recorder.statuspage import CACHE_S
 from tests.helpers import (
     KEY,
     SECRET,
+    chromium,
+    need_chromium,
     progressed,
     reauth,
     start_recording,
     wait_until,
 )
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _chromium(*args: str) -> subprocess.CompletedProcess[bytes]:
-    assert CHROMIUM is not None
-    return subprocess.run(
-        [
-            CHROMIUM,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--proxy-server=127.0.0.1:9",  # no network but loopback (always bypassed)
-            *args,
-        ],
-        capture_output=True,
-        timeout=120,
-    )
 
 
 def _fields(html: str) -> dict[str, str]:
@@ -119,10 +99,7 @@ async def test_status_page_needs_the_token_when_one_is_set(engine: sa.Engine) ->
 
 
 async def test_status_page_in_a_real_browser(tmp_path: Path, engine: sa.Engine) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("BFX_RECORDER_REQUIRE_CHROMIUM"):
-            pytest.fail("chromium is not installed (apt-get install chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    need_chromium()
     sim = Simulator(seed=99, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
     async with trio.open_nursery() as nursery:
         rest_port = await nursery.start(sim.serve_rest)
@@ -138,7 +115,7 @@ async def test_status_page_in_a_real_browser(tmp_path: Path, engine: sa.Engine) 
         await progressed(recorder, 200)
         await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
         url = f"http://127.0.0.1:{recorder.metrics_port}/"
-        dom = await trio.to_thread.run_sync(lambda: _chromium("--dump-dom", url))
+        dom = await trio.to_thread.run_sync(lambda: chromium("--dump-dom", url))
         assert dom.returncode == 0, dom.stderr[-2000:]
         shown = dom.stdout.decode()
         fields = _fields(shown)
@@ -147,7 +124,7 @@ async def test_status_page_in_a_real_browser(tmp_path: Path, engine: sa.Engine) 
         assert "<polyline" in shown and 'class="gap"' in shown  # a chart, the gap
         shot = tmp_path / "status.png"
         made = await trio.to_thread.run_sync(
-            lambda: _chromium("--window-size=1280,1100", f"--screenshot={shot}", url)
+            lambda: chromium("--window-size=1280,1100", f"--screenshot={shot}", url)
         )
         assert made.returncode == 0 and shot.stat().st_size > 10_000
         if os.environ.get("BFX_RECORDER_SCREENSHOTS") == "docs":
