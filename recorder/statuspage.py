@@ -2,16 +2,17 @@
 
 Server-rendered HTML with everything inline (no script, no CDN: it works with no network),
 refreshing itself every 10 s. Per account: connected or not and since when, the last frame's
-age, frames today, the head, projector lag, open and incomplete backfill windows,
-unexplained reconciliations, the lease, the chain's last self-check; and over the last 24
-hours a timeline of sessions and gaps (a gap green when a complete backfill covers it, red
-when not), the balances per currency (``wallet_history``) and the latest fills with fees.
+age, events today (frames and markers), the head, projector lag, open and incomplete
+backfill windows, unexplained reconciliations, the lease, the chain's last self-check; and
+over the last 24 hours a timeline of sessions and gaps (a gap green when a complete backfill
+covers it, red when not), the balances per currency (``wallet_history``) and the latest
+fills with fees.
 
 What the daemon knows is read from memory (:mod:`recorder.health`); the rest from the
 database on the page's own engine (its own connections) in a worker thread of its own, with
-bounded queries (a day, and row limits), cached for :data:`CACHE_S` seconds: reloading the
-page ten times a second queries the database once every two seconds, and never in the
-writer's thread or its connection.
+bounded queries (each on an index: a day, row limits); the page is rendered at most once
+every :data:`CACHE_S` seconds: reloading it ten times a second queries the database once every
+five seconds, and never in the writer's thread or its connection.
 """
 
 from __future__ import annotations
@@ -36,10 +37,9 @@ from recorder.store.schema import backfills, events, reconciliations, sessions, 
 from recorder.store.schema import wallet_history as history
 from recorder.store.types import utc
 
-CACHE_S = 2.0
+CACHE_S = 5.0
 DAY = timedelta(hours=24)
 SESSIONS_SHOWN = 200
-POINTS_READ = 5_000  # balance changes read per account (a day of a busy account: thinned)
 POINTS_SHOWN = 300
 FILLS_SHOWN = 15
 REFRESH_S = 10
@@ -55,13 +55,14 @@ class FromDatabase:
     gaps: list[tuple[datetime, datetime, bool]] = field(default_factory=list)
     balances: dict[str, list[tuple[datetime, Decimal]]] = field(default_factory=dict)
     fills: list[dict[str, Any]] = field(default_factory=list)
-    frames_today: int = 0
+    events_today: int = 0
     incomplete_windows: int = 0
     unexplained: int = 0
 
 
 def read_account(engine: sa.Engine, account: str, now: datetime) -> FromDatabase:
-    """The bounded queries of one account (in a worker thread)."""
+    """The bounded queries of one account (in a worker thread), each on an index: the page
+    is reloaded while the writer works on the same database."""
     out = FromDatabase()
     since = now - DAY
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -69,39 +70,55 @@ def read_account(engine: sa.Engine, account: str, now: datetime) -> FromDatabase
     with engine.connect() as conn:
         rows = conn.execute(
             sa.select(s.authenticated_at, s.started_at, s.ended_at, s.end_reason)
-            .where(s.account == account, sa.or_(s.ended_at.is_(None), s.ended_at >= since))
+            .where(s.account == account)
             .order_by(s.id.desc())
             .limit(SESSIONS_SHOWN)
         ).all()
         for r in reversed(rows):
-            began = utc(r.authenticated_at or r.started_at)
-            if began is not None:
-                out.sessions.append((began, utc(r.ended_at), r.end_reason))
-        gaps = conn.execute(
-            sa.text(
-                "SELECT from_at, to_at, backfilled FROM session_gaps "
-                "WHERE account = :a AND to_at >= :since ORDER BY from_at DESC LIMIT :n"
-            ),
-            {"a": account, "since": since, "n": SESSIONS_SHOWN},
+            began, ended = utc(r.authenticated_at or r.started_at), utc(r.ended_at)
+            if began is not None and (ended is None or ended >= since):
+                out.sessions.append((began, ended, r.end_reason))
+        # Gaps between consecutive sessions, green when a complete window (not a ledger-only
+        # one) covers them: from the sessions read, not the session_gaps view (which walks
+        # every session of the account).
+        w = backfills.c
+        covering = conn.execute(
+            sa.select(w.window_from, w.window_to).where(
+                w.account == account,
+                w.complete.is_(True),
+                w.window_to >= since,
+                sa.func.coalesce(w.reason, "") != "ledger",
+            )
         ).all()
-        for g in reversed(gaps):
-            a, b = utc(g.from_at), utc(g.to_at)
-            if a is not None and b is not None:
-                out.gaps.append((a, b, bool(g.backfilled)))
+        windows = [(utc(c.window_from), utc(c.window_to)) for c in covering]
+        for (_, ended, _), (began, _, _) in zip(out.sessions, out.sessions[1:], strict=False):
+            if ended is None or began <= ended:
+                continue
+            covered = any(
+                a is not None and b is not None and a <= ended and b >= began for a, b in windows
+            )
+            out.gaps.append((ended, began, covered))
         h = history.c
-        points = conn.execute(
-            sa.select(h.wallet_type, h.currency, h.at, h.balance)
-            .where(h.account == account, h.at >= since, h.source.in_(("ws", "wu")))
-            .order_by(h.at.desc())
-            .limit(POINTS_READ)
-        ).all()
-        for p in reversed(points):
-            at = utc(p.at)
-            if at is not None and p.balance is not None:
-                out.balances.setdefault(f"{p.wallet_type} {p.currency}", []).append((at, p.balance))
-        for name, series in out.balances.items():
-            step = max(1, len(series) // POINTS_SHOWN)
-            out.balances[name] = series[::step] + ([series[-1]] if step > 1 else [])
+        wallets = _wallets(conn, account)
+        for wallet_type, currency in wallets:
+            points = conn.execute(
+                sa.select(h.at, h.balance)
+                .where(
+                    h.account == account,
+                    h.wallet_type == wallet_type,
+                    h.currency == currency,
+                    h.at >= since,
+                )
+                .order_by(h.at.desc())
+                .limit(POINTS_SHOWN)
+            ).all()
+            kept: list[tuple[datetime, Decimal]] = []
+            for p in reversed(points):
+                at = utc(p.at)
+                if at is not None and p.balance is not None:
+                    kept.append((at, p.balance))
+            if kept:
+                out.balances[f"{wallet_type} {currency}"] = kept
         t = trades.c
         out.fills = [
             dict(r._mapping)
@@ -110,19 +127,18 @@ def read_account(engine: sa.Engine, account: str, now: datetime) -> FromDatabase
                     t.id, t.symbol, t.mts_create, t.exec_amount, t.exec_price, t.fee, t.fee_currency
                 )
                 .where(t.account == account)
-                .order_by(t.mts_create.desc(), t.id.desc())
+                .order_by(t.id.desc())  # the primary key's order: no sort of every fill
                 .limit(FILLS_SHOWN)
             )
         ]
         e = events.c
-        out.frames_today = int(
+        out.events_today = int(
             conn.execute(
                 sa.select(sa.func.count())
                 .select_from(events)
-                .where(e.account == account, e.received_at >= midnight, e.chan_id == 0)
+                .where(e.account == account, e.received_at >= midnight)
             ).scalar_one()
         )
-        w = backfills.c
         out.incomplete_windows = int(
             conn.execute(
                 sa.select(sa.func.count())
@@ -141,6 +157,21 @@ def read_account(engine: sa.Engine, account: str, now: datetime) -> FromDatabase
     return out
 
 
+def _wallets(conn: sa.Connection, account: str) -> list[tuple[str, str]]:
+    """The account's current wallets (the small ``wallets`` table)."""
+    from recorder.store.schema import wallets
+
+    c = wallets.c
+    return [
+        (r.wallet_type, r.currency)
+        for r in conn.execute(
+            sa.select(c.wallet_type, c.currency)
+            .where(c.account == account)
+            .order_by(c.wallet_type, c.currency)
+        )
+    ]
+
+
 class StatusPage:
     """Renders ``/`` for the daemon ``recorder`` (a :class:`recorder.daemon.Recorder`)."""
 
@@ -151,6 +182,7 @@ class StatusPage:
         self._reading = trio.Lock()  # one read at a time; the others wait for its answer
         self._cached: tuple[float, dict[str, FromDatabase]] | None = None
         self.reads = 0  # database reads made (tests: the cache holds)
+        self._rendered: tuple[float, bytes] | None = None
 
     def close(self) -> None:
         if self.engine is not None:
@@ -179,14 +211,21 @@ class StatusPage:
             return found
 
     async def render(self) -> bytes:
+        """The page, rendered at most once per :data:`CACHE_S` (reloads in between get the
+        same bytes: the daemon's thread builds no HTML for them)."""
+        rendered = self._rendered
+        if rendered is not None and trio.current_time() - rendered[0] < CACHE_S:
+            return rendered[1]
         now = datetime.now(UTC)
-        reading = health.read(self.r, now)
         try:
             db = await self._from_database(now)
             db_error = None
         except Exception as exc:  # the page says so; the daemon goes on
             db, db_error = {}, f"{type(exc).__name__}: {exc}"[:300]
-        return page(self.r, reading, db, now, db_error).encode()
+        reading = health.read(self.r, now)
+        body = page(self.r, reading, db, now, db_error).encode()
+        self._rendered = (trio.current_time(), body)
+        return body
 
 
 def _age(seconds: float) -> str:
@@ -300,7 +339,7 @@ def page(
             ("account", account),
             ("state", state),
             ("last-frame-age", _age(a.last_frame_age)),
-            ("frames-today", str(part.frames_today)),
+            ("events-today", str(part.events_today)),
             ("head", str(a.head)),
             ("projector-lag", str(lags.get(account, 0))),
             ("backfill-open", str(a.open_windows)),
@@ -339,7 +378,7 @@ def page(
         f'<p class="bad">the database could not be read: {escape(db_error)}</p>' if db_error else ""
     )
     head = (
-        "<th>account</th><th>state</th><th>last frame</th><th>frames today</th><th>head</th>"
+        "<th>account</th><th>state</th><th>last frame</th><th>events today</th><th>head</th>"
         "<th>projector lag</th><th>backfill open</th><th>incomplete</th><th>unexplained</th>"
         "<th>lease</th><th>chain self-check</th>"
     )

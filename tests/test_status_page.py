@@ -59,7 +59,7 @@ async def test_status_page_shows_each_account_from_memory_and_its_own_reads(
         assert fields["account"] == "main"
         assert fields["state"].startswith("connected since ")
         assert 0 < int(fields["head"]) <= recorder.writer.high_water["main"]
-        assert int(fields["frames-today"]) > 0
+        assert int(fields["events-today"]) > 0
         assert "<script" not in html and "http://" not in html and "https://" not in html
         assert 'class="session"' in html and 'data-chart="exchange USD"' in html
         assert 'data-field="fill-id"' in html
