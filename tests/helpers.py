@@ -545,3 +545,45 @@ def need_chromium() -> None:
         if os.environ.get("BFX_RECORDER_REQUIRE_CHROMIUM"):
             pytest.fail("chromium is not installed (apt-get install chromium)")
         pytest.skip("chromium is not installed (apt-get install chromium)")
+
+
+def samples(text: str) -> dict[str, float]:
+    """Prometheus text format -> {'name{labels}': value}."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def chan0(engine: sa.Engine, account: str = "main") -> list[str]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(events.c.frame)
+                .where(events.c.account == account, events.c.chan_id == 0)
+                .order_by(events.c.id)
+            ).scalars()
+        )
+
+
+async def record_simulation(engine: sa.Engine, seed: int, faults: list[str]) -> None:
+    """A simulator run recorded into ``engine`` (account 'main'), reconnecting per fault."""
+    sim = Simulator(
+        seed=seed, rate=300, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.05
+    )
+    async with trio.open_nursery() as nursery:
+        recorder = await start_recording(nursery, sim, engine)
+        await progressed(recorder, 60)
+        for fault in faults:
+            if fault == "malformed":
+                await sim.inject(fault)
+            else:
+                await reauth(sim, fault)
+            await progressed(recorder, 60)
+        sim.pause()
+        await drain(sim, recorder, engine)
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()

@@ -17,12 +17,12 @@ from tests.helpers import (
     KEY,
     SECRET,
     progressed,
+    samples,
     start_recording,
     store_log,
     synthetic_log,
     wait_until,
 )
-from tests.test_operations import samples
 
 
 def _drop_trigger(engine: sa.Engine) -> None:

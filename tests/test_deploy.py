@@ -19,7 +19,14 @@ import trio
 from recorder.config import MetricsConfig
 from recorder.simulator.server import Simulator
 from recorder.store.lease import lease_for
-from tests.helpers import KEY, SECRET, progressed, reauth, start_recording, wait_until
+from tests.helpers import (
+    KEY,
+    SECRET,
+    progressed,
+    reauth,
+    start_recording,
+    wait_until,
+)
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yaml"

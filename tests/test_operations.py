@@ -32,21 +32,12 @@ from tests.helpers import (
     progressed,
     quiesce,
     rest_port_for,
+    samples,
     start_recording,
     wait_until,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def samples(text: str) -> dict[str, float]:
-    """Prometheus text format -> {'name{labels}': value}."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 def sizes(stats: WriterStats) -> dict[str, int]:

@@ -22,7 +22,6 @@ from recorder.projections.registry import FOLDS
 from recorder.projections.snapshots import StateFold
 from recorder.projections.state import state_at
 from recorder.replay.server import ReplayServer
-from recorder.simulator.server import Simulator
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, state_snapshots
@@ -30,14 +29,12 @@ from tests.helpers import (
     KEY,
     SECRET,
     _fold,
-    drain,
+    chan0,
     everything,
     make_recorder,
     official_client,
-    progressed,
-    reauth,
+    record_simulation,
     serving_in_a_thread,
-    start_recording,
     store_log,
     synthetic_log,
 )
@@ -47,38 +44,6 @@ from tests.helpers import LOG_T0 as T0
 def cli(db_url: str, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args), env={"BFX_RECORDER_DATABASE_URL": db_url})
     return result.exit_code, result.output
-
-
-def chan0(engine: sa.Engine, account: str = "main") -> list[str]:
-    with engine.connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(events.c.frame)
-                .where(events.c.account == account, events.c.chan_id == 0)
-                .order_by(events.c.id)
-            ).scalars()
-        )
-
-
-async def record_simulation(engine: sa.Engine, seed: int, faults: list[str]) -> None:
-    """A simulator run recorded into ``engine`` (account 'main'), reconnecting per fault."""
-    sim = Simulator(
-        seed=seed, rate=300, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.05
-    )
-    async with trio.open_nursery() as nursery:
-        recorder = await start_recording(nursery, sim, engine)
-        await progressed(recorder, 60)
-        for fault in faults:
-            if fault == "malformed":
-                await sim.inject(fault)
-            else:
-                await reauth(sim, fault)
-            await progressed(recorder, 60)
-        sim.pause()
-        await drain(sim, recorder, engine)
-        recorder.stop()
-        await recorder.finished.wait()
-        nursery.cancel_scope.cancel()
 
 
 def sqlite_engine(path: Path) -> sa.Engine:

@@ -27,7 +27,9 @@ from recorder.config import DatabaseConfig
 from recorder.projections.state import state_at
 from recorder.replay import server as replay_server
 from recorder.replay.backtest import replay_events
+from recorder.replay.gapfill import gap_frames
 from recorder.replay.server import ReplayServer
+from recorder.simulator.server import Simulator
 from recorder.store import migrate
 from recorder.store.engine import create_engine
 from recorder.store.schema import events, sessions
@@ -35,12 +37,18 @@ from tests.helpers import (
     KEY,
     SECRET,
     _fold,
+    chan0,
+    drain,
     official_client,
+    progressed,
+    reauth,
+    record_simulation,
     serving_in_a_thread,
+    start_recording,
     store_log,
     synthetic_log,
+    wait_until,
 )
-from tests.test_replay import chan0, record_simulation
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +63,13 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[sa.Eng
     engine.dispose()
 
 
-async def one_run(port: int, key: str, expected: int) -> list[str]:
+async def one_run(port: int, key: str, expected: int, query: str = "") -> list[str]:
     """A bare client's whole run: auth, frames, and after each 1012 a reconnect, until it has
     as many frames as the recording; then the next message must be the idle heartbeat (the
     run is over: nothing more, nothing repeated)."""
     got: list[str] = []
     while True:
-        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/ws/2") as ws:
+        async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/ws/2{query}") as ws:
             await ws.get_message()  # info
             await ws.send_message(orjson.dumps({"event": "auth", "apiKey": key}).decode())
             assert orjson.loads(await ws.get_message())["status"] == "OK"
@@ -348,3 +356,78 @@ def test_readme_backtest_walkthrough_runs(tmp_path: Path) -> None:
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     assert "exchange" in run.stdout and "Decimal" not in run.stderr
+
+
+async def test_the_gaps_rest_learned_fills_replayed_as_frames(tmp_path: Path) -> None:
+    """A drop during trading, backfilled from REST: without the option a replay has only the
+    socket's fills; with it (``rest=1``), every fill of the record, the gap's as te/tu after
+    the reconnect, with the wallet updates the ledger carries."""
+    engine = create_engine(DatabaseConfig(url=f"sqlite:///{tmp_path / 'gap.db'}"))
+    migrate.upgrade(engine)
+    sim = Simulator(
+        seed=615, rate=300, api_keys={KEY: SECRET}, connection_limit=None, close_after_20051=0.05
+    )
+    async with trio.open_nursery() as nursery:
+        rest_port = await nursery.start(sim.serve_rest)
+        recorder = await start_recording(nursery, sim, engine, rest_port=rest_port)
+        await progressed(recorder, 100)
+        await reauth(sim, "drop")
+        await progressed(recorder, 100)
+        sim.pause()
+        await drain(sim, recorder, engine)
+        backfiller = recorder.backfillers["main"]
+        await wait_until(lambda: backfiller.completed_count >= 1, "the gap backfilled")
+        await drain(sim, recorder, engine)
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    with engine.connect() as conn:
+        every = set(conn.execute(sa.text("SELECT id FROM trades WHERE account = 'main'")).scalars())
+        rest_only = set(
+            conn.execute(
+                sa.text(
+                    "SELECT t.id FROM trades t JOIN events e ON e.id = t.event_id "
+                    "WHERE e.kind LIKE 'rest.%'"
+                )
+            ).scalars()
+        )
+        first_auth = conn.execute(sa.text("SELECT MIN(authenticated_at) FROM sessions")).scalar()
+        before_first = set(
+            conn.execute(
+                sa.text("SELECT id FROM trades WHERE mts_create < :t"), {"t": first_auth}
+            ).scalars()
+        )
+    assert rest_only - before_first and rest_only < every
+
+    def tu_ids(frames: list[str]) -> set[int]:
+        return {
+            orjson.loads(f)[2][0] for f in frames if f.startswith('[0,"tu"') or '"tu",' in f[:8]
+        }
+
+    server = ReplayServer(engine, "main", speed=0)
+    plain = chan0(engine)
+    filled = gap_frames(engine, "main", server.sessions)
+    extra = sum(len(v) for v in filled.values())
+    assert extra >= 2 * len(rest_only - before_first)
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(server.serve)
+        with trio.fail_after(60):
+            without = await one_run(port, "bot-a", len(plain))
+            with_rest = await one_run(port, "bot-b", len(plain) + extra, query="?rest=1")
+        nursery.cancel_scope.cancel()
+    assert tu_ids(without) == every - rest_only
+    # Every fill since the recording began (REST also answered fills from before the first
+    # auth: the first snapshots already hold their effect, so they are not sent).
+    assert tu_ids(with_rest) == every - before_first
+
+    def wus(frames: list[str]) -> int:
+        return sum(1 for f in frames if f.startswith('[0,"wu"'))
+
+    assert wus(with_rest) > wus(without)  # the gap's fills moved wallets the ledger shows
+    # The same without a socket.
+    events_ = list(replay_events(str(engine.url), rest_frames=True))
+    assert {e.record[0] for e in events_ if e.kind == "tu"} == every - before_first
+    assert {e.record[0] for e in events_ if e.kind == "tu" and e.synthetic} == (
+        rest_only - before_first
+    )
+    engine.dispose()

@@ -40,6 +40,12 @@ from recorder.store.eventlog import EventLog
     is_flag=True,
     help="Start each client's replay again after its last session (soak runs).",
 )
+@click.option(
+    "--rest-frames",
+    is_flag=True,
+    help="After each recorded reconnect, send the gap's REST-learned fills and order closes "
+    "as the frames the exchange would have sent (marked synthetic in the server's log).",
+)
 @click.option("--api-key", default=None, help="Check clients' auth against this key.")
 @click.option(
     "--api-secret",
@@ -57,6 +63,7 @@ def command(
     end: str | None,
     speed: float,
     loop: bool,
+    rest_frames: bool,
     api_key: str | None,
     api_secret: str | None,
 ) -> None:
@@ -84,6 +91,7 @@ def command(
             end=t1,
             speed=speed,
             loop=loop,
+            rest_frames=rest_frames,
             api_keys={api_key: api_secret} if api_key and api_secret else None,
         )
 

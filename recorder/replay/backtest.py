@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from recorder.projections.values import parse_frame
+from recorder.replay.gapfill import AFTER_LAST, gap_frames
 from recorder.replay.server import recorded_sessions, session_frames
 from recorder.replay.snapshots import snapshot_frames
 
@@ -55,8 +56,12 @@ def replay_events(
     account: str | None = None,
     start: datetime | str | None = None,
     end: datetime | str | None = None,
+    *,
+    rest_frames: bool = False,
 ) -> Iterator[ReplayEvent]:
-    """The account's events from ``start`` to ``end`` (a database URL or a config file)."""
+    """The account's events from ``start`` to ``end`` (a database URL or a config file);
+    ``rest_frames``: the gaps' REST-learned fills and closes too, as synthetic frames after
+    each reconnect (as ``serve-replay --rest-frames``)."""
     from recorder.data import open_recording
 
     t0, t1 = _when(start), _when(end)
@@ -64,14 +69,13 @@ def replay_events(
         chosen = rec.account(account)
         engine = rec.engine
         sessions = recorded_sessions(engine, chosen, t0, t1)
+        filled = gap_frames(engine, chosen, sessions, t0, t1) if rest_frames else {}
         for n, session in enumerate(sessions):
             if n:
-                yield ReplayEvent(
-                    session.authenticated_at or datetime.now(UTC),
-                    "recorder.disconnected",
-                    None,
-                    "",
-                )
+                at = session.authenticated_at or datetime.now(UTC)
+                yield ReplayEvent(at, "recorder.disconnected", None, "")
+                for text in filled.get(session.id, []):
+                    yield _event(at, text, synthetic=True)
             elif t0 is not None and (
                 session.authenticated_at is None or session.authenticated_at < t0
             ):
@@ -79,3 +83,6 @@ def replay_events(
                     yield _event(t0, text, synthetic=True)
             for received_at, text in session_frames(engine, session.id, t0, t1):
                 yield _event(received_at, text)
+        last = sessions[-1].authenticated_at if sessions else None
+        for text in filled.get(AFTER_LAST, []):
+            yield _event(last or datetime.now(UTC), text, synthetic=True)

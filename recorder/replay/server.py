@@ -23,8 +23,13 @@ A run starting at a time inside a session (``from``) first gets what the exchang
 an auth, built from the record as of that time (:mod:`recorder.replay.snapshots`); those
 synthetic frames are named in the server's log, never written to the event log.
 
-Range, speed and loop are the server's defaults and may be chosen per connection in the URL:
-``ws://host:port/ws/2?from=2026-12-01T10:00:00Z&to=...&speed=0&loop=1``.
+With ``rest_frames`` (``rest=1``) a run also gets, after each recorded reconnect, what the
+record learned only from REST about the gap (its fills, with their ``wu`` where the ledger
+carries them, and orders closed during it) as the frames the exchange would have sent
+(:mod:`recorder.replay.gapfill`), before the next session's recorded frames.
+
+Range, speed, loop and rest are the server's defaults and may be chosen per connection in the
+URL: ``ws://host:port/ws/2?from=2026-12-01T10:00:00Z&to=...&speed=0&loop=1&rest=1``.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketReque
 from recorder.logs import log_fields
 from recorder.protocol import exchange
 from recorder.protocol.exchange import AuthChecker
+from recorder.replay.gapfill import AFTER_LAST, gap_frames
 from recorder.replay.snapshots import snapshot_frames
 from recorder.serving import listen
 from recorder.store.eventlog import EventLog, Within
@@ -115,6 +121,7 @@ class Plan:
     end: datetime | None = None
     speed: float = 1.0
     loop: bool = False
+    rest_frames: bool = False  # the gaps' REST-learned fills and closes as frames
 
     def with_query(self, path: str) -> Plan:
         """This plan with the URL's ``from``, ``to``, ``speed`` and ``loop``."""
@@ -139,8 +146,10 @@ class Plan:
                 plan = replace(plan, speed=speed)
             elif name == "loop":
                 plan = replace(plan, loop=value.lower() in ("1", "true", "yes"))
+            elif name == "rest":
+                plan = replace(plan, rest_frames=value.lower() in ("1", "true", "yes"))
             else:
-                raise BadRequest(f"unknown parameter {name!r} (from, to, speed, loop)")
+                raise BadRequest(f"unknown parameter {name!r} (from, to, speed, loop, rest)")
         if plan.start and plan.end and plan.end <= plan.start:
             raise BadRequest("to must be after from")
         return plan
@@ -172,11 +181,13 @@ class ReplayServer:
         end: datetime | None = None,
         speed: float = 1.0,
         loop: bool = False,
+        rest_frames: bool = False,
         api_keys: dict[str, str] | None = None,
     ) -> None:
         self.engine = engine
         self.account = account
-        self.plan = Plan(start, end, speed, loop)
+        self.plan = Plan(start, end, speed, loop, rest_frames)
+        self._gaps: dict[tuple[Any, Any], dict[int, list[str]]] = {}
         self.auth = AuthChecker(api_keys) if api_keys is not None else None
         self.sessions = recorded_sessions(engine, account, start, end)
         self._sessions: dict[tuple[Any, Any], list[RecordedSession]] = {(start, end): self.sessions}
@@ -297,6 +308,17 @@ class ReplayServer:
         self.runs += 1
         return Run(plan, found)
 
+    async def _gap_frames(self, run: Run) -> dict[int, list[str]]:
+        key = (run.plan.start, run.plan.end)
+        found = self._gaps.get(key)
+        if found is None:
+            found = await trio.to_thread.run_sync(
+                gap_frames, self.engine, self.account, run.sessions, run.plan.start, run.plan.end
+            )
+            if len(self._gaps) < 64:
+                self._gaps[key] = found
+        return found
+
     def _resume(self, key: tuple[Any, ...]) -> Run | None:
         waiting = self._waiting.get(key)
         now = trio.current_time()
@@ -349,6 +371,19 @@ class ReplayServer:
                 at=plan.start.isoformat(),
                 frames=len(frames),
             )
+        if plan.rest_frames and not first:
+            filled = (await self._gap_frames(run)).get(session.id, [])
+            for text in filled:
+                await self._send(ws, text)
+            self.synthetic_sent += len(filled)
+            if filled:
+                log_fields(
+                    log,
+                    "sent the gap's REST-learned fills and closes as synthetic frames",
+                    connection=conn,
+                    session=session.id,
+                    frames=len(filled),
+                )
         origin: datetime | None = None
         t0 = trio.current_time()
         for received_at, text in session_frames(self.engine, session.id, plan.start, plan.end):
@@ -360,6 +395,11 @@ class ReplayServer:
             self.frames_sent += 1
             run.frames += 1
         more = run.next < len(run.sessions)
+        if plan.rest_frames and not more:
+            after = (await self._gap_frames(run)).get(AFTER_LAST, [])
+            for text in after:
+                await self._send(ws, text)
+            self.synthetic_sent += len(after)
         log_fields(
             log,
             "replayed session",
