@@ -63,6 +63,10 @@ PG_URL = os.environ.get(
     "BFX_RECORDER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 TICK = os.sysconf("SC_CLK_TCK")
+# Status page reloads a second in the second lag run (0: an A/A run, the same recorder twice,
+# which measures how much two runs in a row differ without the page).
+PAGE_RELOADS = float(os.environ.get("BFX_BENCH_PAGE_RELOADS", "10"))
+
 SIZES = {
     "quick": {"ingest": 30_000, "lag_s": 5, "fold": 60_000, "state_q": 5, "scale_s": 8},
     "full": {"ingest": 300_000, "lag_s": 25, "fold": 1_000_000, "state_q": 20, "scale_s": 25},
@@ -492,7 +496,7 @@ def lag(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
     try:
         with database(kind, tmp) as url:
             engine_for(url).dispose()
-            paged = trio.run(record_for, url, port, 1, seconds, n, 10.0)
+            paged = trio.run(record_for, url, port, 1, seconds, n, PAGE_RELOADS)
     finally:
         proc.kill()
         proc.wait()
