@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
 from recorder.projections.guard import Finding, check_named
+from recorder.store.prepared import PROVENANCE
 
 DISCONNECTED = "recorder.disconnected"
 
@@ -47,15 +48,12 @@ class Reconciliation:
     snapshot: dict[str, Any] | None
 
 
-_PROVENANCE = ("event_id", "confirmed_by")
-
-
 def final_merge(stored: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """``row`` (a history answer's) over ``stored``, as ``Statements.confirm_final`` merges
     them in the database: NULLs keep the stored value, ``event_id`` is the stored one unless
     a value changed, ``confirmed_by`` the answer."""
     changed = any(
-        v is not None and v != stored.get(k) for k, v in row.items() if k not in _PROVENANCE
+        v is not None and v != stored.get(k) for k, v in row.items() if k not in PROVENANCE
     )
     merged = {**stored, **{k: v for k, v in row.items() if v is not None}}
     merged["event_id"] = row["event_id"] if changed else stored["event_id"]

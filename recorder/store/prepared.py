@@ -99,7 +99,9 @@ def _converter(column: sa.Column[Any], dialect: Dialect) -> Converter | None:
     return column.type.dialect_impl(dialect).bind_processor(dialect)
 
 
-_PROVENANCE = ("event_id", "confirmed_by")
+# The columns that say where a row came from (the event that set it, the REST answer that
+# confirmed it): never merged like values.
+PROVENANCE = ("event_id", "confirmed_by")
 
 
 class Statements:
@@ -125,6 +127,26 @@ class Statements:
         binds = {c.name: sa.bindparam(c.name, type_=c.type) for c in table.c}
         return self._insert_fn(table).values(binds)
 
+    def _on_conflict(
+        self,
+        table: sa.Table,
+        kind: str,
+        assignments: Callable[[Any, list[str]], dict[str, Any]],
+    ) -> RowStatement:
+        """``INSERT .. ON CONFLICT (pk) DO UPDATE SET assignments(stmt, pk)``, built once per
+        (table, kind)."""
+        key = (table.name, kind)
+        found = self._cache.get(key)
+        if found is None:
+            pk = [c.name for c in table.primary_key.columns]
+            stmt = self._insert(table)
+            set_ = assignments(stmt, pk)
+            found = RowStatement(
+                self.dialect, stmt.on_conflict_do_update(index_elements=pk, set_=set_), table
+            )
+            self._cache[key] = found
+        return found
+
     def upsert(
         self, table: sa.Table, *, keep_stored: bool = False, update: Iterable[str] | None = None
     ) -> RowStatement:
@@ -132,46 +154,30 @@ class Statements:
         these). ``keep_stored``: a NULL in the new row keeps the stored value (``tu`` after
         ``te``)."""
         cols = tuple(update) if update is not None else None
-        key = (table.name, f"upsert:{keep_stored}:{cols}")
-        found = self._cache.get(key)
-        if found is None:
-            pk = [c.name for c in table.primary_key.columns]
-            stmt = self._insert(table)
+
+        def assignments(stmt: Any, pk: list[str]) -> dict[str, Any]:
             names = cols if cols is not None else [c.name for c in table.c if c.name not in pk]
-            set_: dict[str, Any]
             if keep_stored:
-                set_ = {c: sa.func.coalesce(stmt.excluded[c], table.c[c]) for c in names}
-            else:
-                set_ = {c: stmt.excluded[c] for c in names}
-            found = RowStatement(
-                self.dialect, stmt.on_conflict_do_update(index_elements=pk, set_=set_), table
-            )
-            self._cache[key] = found
-        return found
+                return {c: sa.func.coalesce(stmt.excluded[c], table.c[c]) for c in names}
+            return {c: stmt.excluded[c] for c in names}
+
+        return self._on_conflict(table, f"upsert:{keep_stored}:{cols}", assignments)
 
     def confirm(self, table: sa.Table) -> RowStatement:
         """Insert; on a primary-key conflict keep every stored value (a REST answer fills
         only what the frame left NULL), keep the stored ``event_id`` (the frame that set the
         row) and name the answer in ``confirmed_by`` (provenance, audit issue)."""
-        key = (table.name, "confirm")
-        found = self._cache.get(key)
-        if found is None:
-            pk = [c.name for c in table.primary_key.columns]
-            stmt = self._insert(table)
+
+        def assignments(stmt: Any, pk: list[str]) -> dict[str, Any]:
             set_: dict[str, Any] = {
                 c.name: sa.func.coalesce(table.c[c.name], stmt.excluded[c.name])
                 for c in table.c
-                if c.name not in pk and c.name not in ("event_id", "confirmed_by")
+                if c.name not in pk and c.name not in PROVENANCE
             }
-            # (a row merged from two answers of one batch names the later one already)
-            set_["confirmed_by"] = sa.func.coalesce(
-                stmt.excluded["confirmed_by"], stmt.excluded["event_id"]
-            )
-            found = RowStatement(
-                self.dialect, stmt.on_conflict_do_update(index_elements=pk, set_=set_), table
-            )
-            self._cache[key] = found
-        return found
+            set_["confirmed_by"] = _confirmed_by(stmt)
+            return set_
+
+        return self._on_conflict(table, "confirm", assignments)
 
     def confirm_final(self, table: sa.Table) -> RowStatement:
         """Insert; on a primary-key conflict take the new values (a history row is the
@@ -179,12 +185,9 @@ class Statements:
         when no value changed (the frame that closed the entity said it all) and name the
         answer in ``confirmed_by`` (``base.final_merge`` does the same for a row still in
         the batch)."""
-        key = (table.name, "confirm_final")
-        found = self._cache.get(key)
-        if found is None:
-            pk = [c.name for c in table.primary_key.columns]
-            stmt = self._insert(table)
-            names = [c.name for c in table.c if c.name not in pk and c.name not in _PROVENANCE]
+
+        def assignments(stmt: Any, pk: list[str]) -> dict[str, Any]:
+            names = [c.name for c in table.c if c.name not in pk and c.name not in PROVENANCE]
             same = sa.and_(
                 *(
                     sa.or_(
@@ -198,14 +201,10 @@ class Statements:
                 c: sa.func.coalesce(stmt.excluded[c], table.c[c]) for c in names
             }
             set_["event_id"] = sa.case((same, table.c.event_id), else_=stmt.excluded.event_id)
-            set_["confirmed_by"] = sa.func.coalesce(
-                stmt.excluded["confirmed_by"], stmt.excluded["event_id"]
-            )
-            found = RowStatement(
-                self.dialect, stmt.on_conflict_do_update(index_elements=pk, set_=set_), table
-            )
-            self._cache[key] = found
-        return found
+            set_["confirmed_by"] = _confirmed_by(stmt)
+            return set_
+
+        return self._on_conflict(table, "confirm_final", assignments)
 
     def insert_if_absent(self, table: sa.Table) -> RowStatement:
         """Insert unless a row with that primary key exists."""
@@ -217,6 +216,12 @@ class Statements:
             found = RowStatement(self.dialect, stmt, table)
             self._cache[key] = found
         return found
+
+
+def _confirmed_by(stmt: Any) -> Any:
+    """The answer a confirmation names (a row merged from two answers of one batch names the
+    later one already)."""
+    return sa.func.coalesce(stmt.excluded["confirmed_by"], stmt.excluded["event_id"])
 
 
 _BY_DIALECT: weakref.WeakKeyDictionary[Dialect, Statements] = weakref.WeakKeyDictionary()
