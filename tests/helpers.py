@@ -587,3 +587,25 @@ async def record_simulation(engine: sa.Engine, seed: int, faults: list[str]) -> 
         recorder.stop()
         await recorder.finished.wait()
         nursery.cancel_scope.cancel()
+
+
+async def recording_with_a_gap(
+    nursery: trio.Nursery, sim: Simulator, engine: sa.Engine, frames: int, **kw: Any
+) -> Recorder:
+    """A recorder with the backfill on (the simulator's REST) and metrics served, that has
+    recorded ``frames`` frames, lost its connection once (a gap, backfilled) and recorded
+    ``frames`` more; returns once its metrics listener is up."""
+    rest_port = await nursery.start(sim.serve_rest)
+    recorder = await start_recording(
+        nursery,
+        sim,
+        engine,
+        rest_port=rest_port,
+        metrics=MetricsConfig(listen="127.0.0.1:0"),
+        **kw,
+    )
+    await progressed(recorder, frames)
+    await reauth(sim, "drop")
+    await progressed(recorder, frames)
+    await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+    return recorder

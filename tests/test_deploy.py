@@ -16,15 +16,12 @@ import pytest
 import sqlalchemy as sa
 import trio
 
-from recorder.config import MetricsConfig
 from recorder.simulator.server import Simulator
 from recorder.store.lease import lease_for
 from tests.helpers import (
     KEY,
     SECRET,
-    progressed,
-    reauth,
-    start_recording,
+    recording_with_a_gap,
     wait_until,
 )
 
@@ -89,22 +86,11 @@ async def test_every_metric_named_in_the_rules_and_the_dashboard_exists(
     assert lease.try_acquire()
     sim = Simulator(seed=95, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
-        rest_port = await nursery.start(sim.serve_rest)
-        recorder = await start_recording(
-            nursery,
-            sim,
-            engine,
-            rest_port=rest_port,
-            leases=[lease],
-            metrics=MetricsConfig(listen="127.0.0.1:0"),
-        )
-        await progressed(recorder, 100)
-        await reauth(sim, "drop")  # a session end, so that the ends by reason have a sample
-        await progressed(recorder, 100)
+        # (a session end, so that the ends by reason have a sample)
+        recorder = await recording_with_a_gap(nursery, sim, engine, 100, leases=[lease])
         watch = recorder.chain_watch
         assert watch is not None
         await wait_until(lambda: watch.rounds > 0, "a chain check")
-        await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
         text = (await http.get(f"http://127.0.0.1:{recorder.metrics_port}/metrics")).text
         recorder.stop()
         await recorder.finished.wait()

@@ -20,8 +20,7 @@ from tests.helpers import (
     SECRET,
     chromium,
     need_chromium,
-    progressed,
-    reauth,
+    recording_with_a_gap,
     start_recording,
     wait_until,
 )
@@ -38,18 +37,7 @@ async def test_status_page_shows_each_account_from_memory_and_its_own_reads(
 ) -> None:
     sim = Simulator(seed=97, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
     async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
-        rest_port = await nursery.start(sim.serve_rest)
-        recorder = await start_recording(
-            nursery,
-            sim,
-            engine,
-            rest_port=rest_port,
-            metrics=MetricsConfig(listen="127.0.0.1:0"),
-        )
-        await progressed(recorder, 150)
-        await reauth(sim, "drop")  # a gap, backfilled
-        await progressed(recorder, 150)
-        await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+        recorder = await recording_with_a_gap(nursery, sim, engine, 150)
         url = f"http://127.0.0.1:{recorder.metrics_port}/"
         first = await http.get(url)
         assert first.status_code == 200
@@ -102,18 +90,7 @@ async def test_status_page_in_a_real_browser(tmp_path: Path, engine: sa.Engine) 
     need_chromium()
     sim = Simulator(seed=99, rate=300, api_keys={KEY: SECRET}, connection_limit=None)
     async with trio.open_nursery() as nursery:
-        rest_port = await nursery.start(sim.serve_rest)
-        recorder = await start_recording(
-            nursery,
-            sim,
-            engine,
-            rest_port=rest_port,
-            metrics=MetricsConfig(listen="127.0.0.1:0"),
-        )
-        await progressed(recorder, 200)
-        await reauth(sim, "drop")
-        await progressed(recorder, 200)
-        await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+        recorder = await recording_with_a_gap(nursery, sim, engine, 200)
         url = f"http://127.0.0.1:{recorder.metrics_port}/"
         dom = await trio.to_thread.run_sync(lambda: chromium("--dump-dom", url))
         assert dom.returncode == 0, dom.stderr[-2000:]
