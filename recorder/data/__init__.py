@@ -41,7 +41,7 @@ __all__ = ["TABLES", "DataError", "Recording", "open_recording"]
 When = datetime | str | None
 
 
-def _when(value: When, name: str) -> datetime | None:
+def as_time(value: When, name: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         t = value
     else:
@@ -113,7 +113,9 @@ class Recording:
         spec = _spec(table)
         chosen = self.account(account)
         with self.engine.connect() as conn:
-            yield from batches(conn, spec, chosen, _when(start, "start"), _when(end, "end"), rows)
+            yield from batches(
+                conn, spec, chosen, as_time(start, "start"), as_time(end, "end"), rows
+            )
 
     def table(
         self, table: str, account: str | None = None, start: When = None, end: When = None
@@ -162,7 +164,7 @@ class Recording:
         from recorder.projections.state import state_at
         from recorder.store.schema import PROJECTION_TABLES
 
-        moment = _when(at, "at")
+        moment = as_time(at, "at")
         if moment is None:
             raise ValueError("at: give a time")
         if what not in ("wallets", "orders", "positions"):

@@ -99,7 +99,7 @@ E = events.alias("e")
 _SOURCE = sa.case((E.c.kind.like("rest.%"), "backfill"), else_="live")
 
 
-def _from_log(table: sa.Table) -> tuple[tuple[str, Any, pa.DataType], ...]:
+def _from_log() -> tuple[tuple[str, Any, pa.DataType], ...]:
     """``received_at`` and ``source`` of the row's event."""
     return (
         ("received_at", E.c.received_at, TIMESTAMP),
@@ -132,7 +132,7 @@ def _fills() -> TableSpec:
     cols = _values(trades)
     return TableSpec(
         "fills",
-        (*cols, *_from_log(trades), ("attribution", _attribution(), pa.string())),
+        (*cols, *_from_log(), ("attribution", _attribution(), pa.string())),
         trades.c.account,
         trades.c.mts_create,
         (trades.c.mts_create, trades.c.id),
@@ -147,7 +147,7 @@ def _plain(
 ) -> TableSpec:
     return TableSpec(
         name or table.name,
-        (*_values(table), *_from_log(table)),
+        (*_values(table), *_from_log()),
         table.c.account,
         time,
         order,

@@ -14,7 +14,6 @@ milliseconds). ``FEE PERC`` is derived, not compared.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
@@ -210,7 +209,7 @@ def compare(
         return result
     seen: set[str] = set()
     with engine.connect() as conn:
-        for record in _record_rows(conn, table, account, start, end):
+        for record in rows(conn, TABLES[table], account, start, end):
             result.record_rows += 1
             key = str(record.id)
             seen.add(key)
@@ -230,12 +229,6 @@ def compare(
 
 def _id_order(key: str) -> tuple[int, str]:
     return (int(key), key) if key.isdigit() else (0, key)
-
-
-def _record_rows(
-    conn: sa.Connection, table: str, account: str, start: datetime, end: datetime
-) -> Iterator[Any]:
-    yield from rows(conn, TABLES[table], account, start, end)
 
 
 def _equal(how: str, theirs: str, mine: Any, fmt: str, ms: bool, tz: tzinfo) -> bool:

@@ -36,14 +36,6 @@ class ReplayEvent:
     synthetic: bool = False  # built from the state at the start, not recorded
 
 
-def _when(value: datetime | str | None) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        t = value
-    else:
-        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
-
-
 def _event(received_at: datetime, text: str, synthetic: bool = False) -> ReplayEvent:
     frame = parse_frame(text)
     kind = frame[1] if isinstance(frame, list) and len(frame) > 1 else "?"
@@ -62,9 +54,9 @@ def replay_events(
     """The account's events from ``start`` to ``end`` (a database URL or a config file);
     ``rest_frames``: the gaps' REST-learned fills and closes too, as synthetic frames after
     each reconnect (as ``serve-replay --rest-frames``)."""
-    from recorder.data import open_recording
+    from recorder.data import as_time, open_recording
 
-    t0, t1 = _when(start), _when(end)
+    t0, t1 = as_time(start, "start"), as_time(end, "end")
     with open_recording(source) as rec:
         chosen = rec.account(account)
         engine = rec.engine

@@ -65,14 +65,15 @@ def gap_frames(
             .where(t.account == account, e.kind.like("rest.%"))
             .order_by(t.mts_create, t.id)
         ).mappings()
-        by_trade: dict[Any, dict[str, Any]] = {}
+        # trade id -> when it was made and where its frames go
+        by_trade: dict[Any, tuple[datetime, list[Any]]] = {}
         for row in fills:
             at = utc(row["mts_create"])
             target = _assign(starts, at, timed, ids)  # type: ignore[arg-type]
             if target is None or not within(at):
                 continue
             trade = dict(row)
-            by_trade[trade["id"]] = trade
+            by_trade[trade["id"]] = (at, target)  # type: ignore[assignment]
             executed = {**trade, "fee": None, "fee_currency": None}
             target.append((at, next(order), dumps([0, "te", L.TRADE.array(executed)])))
             target.append((at, next(order), dumps([0, "tu", L.TRADE.array(trade)])))
@@ -84,11 +85,7 @@ def gap_frames(
                 .order_by(lg.mts, lg.id)
             )
             for m in moved:
-                trade = by_trade[m.trade_id]
-                at = utc(trade["mts_create"])
-                target = _assign(starts, at, timed, ids)  # type: ignore[arg-type]
-                if target is None or at is None:
-                    continue
+                at, target = by_trade[m.trade_id]
                 wallet = {
                     "wallet_type": m.wallet,
                     "currency": m.currency,

@@ -24,7 +24,6 @@ from recorder.projections.collection import COLLECTION_FOLDS, CollectionFold
 from recorder.projections.reading import read_events
 from recorder.projections.state import state_at
 from recorder.protocol import layouts as L
-from recorder.protocol.layouts import Layout
 from recorder.store.eventlog import EventLog
 from recorder.store.schema import events
 
@@ -45,17 +44,12 @@ def dumps(value: Any) -> str:
     return orjson.dumps(value, default=_value).decode()
 
 
-def _array(layout: Layout, row: dict[str, Any]) -> list[Any]:
-    return layout.array(row)
-
-
 def snapshot_frames(engine: sa.Engine, account: str, session_id: int, at: datetime) -> list[str]:
     """The frames the exchange would send after an auth at ``at`` (in its order)."""
     state = state_at(engine, account, at)
     up_to = int(state["event_id"])
     frames = [
-        dumps([0, abbr, [_array(layout, row) for row in state[name]]])
-        for name, abbr, layout in STATE
+        dumps([0, abbr, [layout.array(row) for row in state[name]]]) for name, abbr, layout in STATE
     ]
     log = EventLog(engine)
     with engine.connect() as conn:
@@ -82,6 +76,6 @@ def snapshot_frames(engine: sa.Engine, account: str, session_id: int, at: dateti
             after = covered
     for name, abbr in FUNDING:
         fold = folds[name]
-        frames.append(dumps([0, abbr, [_array(fold.layout, r) for r in fold.open.values()]]))
+        frames.append(dumps([0, abbr, [fold.layout.array(r) for r in fold.open.values()]]))
     frames += [latest[k] for k in VERBATIM if k in latest]
     return frames
