@@ -81,7 +81,12 @@ def gap_frames(
             moved = conn.execute(
                 sa.select(fe.trade_id, lg.wallet, lg.currency, lg.balance, lg.description, lg.mts)
                 .join(ledgers, sa.and_(lg.account == fe.account, lg.id == fe.ledger_id))
-                .where(fe.account == account, fe.trade_id.in_(list(by_trade)))
+                # (a funding trade's interest row may share a trade's id: not a fill's effect)
+                .where(
+                    fe.account == account,
+                    fe.trade_id.in_(list(by_trade)),
+                    fe.part != "interest",
+                )
                 .order_by(lg.mts, lg.id)
             )
             for m in moved:
