@@ -46,7 +46,6 @@ class ChainCheck:
 
     verified_id: int = 0
     verified_hash: str = GENESIS
-    checks: int = 0
     failures: int = 0  # checks that found something wrong
     broken_at: int | None = None  # the first bad row found, while it stays bad
     problem: str | None = None
@@ -128,7 +127,6 @@ class ChainWatch:
                 problem = await self.db.run(check_account, self.db.engine, account, state, full)
             except StoreUnavailable:
                 continue  # the database is away; the writer waits for it too
-            state.checks += 1
             state.last_check_at = now
             if full:
                 state.last_full_at = now
