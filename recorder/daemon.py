@@ -88,6 +88,8 @@ class Recorder:
         nonce_clock: Callable[[], float] = time.time,
         project: bool = True,
         leases: list[Lease] | None = None,
+        waiting: list[tuple[AccountConfig, Credentials, Lease]] | None = None,
+        max_accounts: int | None = None,
         lease_check_every: float = LEASE_CHECK_EVERY,
         head_log_every: float = HEAD_LOG_EVERY,
         rest_options: dict[str, float] | None = None,
@@ -104,6 +106,7 @@ class Recorder:
         self.nonce_clock = nonce_clock
         # One task per account folds every projection (AccountProjector); ``projectors``
         # shows each projection of each account (metrics, health, status, tests).
+        self.project = project
         self.account_projectors = (
             [AccountProjector(db.engine, acc.name) for acc, _ in accounts] if project else []
         )
@@ -128,6 +131,11 @@ class Recorder:
         self.folded_round = trio.Event()
         self.leases = {lease.account: lease for lease in leases or []}
         self.leased = frozenset(self.leases)  # accounts recorded under a lease (metrics)
+        # Scale-out (``run --max-accounts``): accounts whose lease another process holds, taken
+        # over (and recorded from then on) when it is free and this process has room.
+        self.waiting = list(waiting or [])
+        self.max_accounts = max_accounts
+        self.taken_over: list[str] = []
         self.lease_check_every = lease_check_every
         self.head_log_every = head_log_every
         self.log = EventLog(db.engine)
@@ -171,18 +179,10 @@ class Recorder:
                 # Where each record stopped (before anything of this run is logged): the gap
                 # after it is backfilled after the first auth. Nothing here waits on REST.
                 for acc, _ in self.accounts:
-                    totals = await self.db.run(self.log.totals, acc.name)
-                    self._stopped_at[acc.name] = totals.last_received_at
-                    if acc.backfill:
-                        self._unfinished[acc.name] = await self.db.run(
-                            backfill_store.unfinished, self.db.engine, acc.name
-                        )
-                        if acc.history_from is not None and not await self.db.run(
-                            backfill_store.initial_fetched, self.db.engine, acc.name
-                        ):
-                            self._history_from[acc.name] = acc.history_from
+                    await self._where_stopped(acc)
             if not self.stopping:
-                timeout = httpx.Timeout(max(a.rest_timeout_s for a, _ in self.accounts or []))
+                configured = [a for a, _ in self.accounts] + [a for a, _, _ in self.waiting]
+                timeout = httpx.Timeout(max((a.rest_timeout_s for a in configured), default=30.0))
                 async with httpx.AsyncClient(timeout=timeout) as self._http:
                     with fewer_collections():  # a long-running process moving data
                         await self._run(task_status)
@@ -220,6 +220,59 @@ class Recorder:
             return EXIT_USAGE  # every key was refused: restarting cannot help
         return 0
 
+    async def _where_stopped(self, acc: AccountConfig) -> None:
+        """Where the account's record stopped, its unfinished backfill windows, whether its
+        history before the recording is still to be asked for."""
+        totals = await self.db.run(self.log.totals, acc.name)
+        self._stopped_at[acc.name] = totals.last_received_at
+        if acc.backfill:
+            self._unfinished[acc.name] = await self.db.run(
+                backfill_store.unfinished, self.db.engine, acc.name
+            )
+            if acc.history_from is not None and not await self.db.run(
+                backfill_store.initial_fetched, self.db.engine, acc.name
+            ):
+                self._history_from[acc.name] = acc.history_from
+
+    async def _take_over(self, accounts: trio.Nursery) -> None:
+        """``run --max-accounts``: every ``lease_check_every`` seconds, while this process
+        records fewer than ``max_accounts`` accounts, take the lease of a waiting account
+        whose holder stopped (a dead process's lease is free at once) and record it."""
+        while self.waiting:
+            await trio.sleep(self.lease_check_every)
+            for entry in list(self.waiting):
+                if self.max_accounts is not None and len(self.leases) >= self.max_accounts:
+                    break
+                acc, creds, lease = entry
+                try:
+                    if not await self.db.run(lease.try_acquire):
+                        continue
+                    self.waiting.remove(entry)
+                    await self._adopt(acc, creds, lease, accounts)
+                except StoreUnavailable:
+                    break  # the database is away; the writer waits for it too
+                log_fields(log, "lease taken over: recording", account=acc.name)
+
+    async def _adopt(
+        self, acc: AccountConfig, creds: Credentials, lease: Lease, accounts: trio.Nursery
+    ) -> None:
+        """Record one more account from now on (its lease just taken)."""
+        self.leases[acc.name] = lease
+        self.leased = self.leased | {acc.name}
+        self.taken_over.append(acc.name)
+        self.accounts.append((acc, creds))
+        self.status[acc.name] = AccountStatus(acc.name)
+        await self._where_stopped(acc)
+        if self.project:
+            projector = AccountProjector(self.db.engine, acc.name)
+            self.account_projectors.append(projector)
+            self.projectors.extend(projector.views)
+            if self.pool is not None:  # else the pool, when it starts, takes it from the list
+                self.pool.projectors[acc.name] = projector
+        if self.chain_watch is not None:
+            self.chain_watch.add(acc.name)
+        accounts.start_soon(self._account, acc, creds, self.writer.send_channel.clone())
+
     async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as outer:
             # Metrics first: an address that cannot be served fails before anything connects.
@@ -242,6 +295,8 @@ class Recorder:
                     accounts.cancel_scope.cancel()
                 for acc, creds in self.accounts:
                     accounts.start_soon(self._account, acc, creds, self.writer.send_channel.clone())
+                if self.waiting:
+                    accounts.start_soon(self._take_over, accounts)
                 task_status.started()
             await self.writer.done.wait()
             background.cancel()
@@ -369,7 +424,7 @@ class Recorder:
         async with trio.open_nursery() as nursery:
             # One task folds every account: one transaction per wake-up however many
             # accounts this process records.
-            if self.account_projectors:
+            if self.account_projectors or (self.project and self.waiting):
                 self.pool = pool = ProjectionPool(self.db.engine, self.account_projectors)
                 nursery.start_soon(
                     functools.partial(

@@ -1,8 +1,10 @@
 """Metrics and health, answered from memory: ``GET /metrics`` (Prometheus text format) and
 ``GET /healthz`` (200, or 503 with a one-line JSON reason), and the status page at ``GET /``
-(:mod:`recorder.statuspage`, which alone reads the database, on its own engine), served
-inside the daemon's trio process by hypercorn's trio worker (no thread per request; the
-receive loops never wait on it), only when ``[metrics] listen`` is set.
+(:mod:`recorder.statuspage`, which alone reads the database, on its own engine), served by
+hypercorn's trio worker in a thread of its own with its own trio loop (connections, parsing,
+formatting and the page never take a turn of the daemon's loop, where the sockets are read),
+only when ``[metrics] listen`` is set. What the daemon knows is read in the daemon's thread
+(:func:`recorder.serving.call_in`): one short call per request, no lock on the hot path.
 
 Nothing here queries the database: the writer, the sessions, the projectors and the
 backfillers keep what is needed in memory, and a custom collector turns it into metric
@@ -31,7 +33,7 @@ from prometheus_client.registry import Collector
 
 from recorder import health
 from recorder.health import Observed
-from recorder.serving import is_http, serve_asgi
+from recorder.serving import call_in, is_http, serve_asgi_in_thread
 from recorder.statuspage import StatusPage
 from recorder.writer import Commit
 
@@ -296,16 +298,34 @@ def authorized(scope: dict[str, Any], token: str) -> bool:
     return False
 
 
+class Collected(Collector):
+    """Metric families already collected (in the daemon's thread), to format elsewhere."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
 class MetricsApp:
-    """The ASGI app: /metrics and /healthz."""
+    """The ASGI app: /, /metrics and /healthz. Made in the daemon's loop (it observes the
+    writer there); called in the listener's thread, reaching the daemon's state only through
+    :func:`call_in`."""
 
     def __init__(self, recorder: Observed) -> None:
         self.recorder = recorder
+        self.home = trio.lowlevel.current_trio_token()  # the daemon's loop
         self.times = CommitTimes()
         recorder.writer.observers.append(self.times.observe)
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RecorderCollector(recorder, self.times))
-        self.page = StatusPage(recorder)
+        self.collector = RecorderCollector(recorder, self.times)
+        self.page = StatusPage(recorder, self.home)
+
+    def _metrics(self) -> list[Metric]:
+        return list(self.collector.collect())  # in the daemon's thread
+
+    def _health(self) -> tuple[bool, str]:
+        return health.verdict(health.read(self.recorder), self.recorder.cfg.status)
 
     async def __call__(
         self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
@@ -313,22 +333,29 @@ class MetricsApp:
         if not await is_http(scope, receive, send):
             return
         token = self.recorder.cfg.metrics.token
-        if token is not None and not authorized(scope, token.reveal()):
-            status, ctype, body = 401, b"text/plain", b"unauthorized: send Authorization: Bearer\n"
-        elif scope["path"] == "/metrics":
-            status, ctype, body = 200, b"text/plain; version=0.0.4", generate_latest(self.registry)
-        elif scope["path"] == "/":
-            status, ctype, body = 200, b"text/html; charset=utf-8", await self.page.render()
-        elif scope["path"] == "/healthz":
-            ok, reason = health.verdict(health.read(self.recorder), self.recorder.cfg.status)
-            doc = {"status": "ok" if ok else "unhealthy", "reason": reason}
-            status, ctype, body = (200 if ok else 503), b"application/json", orjson.dumps(doc)
-        else:
-            status, ctype, body = 404, b"text/plain", b"not found: try /, /metrics or /healthz\n"
+        try:
+            status, ctype, body = await self._answer(scope, token.reveal() if token else None)
+        except trio.RunFinishedError:
+            status, ctype, body = 503, b"text/plain", b"the recorder is stopping\n"
         await send(
             {"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]}
         )
         await send({"type": "http.response.body", "body": body})
+
+    async def _answer(self, scope: dict[str, Any], token: str | None) -> tuple[int, bytes, bytes]:
+        if token is not None and not authorized(scope, token):
+            return 401, b"text/plain", b"unauthorized: send Authorization: Bearer\n"
+        if scope["path"] == "/metrics":
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(Collected(await call_in(self.home, self._metrics)))
+            return 200, b"text/plain; version=0.0.4", generate_latest(registry)
+        if scope["path"] == "/":
+            return 200, b"text/html; charset=utf-8", await self.page.render()
+        if scope["path"] == "/healthz":
+            ok, reason = await call_in(self.home, self._health)
+            doc = {"status": "ok" if ok else "unhealthy", "reason": reason}
+            return (200 if ok else 503), b"application/json", orjson.dumps(doc)
+        return 404, b"text/plain", b"not found: try /, /metrics or /healthz\n"
 
 
 async def serve_metrics(
@@ -339,6 +366,6 @@ async def serve_metrics(
 ) -> None:
     """Serve ``app`` until cancelled; ``nursery.start`` returns the bound port."""
     try:
-        await serve_asgi(app, listen, task_status=task_status)
+        await serve_asgi_in_thread(app, listen, task_status=task_status)
     finally:
         app.page.close()

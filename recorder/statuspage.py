@@ -8,11 +8,13 @@ over the last 24 hours a timeline of sessions and gaps (a gap green when a compl
 covers it, red when not), the balances per currency (``wallet_history``) and the latest
 fills with fees.
 
-What the daemon knows is read from memory (:mod:`recorder.health`); the rest from the
-database on the page's own engine (its own connections) in a worker thread of its own, with
-bounded queries (each on an index: a day, row limits); the page is rendered at most once
-every :data:`CACHE_S` seconds: reloading it ten times a second queries the database once every
-five seconds, and never in the writer's thread or its connection.
+The page is built in the metrics listener's own thread (:mod:`recorder.metrics`). What the
+daemon knows is read from memory (:mod:`recorder.health`) in one short call into the daemon's
+thread (:class:`Known`); the rest from the database on the page's own engine (its own
+connections) in a worker thread, with bounded queries (each on an index: a day, row limits);
+the page is rendered at most once every :data:`CACHE_S` seconds: reloading it ten times a
+second queries the database once every five seconds, and never in the writer's thread or its
+connection.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from recorder import health
 from recorder.audit.statement import dec
 from recorder.audit.statement_render import step_chart
 from recorder.config import DatabaseConfig
+from recorder.serving import call_in
 from recorder.store.engine import create_engine
 from recorder.store.schema import backfills, events, reconciliations, sessions, trades
 from recorder.store.schema import wallet_history as history
@@ -172,11 +175,33 @@ def _wallets(conn: sa.Connection, account: str) -> list[tuple[str, str]]:
     ]
 
 
-class StatusPage:
-    """Renders ``/`` for the daemon ``recorder`` (a :class:`recorder.daemon.Recorder`)."""
+@dataclass(frozen=True)
+class Known:
+    """What the page shows from the daemon's memory, copied in the daemon's thread."""
 
-    def __init__(self, recorder: Any) -> None:
+    reading: health.Reading
+    leases: dict[str, str]  # account -> who holds its lease
+    chains: dict[str, str]  # account -> the chain's last self-check
+    url: str
+
+    @classmethod
+    def take(cls, r: Any, now: datetime) -> Known:
+        reading = health.read(r, now)
+        return cls(
+            reading,
+            {a: _lease(r, a) for a in reading.accounts},
+            {a: _chain(r, a) for a in reading.accounts},
+            r.cfg.database.url,
+        )
+
+
+class StatusPage:
+    """Renders ``/`` for the daemon ``recorder`` (a :class:`recorder.daemon.Recorder`) whose
+    trio loop is ``home``; render() runs in another loop (the listener's)."""
+
+    def __init__(self, recorder: Any, home: trio.lowlevel.TrioToken) -> None:
         self.r = recorder
+        self.home = home
         self.engine: sa.Engine | None = None
         self.limiter = trio.CapacityLimiter(1)  # its own thread: never the writer's
         self._reading = trio.Lock()  # one read at a time; the others wait for its answer
@@ -188,7 +213,7 @@ class StatusPage:
         if self.engine is not None:
             self.engine.dispose()
 
-    async def _from_database(self, now: datetime) -> dict[str, FromDatabase]:
+    async def _from_database(self, now: datetime, known: Known) -> dict[str, FromDatabase]:
         cached = self._cached
         if cached is not None and trio.current_time() - cached[0] < CACHE_S:
             return cached[1]
@@ -197,10 +222,9 @@ class StatusPage:
             if cached is not None and trio.current_time() - cached[0] < CACHE_S:
                 return cached[1]
             if self.engine is None:
-                url = self.r.cfg.database.url
-                self.engine = create_engine(DatabaseConfig(url=url))
+                self.engine = create_engine(DatabaseConfig(url=known.url))
             engine = self.engine
-            accounts = list(self.r.status)
+            accounts = list(known.reading.accounts)
 
             def read_all() -> dict[str, FromDatabase]:
                 return {a: read_account(engine, a, now) for a in accounts}
@@ -212,18 +236,18 @@ class StatusPage:
 
     async def render(self) -> bytes:
         """The page, rendered at most once per :data:`CACHE_S` (reloads in between get the
-        same bytes: the daemon's thread builds no HTML for them)."""
+        same bytes)."""
         rendered = self._rendered
         if rendered is not None and trio.current_time() - rendered[0] < CACHE_S:
             return rendered[1]
         now = datetime.now(UTC)
+        known = await call_in(self.home, lambda: Known.take(self.r, now))
         try:
-            db = await self._from_database(now)
+            db = await self._from_database(now, known)
             db_error = None
         except Exception as exc:  # the page says so; the daemon goes on
             db, db_error = {}, f"{type(exc).__name__}: {exc}"[:300]
-        reading = health.read(self.r, now)
-        body = page(self.r, reading, db, now, db_error).encode()
+        body = page(known, db, now, db_error).encode()
         self._rendered = (trio.current_time(), body)
         return body
 
@@ -316,12 +340,12 @@ def _chain(r: Any, account: str) -> str:
 
 
 def page(
-    r: Any,
-    reading: health.Reading,
+    known: Known,
     db: dict[str, FromDatabase],
     now: datetime,
     db_error: str | None = None,
 ) -> str:
+    reading = known.reading
     rows, sections = [], []
     lags: dict[str, int] = {}
     for p in reading.projections:
@@ -345,8 +369,8 @@ def page(
             ("backfill-open", str(a.open_windows)),
             ("backfill-incomplete", str(part.incomplete_windows)),
             ("unexplained", str(part.unexplained)),
-            ("lease", _lease(r, account)),
-            ("chain", _chain(r, account)),
+            ("lease", known.leases[account]),
+            ("chain", known.chains[account]),
         ]
         # The cells that need a look, in red.
         bad = {

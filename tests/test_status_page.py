@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import threading
+import urllib.request
 from pathlib import Path
 
 import httpx
@@ -56,6 +58,33 @@ async def test_status_page_shows_each_account_from_memory_and_its_own_reads(
         for _ in range(20):
             assert (await http.get(url)).status_code == 200
         assert recorder_page_reads(recorder) - reads <= 1 + int(1 / CACHE_S)
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_listener_answers_while_the_daemons_loop_is_busy(engine: sa.Engine) -> None:
+    """The HTTP listener runs in a thread of its own: a reload of the (cached) page is answered
+    while the daemon's trio thread is not taking turns at all (in the daemon's loop, where it
+    was served before, it waited for the loop)."""
+    sim = Simulator(seed=96, rate=200, api_keys={KEY: SECRET}, connection_limit=None)
+    async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
+        recorder = await start_recording(
+            nursery, sim, engine, metrics=MetricsConfig(listen="127.0.0.1:0")
+        )
+        await wait_until(lambda: recorder.metrics_port is not None, "metrics listening")
+        url = f"http://127.0.0.1:{recorder.metrics_port}/"
+        assert (await http.get(url)).status_code == 200  # rendered and cached
+        answers: list[int] = []
+
+        def reload() -> None:
+            with urllib.request.urlopen(url, timeout=10) as answer:
+                answers.append(answer.status)
+
+        reloader = threading.Thread(target=reload)
+        reloader.start()
+        reloader.join(10)  # blocks this (the daemon's) trio thread until answered
+        assert answers == [200]
         recorder.stop()
         await recorder.finished.wait()
         nursery.cancel_scope.cancel()

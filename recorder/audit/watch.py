@@ -114,13 +114,17 @@ class ChainWatch:
         self.rounds = 0
         self.checked = trio.Event()  # set after each round (tests wait on it)
 
+    def add(self, account: str) -> None:
+        """Check one more account from the next round on (taken over at run time)."""
+        self.checks.setdefault(account, ChainCheck())
+
     async def run(self) -> None:
         while True:
             await self.round()
             await trio.sleep(self.every_s)
 
     async def round(self) -> None:
-        for account, state in self.checks.items():
+        for account, state in list(self.checks.items()):
             now = self.wall()
             full = state.last_full_at is None or now - state.last_full_at >= self.full_every_s
             try:

@@ -26,12 +26,12 @@ from recorder.commands.common import (
     open_engine,
     with_config,
 )
-from recorder.config import Config, ConfigError, redact_url
+from recorder.config import AccountConfig, Config, ConfigError, Credentials, redact_url
 from recorder.daemon import Recorder
 from recorder.logs import log_fields
 from recorder.store.database import Database
 from recorder.store.errors import StoreUnavailable
-from recorder.store.lease import LeaseHeld, hold_all
+from recorder.store.lease import Lease, LeaseHeld, hold_all, take_up_to
 
 log = logging.getLogger("recorder.run")
 
@@ -120,8 +120,16 @@ def wait_for_database(cfg: Config) -> Database:
     is_flag=True,
     help="If another process records an account, wait and take over when it stops.",
 )
+@click.option(
+    "--max-accounts",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Record at most N of the configured accounts (those whose lease is free); the others "
+    "wait as with --standby and are taken over when a process recording them stops. Several "
+    "processes, on several hosts, can share one configuration and one PostgreSQL database.",
+)
 @with_config
-def command(cfg: Config, standby: bool) -> None:
+def command(cfg: Config, standby: bool, max_accounts: int | None) -> None:
     """Record every configured account until SIGINT/SIGTERM."""
     logs.setup(cfg.logging.format, cfg.logging.level)
     if not cfg.accounts:
@@ -135,8 +143,45 @@ def command(cfg: Config, standby: bool) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):  # before trio runs: a plain, quiet exit
         signal.signal(signum, lambda *_: sys.exit(0))
     db = wait_for_database(cfg)
+    waiting: list[tuple[AccountConfig, Credentials, Lease]] = []
+    if max_accounts is not None:
+        by_name = {acc.name: (acc, creds) for acc, creds in accounts}
+        leases, others = take_up_to(db.engine, list(by_name), max_accounts)
+        accounts = [by_name[lease.account] for lease in leases]
+        waiting = [(*by_name[lease.account], lease) for lease in others]
+        log_fields(
+            log,
+            f"recording {len(leases)} of {len(by_name)} accounts (--max-accounts {max_accounts});"
+            " the others wait for their lease",
+            accounts=",".join(lease.account for lease in leases) or "-",
+            waiting=len(waiting),
+        )
+    else:
+        leases = hold_or_fail(db, accounts, standby)
+    # From here a signal is noted, not an exit: one before trio's receiver is up stops the
+    # recorder as soon as it is; those trio re-delivers when its receiver closes (a second
+    # SIGTERM during the drain) are noted too, and cannot abort the exit.
+    early = EarlySignals()
+    early.install()
+    recorder = Recorder(
+        cfg, accounts, db, leases=leases, waiting=waiting, max_accounts=max_accounts
+    )
     try:
-        leases = hold_all(
+        code = trio.run(run_until_signal, recorder, early)
+    finally:
+        for lease in [*leases, *recorder.leases.values()]:
+            lease.release()
+        db.engine.dispose()
+    sys.exit(code)
+
+
+def hold_or_fail(
+    db: Database, accounts: list[tuple[AccountConfig, Credentials]], standby: bool
+) -> list[Lease]:
+    """Every account's lease (waiting for each with ``standby``), or exit 2 naming the
+    process that holds one."""
+    try:
+        return hold_all(
             db.engine,
             [acc.name for acc, _ in accounts],
             standby=standby,
@@ -147,15 +192,3 @@ def command(cfg: Config, standby: bool) -> None:
     except LeaseHeld as exc:
         db.engine.dispose()
         fail(f"{exc}; stop it first, or start this one with --standby", EXIT_USAGE)
-    # From here a signal is noted, not an exit: one before trio's receiver is up stops the
-    # recorder as soon as it is; those trio re-delivers when its receiver closes (a second
-    # SIGTERM during the drain) are noted too, and cannot abort the exit.
-    early = EarlySignals()
-    early.install()
-    try:
-        code = trio.run(run_until_signal, Recorder(cfg, accounts, db, leases=leases), early)
-    finally:
-        for lease in leases:
-            lease.release()
-        db.engine.dispose()
-    sys.exit(code)

@@ -139,8 +139,8 @@ async def run_pool(
     what is committed (no query needed); on a look without a commit of our own (start,
     fallback: None) the log's marks are read."""
     delay, fail_delay = 0.1, FAIL_BACKOFF_FIRST
-    due = everyone = list(pool.projectors)
-    gather = gather_for(coalesce, len(everyone))
+    due = list(pool.projectors)
+    gather = gather_for(coalesce, len(due))
     marks: dict[str, int] | None = None
     due_for = functools.partial(behind_marks, pool)
     while True:
@@ -178,4 +178,4 @@ async def run_pool(
             due = due_for(marks)
         else:
             marks = None
-            due = everyone
+            due = list(pool.projectors)  # accounts taken over at run time too

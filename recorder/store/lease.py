@@ -11,7 +11,9 @@ records (or rebuilds) that account.
   it when the holder's process dies, however it dies.
 
 The key includes the PostgreSQL schema, so recorders in different schemas of one database do
-not exclude each other.
+not exclude each other. A lease's connection comes from an engine of its own without a pool
+(:func:`lease_engine`): the store's pool (15 connections at most) would otherwise be used up by
+the leases of 15 accounts, and the 16th lease, or the writer, would wait for a connection.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import random
 import re
 import socket
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +35,7 @@ from typing import Any, Protocol
 import orjson
 import sqlalchemy as sa
 
+from recorder.store.engine import PG_CONNECT_TIMEOUT_S
 from recorder.store.errors import StoreError, store_errors
 
 
@@ -222,13 +227,54 @@ class NoLease:
         pass
 
 
+_LEASE_ENGINES: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = weakref.WeakKeyDictionary()
+
+
+def lease_engine(engine: sa.Engine) -> sa.Engine:
+    """PostgreSQL: an engine on ``engine``'s database without a pool, for leases (each holds
+    its connection as long as it holds the lock; one per account)."""
+    found = _LEASE_ENGINES.get(engine)
+    if found is None:
+        given = "connect_timeout" in engine.url.query
+        timeout = {} if given else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+        found = sa.create_engine(engine.url, poolclass=sa.pool.NullPool, connect_args=timeout)
+        _LEASE_ENGINES[engine] = found
+    return found
+
+
 def lease_for(engine: sa.Engine, account: str) -> Lease:
     url = engine.url
     if url.get_backend_name() == "sqlite":
         if url.database in (None, "", ":memory:"):
             return NoLease(account)
         return FileLease(Path(url.database).resolve(), account)
-    return AdvisoryLease(engine, account)
+    return AdvisoryLease(lease_engine(engine), account)
+
+
+def take_up_to(
+    engine: sa.Engine, accounts: list[str], most: int
+) -> tuple[list[Lease], list[Lease]]:
+    """``run --max-accounts``: take the leases of at most ``most`` of ``accounts`` that are
+    free, trying them in a random order (processes started together then mostly try
+    different ones, and each host's share of the connections is spread over the fleet).
+    Returns (the leases taken, the leases of the others, not taken), each in ``accounts``'
+    order."""
+    order = list(accounts)
+    random.shuffle(order)
+    taken: dict[str, Lease] = {}
+    try:
+        for account in order:
+            if len(taken) >= most:
+                break
+            lease = lease_for(engine, account)
+            if lease.try_acquire():
+                taken[account] = lease
+    except BaseException:
+        for lease in taken.values():
+            lease.release()
+        raise
+    held = [taken[a] for a in accounts if a in taken]
+    return held, [lease_for(engine, a) for a in accounts if a not in taken]
 
 
 def acquire(lease: Lease) -> None:
