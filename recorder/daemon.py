@@ -73,6 +73,11 @@ VANISHING = ("orders", "positions")  # projections whose vanished entities REST 
 VANISHED_WAIT = 30.0  # seconds to wait for the projectors before reading reconciliations
 EXIT_USAGE = 2  # a configuration the recorder refuses (a key that can write)
 LEASE_CHECK_EVERY = 5.0  # seconds between checks that this process still holds its leases
+# ``run --max-accounts``: leases taken at start and per check, at most. As many as the
+# exchange lets one address connect in a window (5 per 15 s): more would only queue here
+# while another process, with its own address, could connect them; and processes started
+# together share the fleet instead of the first ones taking it all.
+LEASES_PER_ROUND = 5
 HEAD_LOG_EVERY = 600.0  # seconds between "chain head" log lines
 
 
@@ -236,18 +241,23 @@ class Recorder:
 
     async def _take_over(self, accounts: trio.Nursery) -> None:
         """``run --max-accounts``: every ``lease_check_every`` seconds, while this process
-        records fewer than ``max_accounts`` accounts, take the lease of a waiting account
-        whose holder stopped (a dead process's lease is free at once) and record it."""
+        records fewer than ``max_accounts`` accounts, take the leases of up to
+        :data:`LEASES_PER_ROUND` waiting accounts that are free (never taken yet, or whose
+        holder stopped: a dead process's lease is free at once) and record them."""
         while self.waiting:
             await trio.sleep(self.lease_check_every)
+            room = LEASES_PER_ROUND
             for entry in list(self.waiting):
                 if self.max_accounts is not None and len(self.leases) >= self.max_accounts:
+                    break
+                if room == 0:
                     break
                 acc, creds, lease = entry
                 try:
                     if not await self.db.run(lease.try_acquire):
                         continue
                     self.waiting.remove(entry)
+                    room -= 1
                     await self._adopt(acc, creds, lease, accounts)
                 except StoreUnavailable:
                     break  # the database is away; the writer waits for it too

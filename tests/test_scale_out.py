@@ -138,17 +138,33 @@ def test_processes_share_the_fleet_and_take_over_a_killed_ones_accounts(
 
 
 @pytest.mark.postgres
-def test_leases_do_not_use_up_the_stores_connections(pg_url: str) -> None:
-    """Forty accounts' leases held by one process at once (each keeps a connection), and the
-    store's pool still answers: leases have connections of their own."""
+def test_leases_share_one_connection_outside_the_stores_pool(pg_url: str) -> None:
+    """Forty accounts' leases held by one process at once: one server connection holds them
+    all (a connection each used up the store's pool at 15, and a 100-account fleet the
+    server's max_connections), the store's pool still answers, a second lease object of a
+    held account is refused in this process too, and the locks go with the connection."""
     engine = create_engine(DatabaseConfig(url=pg_url), pool_timeout=5)
     migrate.upgrade(engine)
     leases = [lease_for(engine, f"many{i}") for i in range(40)]
+    name = f"bfx-recorder pid {os.getpid()} on %"
+    count = sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :n")
     try:
         assert all(lease.try_acquire() for lease in leases)
+        assert not lease_for(engine, "many7").try_acquire()  # re-entrant locks: refused here
         with engine.connect() as conn:
-            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+            assert conn.execute(count, {"n": name}).scalar() == 1
+        assert all(lease.still_held() for lease in leases)
+        leases[0].release()
+        assert not leases[0].still_held() and leases[1].still_held()
+        other = create_engine(DatabaseConfig(url=pg_url))  # as another process would see it
+        theirs = lease_for(other, "many0")
+        assert theirs.try_acquire()  # released: free at once
+        assert not lease_for(other, "many1").try_acquire()
+        theirs.release()
+        other.dispose()
     finally:
         for lease in leases:
             lease.release()
-        engine.dispose()
+    with engine.connect() as conn:  # no lease left: no connection kept
+        assert conn.execute(count, {"n": name}).scalar() == 0
+    engine.dispose()

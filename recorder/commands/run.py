@@ -27,7 +27,7 @@ from recorder.commands.common import (
     with_config,
 )
 from recorder.config import AccountConfig, Config, ConfigError, Credentials, redact_url
-from recorder.daemon import Recorder
+from recorder.daemon import LEASE_CHECK_EVERY, LEASES_PER_ROUND, Recorder
 from recorder.logs import log_fields
 from recorder.store.database import Database
 from recorder.store.errors import StoreUnavailable
@@ -146,13 +146,14 @@ def command(cfg: Config, standby: bool, max_accounts: int | None) -> None:
     waiting: list[tuple[AccountConfig, Credentials, Lease]] = []
     if max_accounts is not None:
         by_name = {acc.name: (acc, creds) for acc, creds in accounts}
-        leases, others = take_up_to(db.engine, list(by_name), max_accounts)
+        first = min(max_accounts, LEASES_PER_ROUND)  # the rest at the lease checks
+        leases, others = take_up_to(db.engine, list(by_name), first)
         accounts = [by_name[lease.account] for lease in leases]
         waiting = [(*by_name[lease.account], lease) for lease in others]
         log_fields(
             log,
             f"recording {len(leases)} of {len(by_name)} accounts (--max-accounts {max_accounts});"
-            " the others wait for their lease",
+            f" up to {LEASES_PER_ROUND} more every {LEASE_CHECK_EVERY:g} s while leases are free",
             accounts=",".join(lease.account for lease in leases) or "-",
             waiting=len(waiting),
         )

@@ -1,19 +1,20 @@
 """One recorder per account: a lease per (database, account), held for as long as a process
 records (or rebuilds) that account.
 
-* PostgreSQL: a session-level advisory lock, taken on a connection of its own that stays open
-  (``AUTOCOMMIT``, so it is never idle in a transaction). Its ``application_name`` says who
-  holds it (pid and host), and the backend's start time says since when; another process
-  reads both from ``pg_locks`` and ``pg_stat_activity``. When the holder dies the server ends
-  its backend and the lock is free at once.
+* PostgreSQL: a session-level advisory lock, taken on the process's lock connection (one for
+  all its leases, outside the store's pool; it stays open, ``AUTOCOMMIT``, so it is never idle
+  in a transaction). Its ``application_name`` says who holds it (pid and host), and the
+  backend's start time says since when; another process reads both from ``pg_locks`` and
+  ``pg_stat_activity``. When the holder dies the server ends its backend and the locks are
+  free at once.
 * SQLite: an OS file lock (``flock``) on ``<database file>.lease-<account>``, beside the
   database; the file holds the holder's pid, host and start time as JSON. The kernel releases
   it when the holder's process dies, however it dies.
 
 The key includes the PostgreSQL schema, so recorders in different schemas of one database do
-not exclude each other. A lease's connection comes from an engine of its own without a pool
-(:func:`lease_engine`): the store's pool (15 connections at most) would otherwise be used up by
-the leases of 15 accounts, and the 16th lease, or the writer, would wait for a connection.
+not exclude each other. A connection per lease would have used up the store's pool (15
+connections: the 16th lease, or the writer, waited for one) and, with 100 accounts, the
+server's ``max_connections``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import random
 import re
 import socket
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -114,45 +116,97 @@ class FileLease:
             self._fd = None
 
 
-class AdvisoryLease:
-    """PostgreSQL: a session-level advisory lock on a connection of its own."""
+class LockConnection:
+    """PostgreSQL: the one connection (``AUTOCOMMIT``, named after this process) on which
+    every lease of this process and database holds its session-level advisory lock. One per
+    process, not one per account: 100 accounts' leases as 100 connections would exceed a
+    default server's ``max_connections``. Used from worker threads, so under a lock. When the
+    connection is lost (a server restart), every lock on it is lost with it: the next
+    acquisition opens a new one, and the leases held on the old one say they are lost."""
 
-    def __init__(self, engine: sa.Engine, account: str) -> None:
+    def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
-        self.account = account
-        self._conn: sa.Connection | None = None
-        self._key: int | None = None
+        self.guard = threading.Lock()
+        self.conn: sa.Connection | None = None
+        # Keys locked on it, by lease: PostgreSQL's advisory locks are re-entrant within a
+        # session, so a second lease object of the same account in this process must be
+        # refused here.
+        self.held: dict[int, AdvisoryLease] = {}
 
-    def _lock_key(self, conn: sa.Connection) -> int:
-        schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
-        digest = hashlib.sha256(f"bfx-recorder lease {schema}/{self.account}".encode()).digest()
-        return int.from_bytes(digest[:8], "big", signed=True)
-
-    def try_acquire(self) -> bool:
-        if self._conn is not None:
-            return True
-        with store_errors():
+    def current(self) -> sa.Connection:
+        """The live connection (opened on first use, or again after a loss); under guard."""
+        if self.conn is None:
             conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
-                key = self._lock_key(conn)
                 pid, host = _me()
                 name = f"bfx-recorder pid {pid} on {host}"[:63]
                 conn.execute(
                     sa.text("SELECT set_config('application_name', :n, false)"), {"n": name}
                 )
-                got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             except BaseException:
-                self._discard(conn)
+                _discard(conn)
                 raise
-        if not got:
-            self._discard(conn)
-            return False
-        self._conn, self._key = conn, key
-        return True
+            self.conn = conn
+        return self.conn
+
+    def lost(self) -> None:
+        """The connection failed: drop it (its locks are gone with its session)."""
+        if self.conn is not None:
+            _discard(self.conn)
+            self.conn = None
+        self.held.clear()
+
+
+def _discard(conn: sa.Connection) -> None:
+    """Close the connection for good (not back to a pool): its session ends, and with it any
+    advisory lock and the application_name naming this process."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError):
+        conn.invalidate()
+        conn.close()
+
+
+def _lock_key(conn: sa.Connection, account: str) -> int:
+    schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+    digest = hashlib.sha256(f"bfx-recorder lease {schema}/{account}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class AdvisoryLease:
+    """PostgreSQL: a session-level advisory lock on this process's :class:`LockConnection`."""
+
+    def __init__(self, engine: sa.Engine, account: str, locks: LockConnection) -> None:
+        self.engine = engine
+        self.account = account
+        self.locks = locks
+        self._on: sa.Connection | None = None  # the connection the lock is held on
+        self._key: int | None = None
+
+    def try_acquire(self) -> bool:
+        with self.locks.guard:
+            if self._on is not None and self._on is self.locks.conn:
+                return True
+            self._on = None
+            try:
+                with store_errors():
+                    conn = self.locks.current()
+                    key = _lock_key(conn, self.account)
+                    if self.locks.held.get(key, self) is not self:
+                        return False  # another lease of this process holds it
+                    got = conn.execute(
+                        sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}
+                    ).scalar()
+            except StoreError:
+                self.locks.lost()
+                raise
+            if not got:
+                return False
+            self._on, self._key = conn, key
+            self.locks.held[key] = self
+            return True
 
     def holder(self) -> str | None:
         with store_errors(), self.engine.connect() as conn:
-            key = self._lock_key(conn)
+            key = _lock_key(conn, self.account)
             row: Any = conn.execute(
                 sa.text(
                     "SELECT a.application_name, a.backend_start FROM pg_locks l "
@@ -170,42 +224,41 @@ class AdvisoryLease:
         return f"{who} since {since}"
 
     def still_held(self) -> bool:
-        if self._conn is None:
-            return False
-        try:
-            with store_errors():
-                held = self._conn.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND pid = pg_backend_pid() AND granted "
-                        "AND classid = ((:k >> 32) & 4294967295)::oid "
-                        "AND objid = (:k & 4294967295)::oid AND objsubid = 1"
-                    ),
-                    {"k": self._key},
-                ).scalar()
-        except StoreError:  # the connection is gone, and the lock with it
-            held = 0
-        if not held:
-            self.release()
-        return bool(held)
-
-    @staticmethod
-    def _discard(conn: sa.Connection) -> None:
-        """Close the connection for good (not back to the pool): its session ends, and with
-        it any advisory lock and the application_name naming this process."""
-        with contextlib.suppress(sa.exc.SQLAlchemyError):
-            conn.invalidate()
-            conn.close()
+        with self.locks.guard:
+            if self._on is None or self._on is not self.locks.conn:
+                self._on = None  # the connection it was held on is gone, and the lock
+                return False
+            try:
+                with store_errors():
+                    held = self._on.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                            "AND pid = pg_backend_pid() AND granted "
+                            "AND classid = ((:k >> 32) & 4294967295)::oid "
+                            "AND objid = (:k & 4294967295)::oid AND objsubid = 1"
+                        ),
+                        {"k": self._key},
+                    ).scalar()
+            except StoreError:  # the connection is gone, and every lock on it
+                self.locks.lost()
+                held = 0
+            if not held:
+                self._on = None
+                self.locks.held.pop(self._key or 0, None)
+            return bool(held)
 
     def release(self) -> None:
-        if self._conn is not None:
-            # Unlock first: closing the connection alone frees the lock only once the server
-            # has noticed and ended the session, so a lease tried right after could still
-            # find it held. (A lost connection has released the lock already.)
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                self._conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            self._discard(self._conn)
-            self._conn = None
+        with self.locks.guard:
+            if self._on is not None and self._on is self.locks.conn:
+                # Unlocked at once: a lease tried right after (another process) finds it free.
+                try:
+                    self._on.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+                except sa.exc.SQLAlchemyError:
+                    self.locks.lost()
+                self.locks.held.pop(self._key or 0, None)
+                if not self.locks.held:
+                    self.locks.lost()  # no lease left: no idle connection kept open
+            self._on = None
 
 
 class NoLease:
@@ -227,19 +280,21 @@ class NoLease:
         pass
 
 
-_LEASE_ENGINES: weakref.WeakKeyDictionary[sa.Engine, sa.Engine] = weakref.WeakKeyDictionary()
+_LOCKS: weakref.WeakKeyDictionary[sa.Engine, LockConnection] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
 
 
-def lease_engine(engine: sa.Engine) -> sa.Engine:
-    """PostgreSQL: an engine on ``engine``'s database without a pool, for leases (each holds
-    its connection as long as it holds the lock; one per account)."""
-    found = _LEASE_ENGINES.get(engine)
-    if found is None:
-        given = "connect_timeout" in engine.url.query
-        timeout = {} if given else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
-        found = sa.create_engine(engine.url, poolclass=sa.pool.NullPool, connect_args=timeout)
-        _LEASE_ENGINES[engine] = found
-    return found
+def lock_connection(engine: sa.Engine) -> LockConnection:
+    """PostgreSQL: this process's lock connection for ``engine``'s database, on an engine
+    without a pool (it is held as long as a lease is; the store's pool stays the store's)."""
+    with _LOCKS_GUARD:
+        found = _LOCKS.get(engine)
+        if found is None:
+            given = "connect_timeout" in engine.url.query
+            timeout = {} if given else {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+            own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool, connect_args=timeout)
+            found = _LOCKS[engine] = LockConnection(own)
+        return found
 
 
 def lease_for(engine: sa.Engine, account: str) -> Lease:
@@ -248,7 +303,8 @@ def lease_for(engine: sa.Engine, account: str) -> Lease:
         if url.database in (None, "", ":memory:"):
             return NoLease(account)
         return FileLease(Path(url.database).resolve(), account)
-    return AdvisoryLease(lease_engine(engine), account)
+    locks = lock_connection(engine)
+    return AdvisoryLease(locks.engine, account, locks)
 
 
 def take_up_to(
