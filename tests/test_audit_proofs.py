@@ -21,6 +21,7 @@ import trio
 from recorder.audit.balances import check_balances
 from recorder.audit.verify import verify
 from recorder.config import DatabaseConfig
+from recorder.projections import fills
 from recorder.projections.base import Event, Output
 from recorder.projections.fills import FillEffectsFold, settles, split_symbol
 from recorder.projections.rebuild import rebuild
@@ -289,6 +290,40 @@ def test_funding_trade_interest_carried_by_its_payment() -> None:
     assert rows[(9, "funding", "USD", "interest")]["attribution"] == "missing"
     assert rows[(10, "funding", "USD", "interest")]["attribution"] == "missing"
     assert rows[(7, "funding", "USD", "interest")]["event_id"] == 20
+
+
+def test_past_the_bound_the_oldest_effects_stop_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """More effects waiting for their ledger row than the bound: the oldest are forgotten
+    (a payment for one of them later carries nothing), the others still find theirs; the
+    count stays at the bound."""
+    monkeypatch.setattr(fills, "AWAITING_LEDGER", 6)
+    fold, out = FillEffectsFold(), Output()
+    for i in range(1, 11):  # ten funding terms, interest 0.011 .. 0.020 USD, none paid yet
+        term = [i, "fUSD", 1, 40 + i, Decimal(10 + i), Decimal("0.001"), 1, None]
+        fold.apply(Event(i, "fte", _frame("fte", term)), out)
+    assert fold.awaiting_count == 6
+    payment = "Margin Funding Payment on wallet funding"
+    paid = [
+        [900, "USD", None, 20, None, Decimal("0.012"), Decimal("5"), None, payment],  # term 2
+        [901, "USD", None, 21, None, Decimal("0.018"), Decimal("6"), None, payment],  # term 8
+    ]
+    fold.apply(Event(30, "rest.ledgers-hist", paid), out)
+    rows = out.upserts["fill_effects"]
+    assert rows[(2, "funding", "USD", "interest")]["attribution"] == "missing"  # forgotten
+    assert rows[(2, "funding", "USD", "interest")]["ledger_id"] is None
+    assert rows[(8, "funding", "USD", "interest")]["ledger_id"] == 901
+    assert fold.awaiting_count == 5
+    # Forgetting goes on from the oldest still waiting (terms 5, 6 next), not a paid one.
+    for i in range(11, 13):
+        term = [i, "fUSD", 1, 40 + i, Decimal(10 + i), Decimal("0.001"), 1, None]
+        fold.apply(Event(i + 20, "fte", _frame("fte", term)), out)
+    assert fold.awaiting_count == 6
+    late = [[902, "USD", None, 40, None, Decimal("0.015"), Decimal("7"), None, payment]]
+    fold.apply(Event(40, "rest.ledgers-hist", late), out)
+    assert out.upserts["fill_effects"][(5, "funding", "USD", "interest")]["ledger_id"] is None
+    again = [[903, "USD", None, 41, None, Decimal("0.017"), Decimal("8"), None, payment]]
+    fold.apply(Event(41, "rest.ledgers-hist", again), out)
+    assert out.upserts["fill_effects"][(7, "funding", "USD", "interest")]["ledger_id"] == 903
 
 
 # --- a simulated account, end to end ---------------------------------------------------------
