@@ -140,7 +140,6 @@ class Recorder:
         # over (and recorded from then on) when it is free and this process has room.
         self.waiting = list(waiting or [])
         self.max_accounts = max_accounts
-        self.taken_over: list[str] = []
         self.lease_check_every = lease_check_every
         self.head_log_every = head_log_every
         self.log = EventLog(db.engine)
@@ -269,7 +268,6 @@ class Recorder:
         """Record one more account from now on (its lease just taken)."""
         self.leases[acc.name] = lease
         self.leased = self.leased | {acc.name}
-        self.taken_over.append(acc.name)
         self.accounts.append((acc, creds))
         self.status[acc.name] = AccountStatus(acc.name)
         await self._where_stopped(acc)

@@ -134,30 +134,20 @@ def read_account(engine: sa.Engine, account: str, now: datetime) -> FromDatabase
                 .limit(FILLS_SHOWN)
             )
         ]
-        e = events.c
-        out.events_today = int(
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(events)
-                .where(e.account == account, e.received_at >= midnight)
-            ).scalar_one()
+        e, rc = events.c, reconciliations.c
+        out.events_today = _count(conn, events, e.account == account, e.received_at >= midnight)
+        out.incomplete_windows = _count(
+            conn, backfills, w.account == account, w.complete.is_(False)
         )
-        out.incomplete_windows = int(
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(backfills)
-                .where(w.account == account, w.complete.is_(False))
-            ).scalar_one()
-        )
-        rc = reconciliations.c
-        out.unexplained = int(
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(reconciliations)
-                .where(rc.account == account, rc.explained_by.is_(None))
-            ).scalar_one()
+        out.unexplained = _count(
+            conn, reconciliations, rc.account == account, rc.explained_by.is_(None)
         )
     return out
+
+
+def _count(conn: sa.Connection, table: sa.Table, *where: Any) -> int:
+    query = sa.select(sa.func.count()).select_from(table).where(*where)
+    return int(conn.execute(query).scalar_one())
 
 
 def _wallets(conn: sa.Connection, account: str) -> list[tuple[str, str]]:

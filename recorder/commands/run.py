@@ -170,7 +170,7 @@ def command(cfg: Config, standby: bool, max_accounts: int | None) -> None:
     try:
         code = trio.run(run_until_signal, recorder, early)
     finally:
-        for lease in [*leases, *recorder.leases.values()]:
+        for lease in leases:  # (the recorder releases those it took over itself)
             lease.release()
         db.engine.dispose()
     sys.exit(code)

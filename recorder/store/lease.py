@@ -174,8 +174,8 @@ def _lock_key(conn: sa.Connection, account: str) -> int:
 class AdvisoryLease:
     """PostgreSQL: a session-level advisory lock on this process's :class:`LockConnection`."""
 
-    def __init__(self, engine: sa.Engine, account: str, locks: LockConnection) -> None:
-        self.engine = engine
+    def __init__(self, account: str, locks: LockConnection) -> None:
+        self.engine = locks.engine  # without a pool: holder() asks on a short connection
         self.account = account
         self.locks = locks
         self._on: sa.Connection | None = None  # the connection the lock is held on
@@ -303,8 +303,7 @@ def lease_for(engine: sa.Engine, account: str) -> Lease:
         if url.database in (None, "", ":memory:"):
             return NoLease(account)
         return FileLease(Path(url.database).resolve(), account)
-    locks = lock_connection(engine)
-    return AdvisoryLease(locks.engine, account, locks)
+    return AdvisoryLease(account, lock_connection(engine))
 
 
 def take_up_to(
