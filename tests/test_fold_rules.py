@@ -138,6 +138,31 @@ def test_a_wallet_absent_from_ws_is_removed_and_null_available_keeps_the_last() 
     assert out.upserts["wallets"][("exchange", "BTC")] is None  # deleted
 
 
+def test_snapshot_records_seen_before_give_the_same_rows_as_converted_afresh() -> None:
+    """A snapshot's records are converted once and reused while repeated: the rows (and
+    what a later unknown value is merged from) are those of a fresh conversion."""
+
+    def ws(*records: str) -> Any:
+        return parse_frame('[0,"ws",[' + ",".join(records) + "]]")[2]
+
+    fold, fresh = wallets_fold(), wallets_fold()
+    log, fresh_log = Log(fold), Log(fresh)
+    for kind, payload in [
+        ("ws", ws('["exchange","USD",10.5,0,10.5,null,null]')),
+        ("ws", ws('["exchange","USD",10.5,0,10.5,null,null]')),  # seen: the same row
+        ("ws", ws('["exchange","USD",10.5,0,null,null,null]')),  # keeps 10.5 available
+        ("wu", parse_frame('[0,"wu",["exchange","USD",12,0,7,null,null]]')[2]),
+        ("ws", ws('["exchange","USD",10.5,0,null,null,null]')),  # seen: now keeps 7
+        ("ws", ws('["exchange","USD",10.50,0,null,null,null]', '["exchange","BTC",1,0,1]')),
+    ]:
+        out = log(kind, payload)
+        fresh._seen.clear()  # the same fold with nothing remembered
+        assert out == fresh_log(kind, payload)
+    row = fold.open[("exchange", "USD")]
+    assert row["balance"] == Decimal("10.5") and row["available_balance"] == Decimal("7")
+    assert fold.open == fresh.open
+
+
 def test_disconnect_makes_stale_until_the_next_snapshot() -> None:
     fold = orders_fold()
     log = Log(fold)

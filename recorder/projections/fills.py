@@ -357,11 +357,14 @@ class FillEffectsFold:
         out.upsert(NAME, _key(row), _plain(row))
 
     def _candidates(self, wkey: tuple[Any, Any]) -> list[Row]:
+        wallet, currency = wkey  # compared apart: a tuple per row was most of a wu's cost
         return [
             r
             for effects in self.pending.values()
             for r in effects
-            if (r["wallet_type"], r["currency"]) == wkey and r["attribution"] != "exact"
+            if r["currency"] == currency
+            and r["wallet_type"] == wallet
+            and r["attribution"] != "exact"
         ]
 
     def _by_meta(self, wkey: tuple[Any, Any], meta: dict[str, Any]) -> Row | None:
