@@ -19,7 +19,7 @@ from recorder.commands.common import (
     with_config,
 )
 from recorder.config import Config, ConfigError
-from recorder.projections.rebuild import rebuild, rebuild_work
+from recorder.projections.rebuild import rebuild, rebuild_plan, rebuild_work
 from recorder.projections.registry import PROJECTION_NAMES
 from recorder.store.eventlog import EventLog
 from recorder.store.lease import Lease, LeaseHeld, hold_all
@@ -52,8 +52,16 @@ def checkpoints(engine: sa.Engine, accounts: list[str], projection: str | None) 
 @click.command("rebuild")
 @click.option("--projection", default=None, help="Only this projection (a table name).")
 @click.option("--account", default=None, help="Only this account (default: every account).")
+@click.option(
+    "--jobs",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Fold in this many worker processes (accounts spread over them; one account's "
+    "projections shared out when there are fewer accounts than twice the jobs).",
+)
 @with_config
-def command(cfg: Config, projection: str | None, account: str | None) -> None:
+def command(cfg: Config, projection: str | None, account: str | None, jobs: int) -> None:
     """Clear projections and refold them from the whole event log."""
     if projection is not None and projection not in PROJECTION_NAMES:
         raise ConfigError(
@@ -71,7 +79,10 @@ def command(cfg: Config, projection: str | None, account: str | None) -> None:
             leases = hold_all(engine, accounts)  # type: ignore[arg-type]
         except LeaseHeld as exc:
             fail(f"{exc}; stop it before rebuilding that account", EXIT_USAGE)
-        total = rebuild_work(engine, accounts, projection)  # type: ignore[arg-type]
+        if jobs > 1:
+            total = rebuild_plan(engine, accounts, projection, jobs).reads  # type: ignore[arg-type]
+        else:
+            total = rebuild_work(engine, accounts, projection)  # type: ignore[arg-type]
         done = [0]
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -88,7 +99,14 @@ def command(cfg: Config, projection: str | None, account: str | None) -> None:
                     done[0] += n
                     progress.advance(task, n)
 
-                folded = rebuild(engine, accounts, projection, advance)  # type: ignore[arg-type]
+                folded = rebuild(
+                    engine,
+                    accounts,  # type: ignore[arg-type]
+                    projection,
+                    advance,
+                    jobs=jobs,
+                    db=cfg.database,
+                )
         except Interrupted as stop:
             where = ", ".join(
                 f"{acc} at event {pos}"
@@ -104,7 +122,8 @@ def command(cfg: Config, projection: str | None, account: str | None) -> None:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         what = projection or "all projections"
-        click.echo(f"rebuilt {what} for {len(accounts)} account(s) from {folded} events")
+        by = f" in {jobs} processes" if jobs > 1 else ""
+        click.echo(f"rebuilt {what} for {len(accounts)} account(s) from {folded} events{by}")
     finally:
         for lease in leases:
             lease.release()

@@ -22,7 +22,7 @@ from recorder.projections.reading import (
     read_events,
     restore_fold,
 )
-from recorder.projections.registry import FOLDS, make_folds, one_pass_folds
+from recorder.projections.registry import Selection, make_folds, one_pass_folds, selected
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.projections.writing import (
     Position,
@@ -60,14 +60,15 @@ class AccountProjector:
     a ``rebuild --projection``) skips the events it has already folded."""
 
     def __init__(
-        self, engine: sa.Engine, account: str, batch: int = BATCH, only: str | None = None
+        self, engine: sa.Engine, account: str, batch: int = BATCH, only: Selection = None
     ) -> None:
         self.engine = engine
         self.log = EventLog(engine)
         self.account = account
         self.batch = batch
-        self.only = only
-        names = list(FOLDS) if only is None else [only]
+        # None: every projection (then one statement may move all their checkpoints).
+        self.only = None if only is None else selected(only)
+        names = list(selected(only))
         self.folds: list[Fold] | None = None
         self.checkpoints: dict[str, int] = {name: 0 for name in names}
         self.reconciled: dict[str, int] = {name: 0 for name in names}
@@ -102,12 +103,10 @@ class AccountProjector:
         self.stored_flags = {name: _flags_of(r) for name, r in stored.items() if name in names}
         # The state snapshots share the table folds only when they stand at one position.
         trio_names = (*STATE_PROJECTIONS, StateFold.name)
-        if self.only is not None:
-            folds = make_folds(self.only)
-        elif len({positions[n] for n in trio_names}) == 1:
-            folds = one_pass_folds(None)
+        if all(n in positions for n in trio_names) and len({positions[n] for n in trio_names}) == 1:
+            folds = one_pass_folds(self.only)
         else:
-            folds = make_folds()
+            folds = make_folds(self.only)
         for fold in folds:
             flags = self.stored_flags.get(fold.name)
             if flags is not None:

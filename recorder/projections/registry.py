@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from recorder.projections.base import Fold
 from recorder.projections.collection import COLLECTION_FOLDS, CollectionFold
@@ -19,18 +19,32 @@ FOLDS: dict[str, Callable[[], Fold]] = {
 PROJECTION_NAMES: tuple[str, ...] = tuple(FOLDS)
 
 
-def make_folds(only: str | None = None) -> list[Fold]:
-    """Fresh folds: every projection, or only the one named (KeyError if unknown)."""
-    if only is not None:
-        return [FOLDS[only]()]
-    return [make() for make in FOLDS.values()]
+Selection = str | Collection[str] | None  # one projection, several, or (None) every one
 
 
-def one_pass_folds(only: str | None) -> list[Fold]:
-    """The folds of a rebuild; the state snapshots reuse the table folds when all run."""
+def selected(only: Selection) -> tuple[str, ...]:
+    """The names ``only`` selects, in registry order (KeyError for an unknown name)."""
+    if only is None:
+        return PROJECTION_NAMES
+    names = {only} if isinstance(only, str) else set(only)
+    unknown = names - set(FOLDS)
+    if unknown:
+        raise KeyError(", ".join(sorted(unknown)))
+    return tuple(n for n in PROJECTION_NAMES if n in names)
+
+
+def make_folds(only: Selection = None) -> list[Fold]:
+    """Fresh folds: every projection, or those named (KeyError if one is unknown)."""
+    return [FOLDS[name]() for name in selected(only)]
+
+
+def one_pass_folds(only: Selection) -> list[Fold]:
+    """The folds of one pass; the state snapshots reuse the table folds when all of them
+    are folded in the same pass."""
     folds = make_folds(only)
     shared = {f.name: f for f in folds if isinstance(f, CollectionFold)}
-    if only is None and set(STATE_PROJECTIONS) <= set(shared):
+    has_state = any(isinstance(f, StateFold) for f in folds)
+    if has_state and set(STATE_PROJECTIONS) <= set(shared):
         folds = [f for f in folds if not isinstance(f, StateFold)]
         # Last, so that the shared folds have applied each event before it is snapshotted.
         folds.append(StateFold(shared={n: shared[n] for n in STATE_PROJECTIONS}))
