@@ -2,4 +2,5 @@
 
 from benchmarks.run import main
 
-main()
+if __name__ == "__main__":  # not again in the worker processes of `rebuild --jobs`
+    main()

@@ -4,12 +4,13 @@ with orjson over the same log, measured in the same run.
 Builds a log of N events from the simulator's model (snapshots, updates, gaps), then times:
 
 * baseline: ``SELECT frame FROM events ORDER BY id`` streamed, each frame ``orjson.loads``;
-* rebuild: every projection cleared and refolded from scratch.
+* rebuild: every projection cleared and refolded from scratch (``--jobs N``: in N worker
+  processes).
 
 Prints one JSON object with events/s of each and ``ratio`` = rebuild / baseline (design.md
 target: >= 0.5; issue target: >= 50,000 events/s absolute on the reference machine).
 
-    python benchmarks/rebuild.py [--events 200000] [--database URL]
+    python benchmarks/rebuild.py [--events 200000] [--database URL] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ import orjson
 import sqlalchemy as sa
 
 
-def build_log(engine: sa.Engine, n: int) -> int:
+def build_log(engine: sa.Engine, n: int, account: str = "bench", seed: int = 3) -> int:
     from recorder.simulator.model import AccountModel
     from recorder.store.eventlog import EventLog, NewEvent
     from recorder.store.sessions import open_session
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
-    sid = open_session(engine, "bench", "ws://127.0.0.1/ws/2", t0)
-    model = AccountModel(seed=3, clock=lambda: 1_700_000_000_000)
+    sid = open_session(engine, account, "ws://127.0.0.1/ws/2", t0)
+    model = AccountModel(seed=seed, clock=lambda: 1_700_000_000_000)
     items: list[NewEvent] = []
     hashes: dict[str, str] = {}
     total = 0
@@ -42,7 +43,7 @@ def build_log(engine: sa.Engine, n: int) -> int:
     def add(kind: str, frame: str) -> None:
         nonlocal total
         items.append(
-            NewEvent("bench", sid, t0 + timedelta(microseconds=total), 0, kind, None, None, frame)
+            NewEvent(account, sid, t0 + timedelta(microseconds=total), 0, kind, None, None, frame)
         )
         total += 1
 
@@ -85,6 +86,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--database", default=None)
+    ap.add_argument("--jobs", type=int, default=1)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         url = args.database or f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -93,7 +95,7 @@ def main() -> None:
         n = build_log(engine, args.events)
         base = scan(engine)
         start = time.perf_counter()
-        rebuild(engine, ["bench"])
+        rebuild(engine, ["bench"], jobs=args.jobs, db=DatabaseConfig(url=url))
         folded = time.perf_counter() - start
         engine.dispose()
     print(
@@ -103,6 +105,7 @@ def main() -> None:
                 "database": url.split(":")[0],
                 "cpus": os.cpu_count(),
                 "events": n,
+                "jobs": args.jobs,
                 "baseline": {"seconds": round(base, 3), "eps": round(n / base)},
                 "rebuild": {"seconds": round(folded, 3), "eps": round(n / folded)},
                 "ratio": round(base / folded, 3),
