@@ -156,3 +156,32 @@ def test_no_frame_stops_a_fold_and_the_findings_name_what_was_skipped(
     for projection, reason, row in found:
         column = reason.split(" ", 1)[0]
         assert column in json.loads(row), (projection, reason)  # it names a column of the row
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(alphabet="a\\u0\x00"),
+        lambda inner: (
+            st.lists(inner, max_size=4)
+            | st.dictionaries(st.text(alphabet="a\\u0\x00") | st.integers(), inner, max_size=4)
+        ),
+        max_leaves=12,
+    )
+)
+@example(["\\u0000"])  # a backslash before u0000: what orjson writes for a NUL, and no NUL
+@example({1: "\x00"})  # a key orjson cannot write
+@example([2**70, "a\x00"])  # an integer orjson cannot write
+def test_the_nul_check_of_documents_is_the_walk_of_every_string(value: Any) -> None:
+    from recorder.projections.guard import _holds_nul
+
+    def walk(v: Any) -> bool:
+        if isinstance(v, str):
+            return "\x00" in v
+        if isinstance(v, dict):
+            return any(walk(k) or walk(x) for k, x in v.items())
+        if isinstance(v, list):
+            return any(walk(x) for x in v)
+        return False
+
+    assert _holds_nul(value) == walk(value)

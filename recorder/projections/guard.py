@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 
 from recorder.projections.values import jsonable
@@ -92,13 +93,27 @@ class RowCheck:
 
 
 def _holds_nul(value: Any) -> bool:
-    """Whether a JSON value holds a NUL character in any string (key or value)."""
+    """Whether a JSON value holds a NUL character in any string (key or value). Written by
+    orjson first (one C pass; it escapes NUL as ``\\u0000``): walking every document of a
+    notification's or an order's metadata in Python was a fifth of folding them. Only a hit
+    (or what orjson cannot write) is walked, since an escaped backslash before ``u0000`` also
+    reads as one."""
+    if isinstance(value, dict | list):
+        try:
+            if b"\\u0000" not in orjson.dumps(value):
+                return False
+        except TypeError:  # a key that is no string, an integer beyond 64 bits, ...
+            pass
+    return _walk_for_nul(value)
+
+
+def _walk_for_nul(value: Any) -> bool:
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+        return any(_walk_for_nul(k) or _walk_for_nul(v) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return any(_holds_nul(v) for v in value)
+        return any(_walk_for_nul(v) for v in value)
     return False
 
 

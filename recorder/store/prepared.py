@@ -77,11 +77,22 @@ class RowStatement:
             conn.exec_driver_sql(self.sql, params)
 
 
+# Times written recently -> their text: an order's creation time, a trade's time, ... come
+# back in row after row (formatting them was a twentieth of a fold on SQLite).
+_SQLITE_TIMES: dict[datetime, str] = {}
+_SQLITE_TIMES_KEPT = 8_192
+
+
 def _sqlite_time(value: datetime) -> str:
     """UTCDateTime on SQLite in one call: what its bind processor and SQLAlchemy's DATETIME
     processor make of it together (naive UTC text with microseconds)."""
     if value.tzinfo is UTC:  # the usual case: cut "+00:00" off
-        return value.isoformat(" ", "microseconds")[:26]
+        text = _SQLITE_TIMES.get(value)
+        if text is None:
+            if len(_SQLITE_TIMES) >= _SQLITE_TIMES_KEPT:
+                _SQLITE_TIMES.clear()
+            text = _SQLITE_TIMES[value] = value.isoformat(" ", "microseconds")[:26]
+        return text
     if value.tzinfo is None:
         raise ValueError("naive datetime given where UTC is required")
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
