@@ -47,13 +47,18 @@ from typing import Any
 
 from recorder.projections.base import DISCONNECTED, Event, FoldFlags, Output, RestoreFrom
 from recorder.projections.events import frame_payload, ledger_rows
+from recorder.projections.idset import IdSet
 from recorder.projections.values import to_row
 from recorder.protocol import layouts as L
 from recorder.protocol.ledger import FillText, category, fill_text
 
 NAME = "fill_effects"
 PENDING_TRADES = 64  # live trades whose wu frames may still come
-AWAITING_LEDGER = 100_000  # effects kept in memory until a ledger row carries them
+# Effects kept in memory until a ledger row carries them, per account (about 1.2 KB each):
+# the ledger answer asked for after each fill, or a gap's backfill, comes long before
+# 10,000 more effects in all but the busiest accounts; without the backfill none ever comes,
+# and 100,000 held 117 MB per account (the 5,000,000-frame benchmark of 2026-12-04).
+AWAITING_LEDGER = 10_000
 _EIGHT = Decimal("1e-8")
 # Ledger categories that carry a fill's parts, and a funding trade's interest.
 FILL_CATEGORIES = frozenset({5, 201})
@@ -135,8 +140,8 @@ class FillEffectsFold:
         self.arrivals = itertools.count()
         # Trades with effects already, and ledger rows already used (REST answers repeat
         # rows: a window overlaps the live period before a gap, windows overlap each other).
-        self.known_trades: set[Any] = set()
-        self.used_ledgers: set[Any] = set()
+        self.known_trades = IdSet()
+        self.used_ledgers = IdSet()
         self.skipped = 0
 
     # --- state --------------------------------------------------------------------------------
