@@ -30,6 +30,8 @@ Metrics:
 8. ``startup_rest_unreachable``: 100 accounts in one process, the time until every auth is
    committed with the backfill on and its REST host unreachable, vs with the backfill off
    (REST must never delay recording).
+9. ``scale_1000`` (``--long``): 1,000 accounts x 1 frame/s in one process, once every one is
+   authenticated: CPU share (aim: under one core) and p99 read->commit, vs 1,000 bare clients.
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ SIZES = {
         "state_q": 20,
         "scale_s": 25,
     },
-    "long": {"ingest": 5_000_000, "early": 100_000},
+    "long": {"ingest": 5_000_000, "early": 100_000, "fleet_s": 60},
 }
 
 
@@ -690,6 +692,90 @@ def scale(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
     return out
 
 
+async def record_fleet(url: str, port: int, accounts: int, seconds: float) -> dict[str, Any]:
+    """One recorder of ``accounts`` accounts: connected and authenticated first (not part of
+    the figure), then ``seconds`` of recording measured."""
+    engine, recorder = many_accounts(url, port, accounts)
+    names = [a.name for a, _ in recorder.accounts]
+    by_kind = recorder.writer.stats.by_kind
+    probe = Probe(recorder)
+    lags: list[int] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(recorder.run)
+        began = time.monotonic()
+        while not all((name, "auth") in by_kind for name in names):
+            assert time.monotonic() - began < 900, "not every account authenticated"
+            await trio.sleep(0.1)
+        connected = time.monotonic() - began
+        probe.commit_lag.clear()
+        cpu0, start = time.process_time(), time.monotonic()
+        while time.monotonic() - start < seconds:
+            await trio.sleep(1.0)
+            lags.append(
+                max(
+                    (recorder.writer.high_water.get(p.account, 0) - p.checkpoint)
+                    for p in recorder.account_projectors
+                )
+            )
+        cpu = time.process_time() - cpu0
+        wall = time.monotonic() - start
+        recorder.stop()
+        await recorder.finished.wait()
+        nursery.cancel_scope.cancel()
+    with engine.connect() as conn:
+        recorded = int(
+            conn.execute(sa.text("SELECT count(*) FROM events WHERE chan_id = 0")).scalar() or 0
+        )
+    engine.dispose()
+    return {
+        "commit_lag": probe.commit_lag,
+        "cpu_share": cpu / wall,
+        "recorded": recorded,
+        "lags": lags,
+        "connected_s": connected,
+    }
+
+
+def fleet(kind: str, seconds: float, tmp: Path, accounts: int = 1000) -> list[dict[str, Any]]:
+    """1,000 accounts x 1 frame/s in one `run` (the aim of the scale figure: under one
+    core), against as many bare clients receiving the same frames."""
+    rate = 1.0
+    n = int(rate * (seconds + 300))  # frames per connection: enough for a slow start too
+    proc, port = firehose(n, rate)
+    try:
+        with database(kind, tmp) as url:
+            engine_for(url).dispose()
+            got = trio.run(record_fleet, url, port, accounts, seconds)
+    finally:
+        proc.kill()
+        proc.wait()
+    proc, port = firehose(n, rate)
+    try:
+        bare = trio.run(bare_clients, port, accounts, min(seconds, 30.0))
+    finally:
+        proc.kill()
+        proc.wait()
+    c99 = percentile(got["commit_lag"], 99)
+    return [
+        result(
+            "scale_1000",
+            kind,
+            round(got["cpu_share"] * 100, 1),
+            f"% of one core ({accounts} accounts x 1 frame/s, backfill off)",
+            baseline=round(bare * 100, 1),
+            ratio=round(bare / got["cpu_share"], 3),
+            target="< 100 % (one core)",
+            ok=got["cpu_share"] < 1.0 and got["recorded"] > 0,
+            commit_p99_ms=round(c99 * 1000, 1),
+            commit_p50_ms=round(percentile(got["commit_lag"], 50) * 1000, 1),
+            recorded=got["recorded"],
+            seconds=seconds,
+            all_authenticated_after_s=round(got["connected_s"], 1),
+            projector_lag_samples=got["lags"],
+        )
+    ]
+
+
 def count_rest_events(url: str) -> int:
     """Events the backfill's REST answers appended (``rest.*``)."""
     engine = engine_for(url)
@@ -1034,20 +1120,23 @@ def main() -> None:
         "--long",
         action="store_true",
         help="the memory target as written: RSS after 100,000 and after 5,000,000 frames "
-        "(ingest only, about 10 minutes per backend; not part of the full run's 15 minutes)",
+        "(ingest), and 1,000 accounts x 1 frame/s in one process (fleet); about 15 minutes "
+        "per backend, not part of the full run",
     )
     ap.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     ap.add_argument(
         "--only",
-        default="ingest,lag,fold,scale,startup",
+        default=None,
         help="comma-separated groups: ingest (with memory), lag, fold (with state, replay), "
-        "scale, startup (100 accounts with the REST host unreachable)",
+        "scale, startup (100 accounts with the REST host unreachable); with --long: ingest, "
+        "fleet (default: every group of the mode)",
     )
     args = ap.parse_args()
     mode = "quick" if args.quick else "long" if args.long else "full"
     size = SIZES[mode]
     kinds = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
-    groups = {"ingest"} if args.long else set(args.only.split(","))
+    every = "ingest,fleet" if args.long else "ingest,lag,fold,scale,startup"
+    groups = set((args.only or every).split(","))
     results: list[dict[str, Any]] = []
     began = time.monotonic()
     compile_package()
@@ -1065,6 +1154,8 @@ def main() -> None:
                 results += scale(kind, size["scale_s"], tmp)
             if "startup" in groups:
                 results += startup(kind, tmp)
+            if "fleet" in groups:
+                results += fleet(kind, size.get("fleet_s", 20), tmp)
     doc = {
         "mode": mode,
         "machine": {
