@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -143,25 +144,65 @@ def plain(value: Any) -> Any:
 _CONVERT = {"int": to_int, "dec": to_decimal, "text": to_text, "mts": to_datetime, "json": plain}
 
 
-_COMPILED: dict[str, list[tuple[str, int, Any]]] = {}
+# Per field kind, the conversion written inline for the generated converters, with the
+# common case (an int id, a cached float, a string, a cached time) first and the converter
+# itself for the rest: the same value as ``_CONVERT[kind](v)`` in every case.
+_INLINE = {
+    "int": "(v if v.__class__ is int else to_int(v))",
+    "dec": "((_decimal_seen(v) or to_decimal(v)) if v.__class__ is float else to_decimal(v))",
+    "text": "(v if v.__class__ is str else to_text(v))",
+    "mts": "((_time_seen(v) if v.__class__ is int else None) or to_datetime(v))",
+    "json": "plain(v)",
+}
+Converter = Callable[[list[Any]], dict[str, Any]]
+_COMPILED: dict[str, Converter] = {}
+# The last array converted, its layout and its row: the folds of one pass convert the same
+# record one after the other (a wu for the wallets, their history and the fill effects; a
+# tu for the trades and the fill effects). Compared by identity: the array is kept alive
+# here, so another array can never match; one tuple, replaced whole, so a thread only ever
+# meets its own arrays.
+_LAST: tuple[Layout | None, Any, dict[str, Any]] = (None, None, {})
 
 
 def to_row(layout: Layout, array: list[Any]) -> dict[str, Any]:
-    """Column values for one record array (short arrays give ``None`` for missing fields)."""
-    fields = _COMPILED.get(layout.name)
-    if fields is None:
-        fields = _COMPILED[layout.name] = [
-            (f.name, f.index, _CONVERT[f.kind]) for f in layout.fields
+    """Column values for one record array (short arrays give ``None`` for missing fields).
+    A new dict each call: the caller may change it."""
+    global _LAST
+    last_layout, last_array, last_row = _LAST
+    if last_array is array and last_layout is layout:
+        return dict(last_row)
+    convert = _COMPILED.get(layout.name)
+    if convert is None:
+        convert = _COMPILED[layout.name] = compile_converter(layout)
+    row = convert(array)
+    _LAST = (layout, array, row)
+    return dict(row)
+
+
+def compile_converter(layout: Layout) -> Converter:
+    """One straight-line function converting ``layout``'s records: no loop over the fields,
+    each conversion's common case inline (a loop calling a converter per field was a seventh
+    of a rebuild)."""
+    lines = ["def convert(array):", "    n = len(array)", "    row = {}"]
+    for f in layout.fields:
+        lines += [
+            f"    v = array[{f.index}] if n > {f.index} else None",
+            f"    row[{f.name!r}] = None if v is None else {_INLINE[f.kind]}",
         ]
-    n = len(array)
-    row: dict[str, Any] = {}
-    for name, index, convert in fields:
-        if index < n:
-            value = array[index]
-            row[name] = None if value is None else convert(value)
-        else:
-            row[name] = None
-    return row
+    lines.append("    return row")
+    scope: dict[str, Any] = {
+        "to_int": to_int,
+        "to_decimal": to_decimal,
+        "to_text": to_text,
+        "to_datetime": to_datetime,
+        "plain": plain,
+        # The caches are cleared in place, never replaced: their bound ``get`` stays theirs.
+        "_decimal_seen": _DECIMALS.get,
+        "_time_seen": _TIMES.get,
+    }
+    exec(compile("\n".join(lines), f"<converter of {layout.name}>", "exec"), scope)
+    found: Converter = scope["convert"]
+    return found
 
 
 def jsonable(row: dict[str, Any] | None) -> dict[str, Any] | None:
