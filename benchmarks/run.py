@@ -1007,8 +1007,16 @@ def import_floor(kind: str) -> float:
     return time.perf_counter() - start
 
 
+# A replay client takes frames as large as the recorder does (`max_frame_bytes`): the
+# benchmark log's funding-credit snapshots pass trio-websocket's default 1 MiB by 1,000,000
+# events.
+REPLAY_MAX_FRAME = 64 * 1024 * 1024
+
+
 async def take_all(port: int, n: int) -> float:
-    async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/2", message_queue_size=4096) as ws:
+    async with open_websocket_url(
+        f"ws://127.0.0.1:{port}/ws/2", message_queue_size=4096, max_message_size=REPLAY_MAX_FRAME
+    ) as ws:
         await ws.get_message()  # info
         await ws.send_message('{"event":"auth","apiKey":"k","authSig":"x","authPayload":"AUTHx"}')
         await ws.get_message()  # the auth reply
