@@ -18,7 +18,8 @@ Metrics:
 2. ``lag``: at a steady 1,000 frames/s, frame read -> committed (p99 < 50 ms) and -> projected
    (p99 < 250 ms).
 3. ``fold``: ``rebuild`` of every projection vs a bare ``SELECT frame`` + orjson scan (>= 0.2);
-   again with ``--jobs 2``; and a log of 4 accounts folded by one process and by two.
+   ``fold_jobs``: logs of one and of 4 accounts folded by one process and by two
+   (``rebuild --jobs 2``).
 4. ``state``: ``bfx-recorder state --at T`` as a whole command (process start included),
    median and max of random T (< 0.5 s).
 5. ``scale``: 100 accounts x 10 frames/s in one process: all recorded, p99 frame-to-commit
@@ -76,7 +77,7 @@ SIZES = {
         "lag_s": 5,
         "lag_pairs": 1,
         "fold": 60_000,
-        "fold_accounts": 40_000,
+        "fold_jobs": 30_000,
         "state_q": 5,
         "scale_s": 8,
     },
@@ -85,7 +86,7 @@ SIZES = {
         "lag_s": 20,
         "lag_pairs": 3,
         "fold": 1_000_000,
-        "fold_accounts": 200_000,
+        "fold_jobs": 100_000,
         "state_q": 20,
         "scale_s": 25,
     },
@@ -844,7 +845,6 @@ def startup(kind: str, tmp: Path) -> list[dict[str, Any]]:
 
 def long_log(kind: str, n: int, tmp: Path, queries: int) -> list[dict[str, Any]]:
     from benchmarks.rebuild import build_log, scan
-    from recorder.config import DatabaseConfig
     from recorder.projections.rebuild import rebuild
 
     out = []
@@ -867,25 +867,6 @@ def long_log(kind: str, n: int, tmp: Path, queries: int) -> list[dict[str, Any]]
                 target="ratio >= 0.2 (aim 0.5)",
                 ok=ratio >= 0.2,
                 events=events,
-            )
-        )
-        # The same fold in two worker processes (`rebuild --jobs 2`): one account's
-        # projections shared out between them.
-        start = time.perf_counter()
-        rebuild(engine, ["bench"], jobs=2, db=DatabaseConfig(url=url))
-        folded = time.perf_counter() - start
-        out.append(
-            result(
-                "fold_2_jobs",
-                kind,
-                round(events / folded),
-                "events/s",
-                baseline=round(events / base),
-                ratio=round(base / folded, 3),
-                target="ratio >= 0.2 (`rebuild --jobs 2`, one account)",
-                ok=base / folded >= 0.2,
-                events=events,
-                one_process_ratio=round(ratio, 3),
             )
         )
         if kind == "postgresql":
@@ -941,40 +922,44 @@ def long_log(kind: str, n: int, tmp: Path, queries: int) -> list[dict[str, Any]]
     return out
 
 
-def fold_accounts(kind: str, n: int, tmp: Path, accounts: int = 4) -> list[dict[str, Any]]:
-    """The fold of several accounts (``n`` events in all): one process, then two worker
-    processes (`rebuild --jobs 2`: whole accounts each), against a bare scan of the log."""
+def fold_jobs(kind: str, n: int, tmp: Path) -> list[dict[str, Any]]:
+    """The fold by one process and by two (`rebuild --jobs 2`), against a bare scan of the
+    same log: a log of one account (its projections shared out between the two workers),
+    and a log of 4 accounts (whole accounts each), ``n`` events each."""
     from benchmarks.rebuild import build_log, scan
     from recorder.config import DatabaseConfig
     from recorder.projections.rebuild import rebuild
 
-    names = [f"bench{i}" for i in range(accounts)]
     out = []
-    with database(kind, tmp) as url:
-        engine = engine_for(url)
-        events = sum(
-            build_log(engine, n // accounts, name, seed=3 + i) for i, name in enumerate(names)
-        )
-        base = scan(engine)
-        for jobs in (1, 2):
-            start = time.perf_counter()
-            rebuild(engine, names, jobs=jobs, db=DatabaseConfig(url=url))
-            folded = time.perf_counter() - start
-            out.append(
-                result(
-                    f"fold_{accounts}_accounts_{jobs}_job{'s' if jobs > 1 else ''}",
-                    kind,
-                    round(events / folded),
-                    "events/s",
-                    baseline=round(events / base),
-                    ratio=round(base / folded, 3),
-                    target="ratio >= 0.2",
-                    ok=base / folded >= 0.2,
-                    events=events,
-                    accounts=accounts,
-                )
+    for accounts in (1, 4):
+        names = [f"bench{i}" for i in range(accounts)]
+        with database(kind, tmp) as url:
+            engine = engine_for(url)
+            events = sum(
+                build_log(engine, n // accounts, name, seed=3 + i) for i, name in enumerate(names)
             )
-        engine.dispose()
+            base = scan(engine)
+            for jobs in (1, 2):
+                start = time.perf_counter()
+                rebuild(engine, names, jobs=jobs, db=DatabaseConfig(url=url))
+                folded = time.perf_counter() - start
+                out.append(
+                    result(
+                        f"fold_{accounts}_account{'s' if accounts > 1 else ''}_{jobs}_job"
+                        + ("s" if jobs > 1 else ""),
+                        kind,
+                        round(events / folded),
+                        "events/s",
+                        baseline=round(events / base),
+                        ratio=round(base / folded, 3),
+                        target="ratio >= 0.2",
+                        ok=base / folded >= 0.2,
+                        events=events,
+                        accounts=accounts,
+                        jobs=jobs,
+                    )
+                )
+            engine.dispose()
     return out
 
 
@@ -1135,7 +1120,8 @@ def main() -> None:
     ap.add_argument(
         "--only",
         default=None,
-        help="comma-separated groups: ingest (with memory), lag, fold (with state, replay), "
+        help="comma-separated groups: ingest (with memory), lag, fold (with state, replay, "
+        "fold_jobs), fold_jobs (one process against two), "
         "scale, startup (100 accounts with the REST host unreachable); with --long: ingest, "
         "fleet (default: every group of the mode)",
     )
@@ -1157,7 +1143,8 @@ def main() -> None:
                 results += lag(kind, size["lag_s"], tmp, size["lag_pairs"])
             if "fold" in groups:
                 results += long_log(kind, size["fold"], tmp, size["state_q"])
-                results += fold_accounts(kind, size["fold_accounts"], tmp)
+            if "fold" in groups or "fold_jobs" in groups:
+                results += fold_jobs(kind, size["fold_jobs"], tmp)
             if "scale" in groups:
                 results += scale(kind, size["scale_s"], tmp)
             if "startup" in groups:
