@@ -4,10 +4,13 @@ the committed batches kept."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from functools import partial
@@ -38,8 +41,10 @@ def test_plan_covers_every_projection_once_per_account_and_balances_the_shares()
     assert len(one.units) == 2
     names = [n for u in one.units for n in u.projections]
     assert sorted(names) == sorted(PROJECTION_NAMES)  # each once
-    # The state snapshots stay with the table folds they share.
+    # The state snapshots stay with the table folds they share, the wallets with the ledger
+    # rows that explain their reconciliations.
     assert any(set(TOGETHER) <= set(u.projections) for u in one.units)
+    assert {"wallets", "ledgers"} <= set(TOGETHER)
     heavy, light = one.units
     assert heavy.weight >= light.weight > heavy.weight / 2
     assert one.reads > one.events  # events read by both shares count twice in the reads
@@ -100,8 +105,8 @@ def test_sigterm_stops_every_worker_and_the_daemon_folds_on(tmp_path: Path) -> N
     workers: set[int] = set()
 
     def folding() -> bool:
-        # Two workers running and a batch committed by one of them.
-        workers.update(int(p) for p in children_file.read_text().split())
+        # Two workers running (not multiprocessing's resource tracker) and a batch committed.
+        workers.update(_workers(children_file.read_text().split()))
         with engine.connect() as conn:
             moved = conn.execute(
                 sa.select(sa.func.max(projector_checkpoints.c.event_id))
@@ -128,3 +133,62 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def _workers(pids: list[str]) -> set[int]:
+    """The spawned worker processes among ``pids``."""
+    found = set()
+    for pid in pids:
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(int(pid))
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def test_a_worker_killed_ends_the_rebuild_with_its_exit_code(tmp_path: Path) -> None:
+    """A worker that dies (killed, out of memory) is noticed while the other one waits: the
+    test holds SQLite's write lock, so both workers are stuck at their first write."""
+    path = tmp_path / "r.db"
+    db = DatabaseConfig(url=f"sqlite:///{path}")
+    engine = create_engine(db)
+    migrate.upgrade(engine)
+    names = ["acc0", "acc1"]
+    for i, account in enumerate(names):
+        store_log(engine, account, synthetic_log(seed=60 + i, steps=100, gap_every=0, snap_every=0))
+    units = [Unit(a, PROJECTION_NAMES, 1, 1) for a in names]
+    tasks = Path(f"/proc/{os.getpid()}/task")  # (children are listed per thread)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            rebuild_parallel(db, units, jobs=2)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    lock = sqlite3.connect(path)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        thread = threading.Thread(target=run)
+        thread.start()
+        found: set[int] = set()
+
+        def two_workers() -> bool:
+            for task in tasks.iterdir():
+                with contextlib.suppress(FileNotFoundError):
+                    found.update(_workers((task / "children").read_text().split()))
+            return len(found) >= 2
+
+        poll(two_workers, "two workers", timeout=120)
+        os.kill(min(found), signal.SIGKILL)
+        thread.join(60)
+    finally:
+        lock.rollback()
+        lock.close()
+    assert not thread.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], RebuildFailed), outcome
+    assert "a worker process ended (exit codes [-9])" in str(outcome[0])
+    for pid in found:
+        poll(partial(_gone, pid), f"process {pid} ended")
+    engine.dispose()

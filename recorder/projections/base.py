@@ -61,6 +61,18 @@ def final_merge(stored: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _storable_key(key: tuple[Any, ...]) -> bool:
+    """Whether a row of this key could be in a table (the guard refuses text with NUL and
+    integers beyond 64 bits; a delete naming them would fail on PostgreSQL)."""
+    for part in key:
+        if isinstance(part, str):
+            if "\x00" in part:
+                return False
+        elif isinstance(part, int) and not -(2**63) <= part < 2**63:
+            return False
+    return True
+
+
 @dataclass
 class Output:
     """Changes to persist, per table: key -> full row (None = delete the row)."""
@@ -100,6 +112,8 @@ class Output:
         return False
 
     def upsert(self, table: str, key: tuple[Any, ...], row: dict[str, Any] | None) -> None:
+        if row is None and not _storable_key(key):
+            return  # no table holds such a row (it was a finding): nothing to delete
         if row is not None and not self._fits(table, key, row):
             return
         self.upserts.setdefault(table, {})[key] = row

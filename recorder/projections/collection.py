@@ -95,7 +95,7 @@ class CollectionFold:
         # The last snapshot's records, by their JSON text -> the row made of each: a snapshot
         # repeats most records of the one before (every open order, credit, ... at every
         # reconnect), and converting them again was a tenth of a rebuild.
-        self._seen: dict[bytes, Row] = {}
+        self._seen: dict[bytes, tuple[Any, Row]] = {}
         self.stale = False
         self.synced = False
         self.skipped = 0
@@ -110,7 +110,7 @@ class CollectionFold:
             row["is_open"] = is_open
         return row
 
-    def _snapshot_row(self, array: Any, seen: dict[bytes, Row]) -> Row | None:
+    def _snapshot_row(self, array: Any, seen: dict[bytes, tuple[Any, Row]]) -> Row | None:
         """:meth:`_row` of a snapshot's record, converted again only when the last snapshot
         had no record of the same JSON text (``to_row`` is a function of that text: orjson
         writes ``1`` and ``1.0`` apart; what it cannot write, a Decimal or a long integer,
@@ -120,12 +120,15 @@ class CollectionFold:
             text = orjson.dumps(array)
         except TypeError:
             return self._row(array, is_open=True)
-        row = self._seen.get(text)
-        if row is None:
+        found = self._seen.get(text)
+        # The same text and an equal array: orjson writes NaN and null alike, and NaN is
+        # equal to nothing, so such a record is converted again.
+        if found is not None and found[0] == array:
+            row: Row | None = found[1]
+        else:
             row = self._row(array, is_open=True)
-            if row is None:
-                return None
-        seen[text] = row
+        if row is not None:
+            seen[text] = (array, row)
         return row
 
     def _merge_known(self, key: Key, row: Row) -> Row:
@@ -221,7 +224,7 @@ class CollectionFold:
 
     def _snapshot(self, event: Event, records: list[Any], out: Output) -> None:
         fresh: dict[Key, Row] = {}
-        seen: dict[bytes, Row] = {}
+        seen: dict[bytes, tuple[Any, Row]] = {}
         for array in records:
             row = self._snapshot_row(array, seen)
             if row is not None:

@@ -50,8 +50,10 @@ class IdSet:
     def _merge(self) -> None:
         new = sorted(self._recent)
         ids = self._sorted
-        if not ids or new[0] > ids[-1]:
-            ids.extend(new)  # the usual case: ids grow
-        else:
-            self._sorted = array("q", sorted(chain(ids, new)))
+        # Only the tail from the first new id is merged (ids mostly grow: usually nothing,
+        # and the new ids are appended).
+        at = bisect_left(ids, new[0])
+        tail = sorted(chain(ids[at:], new))
+        del ids[at:]
+        ids.extend(tail)
         self._recent = set()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import queue
 import signal
 from collections.abc import Callable, Iterable
@@ -31,8 +32,10 @@ from recorder.projections.registry import FOLDS, Selection, selected
 from recorder.projections.snapshots import STATE_PROJECTIONS, StateFold
 from recorder.store.errors import StoreError
 
-# Projections folded in one pass together: the state snapshots reuse these table folds.
-TOGETHER = (*STATE_PROJECTIONS, StateFold.name)
+# Projections folded in one pass together: the state snapshots reuse these table folds, and
+# a wallets batch with a ledger answer explains its reconciliations from the `ledgers` rows
+# of the same transaction (explaining.py), which another process may not have written yet.
+TOGETHER = (*STATE_PROJECTIONS, StateFold.name, "ledgers")
 # What a fold costs per event it reads, relative (microseconds per event, each fold alone,
 # 200,000-event benchmark log on SQLite; benchmarks/NOTES.md): to balance the shares of one
 # account's projections. A wrong figure costs speed, never rows.
@@ -154,10 +157,12 @@ def rebuild_parallel(
             try:
                 report = reports.get(timeout=POLL_S)
             except queue.Empty:
-                if not any(w.is_alive() for w in workers):
+                # A worker that died (killed, out of memory) took its unit with it.
+                ended = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if ended or not any(w.is_alive() for w in workers):
                     raise RebuildFailed(
-                        f"{left} unit(s) of the rebuild were not folded: every worker "
-                        "process ended (see the exit codes in the log)"
+                        f"{left} unit(s) of the rebuild were not folded: a worker process "
+                        f"ended (exit codes {ended or [w.exitcode for w in workers]})"
                     ) from None
                 continue
             what = report[0]
@@ -181,8 +186,11 @@ def rebuild_parallel(
         for w in workers:
             with contextlib.suppress(AssertionError):  # never started
                 w.join()
-        tasks.close()
-        reports.close()
+        # Units a stopped rebuild never handed out may still fill the pipe: the queues'
+        # feeder threads must not hold the interpreter's exit waiting for readers.
+        for q in (tasks, reports):
+            q.cancel_join_thread()
+            q.close()
     return total
 
 
@@ -194,16 +202,32 @@ def _worker(db: DatabaseConfig, batch: int, tasks: Any, reports: Any) -> None:
     from recorder.projections.projector import AccountProjector
     from recorder.store.engine import create_engine
 
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        """The parent is gone (killed): its leases went with it, so stop writing."""
+        return os.getppid() != parent
+
     engine = create_engine(db)
     try:
         with fewer_collections():
-            while (unit := tasks.get()) is not None:
+            while True:
+                try:
+                    unit = tasks.get(timeout=POLL_S)
+                except queue.Empty:
+                    if orphaned():
+                        return
+                    continue
+                if unit is None:
+                    return
                 try:
                     projector = AccountProjector(
                         engine, unit.account, batch=batch, only=unit.projections
                     )
-                    while (n := projector.step()) is not None:
+                    while not orphaned() and (n := projector.step()) is not None:
                         reports.put(("folded", n))
+                    if orphaned():
+                        return
                 except Exception as exc:  # reported to the parent, which stops the rest
                     reports.put(("failed", unit, f"{type(exc).__name__}: {exc}"))
                     return
