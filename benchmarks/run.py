@@ -476,6 +476,22 @@ async def reload_page(recorder: Any, per_second: float) -> None:
         assert failed is None, f"the page reloader stopped (exit {failed})"
 
 
+async def measure(recorder: Any, seconds: float) -> tuple[float, float, list[int]]:
+    """CPU seconds and wall seconds of the next ``seconds``, and the projectors' largest lag
+    behind the writer (log positions) sampled every second."""
+    lags: list[int] = []
+    cpu0, start = time.process_time(), time.monotonic()
+    while time.monotonic() - start < seconds:
+        await trio.sleep(1.0)
+        lags.append(
+            max(
+                (recorder.writer.high_water.get(p.account, 0) - p.checkpoint)
+                for p in recorder.account_projectors
+            )
+        )
+    return time.process_time() - cpu0, time.monotonic() - start, lags
+
+
 async def record_for(
     url: str,
     port: int,
@@ -488,7 +504,6 @@ async def record_for(
     engine, recorder = many_accounts(url, port, accounts, rest_url, metrics=page_reloads > 0)
     accs = recorder.accounts
     probe = Probe(recorder)
-    lags: list[int] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(recorder.run)
         loader = trio.CancelScope()
@@ -499,17 +514,7 @@ async def record_for(
                     await reload_page(recorder, page_reloads)
 
             nursery.start_soon(load)
-        cpu0, start = time.process_time(), time.monotonic()
-        while time.monotonic() - start < seconds:
-            await trio.sleep(1.0)
-            lags.append(
-                max(
-                    (recorder.writer.high_water.get(p.account, 0) - p.checkpoint)
-                    for p in recorder.account_projectors
-                )
-            )
-        cpu = time.process_time() - cpu0
-        wall = time.monotonic() - start
+        cpu, wall, lags = await measure(recorder, seconds)
         loader.cancel()  # before the listener stops
         recorder.stop()
         await recorder.finished.wait()
@@ -700,7 +705,6 @@ async def record_fleet(url: str, port: int, accounts: int, seconds: float) -> di
     names = [a.name for a, _ in recorder.accounts]
     by_kind = recorder.writer.stats.by_kind
     probe = Probe(recorder)
-    lags: list[int] = []
     async with trio.open_nursery() as nursery:
         await nursery.start(recorder.run)
         began = time.monotonic()
@@ -709,17 +713,7 @@ async def record_fleet(url: str, port: int, accounts: int, seconds: float) -> di
             await trio.sleep(0.1)
         connected = time.monotonic() - began
         probe.commit_lag.clear()
-        cpu0, start = time.process_time(), time.monotonic()
-        while time.monotonic() - start < seconds:
-            await trio.sleep(1.0)
-            lags.append(
-                max(
-                    (recorder.writer.high_water.get(p.account, 0) - p.checkpoint)
-                    for p in recorder.account_projectors
-                )
-            )
-        cpu = time.process_time() - cpu0
-        wall = time.monotonic() - start
+        cpu, wall, lags = await measure(recorder, seconds)
         recorder.stop()
         await recorder.finished.wait()
         nursery.cancel_scope.cancel()
