@@ -623,6 +623,16 @@ async def bare_clients(port: int, accounts: int, seconds: float) -> float:
     return share
 
 
+def bare_share(n: int, rate: float, accounts: int, seconds: float) -> float:
+    """:func:`bare_clients` on a firehose of their own (``n`` frames at ``rate`` each)."""
+    proc, port = firehose(n, rate)
+    try:
+        return trio.run(bare_clients, port, accounts, seconds)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def rest_server() -> tuple[subprocess.Popen[bytes], str]:
     """The simulator as a process of its own, for its REST API (the backfill's history
     answers) to key ``k``/``s``, as the many-account recorders use; returns its REST URL."""
@@ -666,12 +676,7 @@ def scale(kind: str, seconds: float, tmp: Path) -> list[dict[str, Any]]:
                 if p is not None:
                     p.kill()
                     p.wait()
-    proc, port = firehose(n, rate)
-    try:
-        bare = trio.run(bare_clients, port, accounts, min(seconds, 10.0))
-    finally:
-        proc.kill()
-        proc.wait()
+    bare = bare_share(n, rate, accounts, min(seconds, 10.0))
     out = []
     for which, got in runs.items():
         c99 = percentile(got["commit_lag"], 99)
@@ -744,12 +749,7 @@ def fleet(kind: str, seconds: float, tmp: Path, accounts: int = 1000) -> list[di
     finally:
         proc.kill()
         proc.wait()
-    proc, port = firehose(n, rate)
-    try:
-        bare = trio.run(bare_clients, port, accounts, min(seconds, 30.0))
-    finally:
-        proc.kill()
-        proc.wait()
+    bare = bare_share(n, rate, accounts, min(seconds, 30.0))
     c99 = percentile(got["commit_lag"], 99)
     return [
         result(

@@ -79,10 +79,9 @@ def command(cfg: Config, projection: str | None, account: str | None, jobs: int)
             leases = hold_all(engine, accounts)  # type: ignore[arg-type]
         except LeaseHeld as exc:
             fail(f"{exc}; stop it before rebuilding that account", EXIT_USAGE)
-        if jobs > 1:
-            total = rebuild_plan(engine, accounts, projection, jobs).reads  # type: ignore[arg-type]
-        else:
-            total = rebuild_work(engine, accounts, projection)  # type: ignore[arg-type]
+        # (with jobs, the plan's count of what each worker reads: counted once, used twice)
+        work = rebuild_plan(engine, accounts, projection, jobs) if jobs > 1 else None  # type: ignore[arg-type]
+        total = work.reads if work else rebuild_work(engine, accounts, projection)  # type: ignore[arg-type]
         done = [0]
         previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -106,6 +105,7 @@ def command(cfg: Config, projection: str | None, account: str | None, jobs: int)
                     advance,
                     jobs=jobs,
                     db=cfg.database,
+                    work=work,
                 )
         except Interrupted as stop:
             where = ", ".join(

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Protocol
 
-from recorder.projections.guard import Finding, check_named
+from recorder.projections.guard import Finding, check_named, storable_key
 from recorder.store.prepared import PROVENANCE
 
 DISCONNECTED = "recorder.disconnected"
@@ -61,18 +61,6 @@ def final_merge(stored: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _storable_key(key: tuple[Any, ...]) -> bool:
-    """Whether a row of this key could be in a table (the guard refuses text with NUL and
-    integers beyond 64 bits; a delete naming them would fail on PostgreSQL)."""
-    for part in key:
-        if isinstance(part, str):
-            if "\x00" in part:
-                return False
-        elif isinstance(part, int) and not -(2**63) <= part < 2**63:
-            return False
-    return True
-
-
 @dataclass
 class Output:
     """Changes to persist, per table: key -> full row (None = delete the row)."""
@@ -112,7 +100,7 @@ class Output:
         return False
 
     def upsert(self, table: str, key: tuple[Any, ...], row: dict[str, Any] | None) -> None:
-        if row is None and not _storable_key(key):
+        if row is None and not storable_key(key):
             return  # no table holds such a row (it was a finding): nothing to delete
         if row is not None and not self._fits(table, key, row):
             return

@@ -92,6 +92,19 @@ class RowCheck:
         )
 
 
+def storable_key(key: tuple[Any, ...]) -> bool:
+    """Whether a row of this key could be in a table: no key text with NUL, no key integer
+    beyond 64 bits (the checks above refuse such rows; a delete naming them would fail on
+    PostgreSQL)."""
+    for part in key:
+        if isinstance(part, str):
+            if "\x00" in part:
+                return False
+        elif isinstance(part, int) and not INT_MIN <= part <= INT_MAX:
+            return False
+    return True
+
+
 def _holds_nul(value: Any) -> bool:
     """Whether a JSON value holds a NUL character in any string (key or value). Written by
     orjson first (one C pass; it escapes NUL as ``\\u0000``): walking every document of a

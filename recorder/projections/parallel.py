@@ -11,9 +11,10 @@ committed batches, each fold at its own checkpoint, which the daemon folds on fr
 
 A unit is one account's projections, or, when there are fewer accounts than twice the
 workers, a share of one account's projections: every projection keeps its own checkpoint,
-so one account's folds may run in different processes. Shares are balanced by the events
-each projection reads (what a fold costs is close to proportional to them), the largest
-first; the state snapshots stay with the orders, positions and wallets they share.
+so one account's folds may run in different processes. Shares are balanced by each
+projection's measured cost per event times the events it reads, the largest first; the
+projections in :data:`TOGETHER` stay in one share (the state snapshots with the orders,
+positions and wallets they share, the wallets with the ledger rows that explain them).
 """
 
 from __future__ import annotations

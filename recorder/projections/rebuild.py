@@ -31,16 +31,18 @@ def rebuild(
     *,
     jobs: int = 1,
     db: DatabaseConfig | None = None,
+    work: Plan | None = None,
 ) -> int:
     """Clear and refold projections (every one, or ``only``) from the whole log; returns
     log events folded. Committed batches stay if it is interrupted: the daemon folds on.
     ``jobs`` > 1: in that many worker processes, each opening ``db`` (the engine's own
-    configuration; ``progress`` then counts the events each worker reads)."""
+    configuration; ``progress`` then counts the events each worker reads), by ``work``
+    when the caller has the plan already (:func:`rebuild_plan`)."""
     accounts = list(accounts)
     if jobs > 1:
         if db is None:
             raise ValueError("a rebuild in worker processes needs the database configuration")
-        work = rebuild_plan(engine, accounts, only, jobs)
+        work = work or rebuild_plan(engine, accounts, only, jobs)
         _clear(engine, accounts, only)
         rebuild_parallel(db, work.units, jobs, progress, batch)
         return work.events
