@@ -189,10 +189,19 @@ async def quiesce(sim: Simulator, recorder: Recorder, engine: sa.Engine) -> None
     await drain(sim, recorder, engine)
 
 
-async def reauth(sim: Simulator, fault: str, arg: float | None = None) -> None:
-    """Inject ``fault`` and wait until a client has authenticated again."""
+async def reauth(
+    sim: Simulator, fault: str, arg: float | None = None, *, steps_while_out: int = 0
+) -> None:
+    """Inject ``fault`` and wait until a client has authenticated again; with
+    ``steps_while_out``, the account makes that many moves while every client is kept out
+    (the gap surely holds them)."""
     auth = sim.auth_events
+    if steps_while_out:
+        sim.refuse()
     await sim.inject(fault, arg)
+    if steps_while_out:
+        await sim.advance(steps_while_out)
+        sim.refuse(0)
     with trio.fail_after(20):
         await auth.wait()
 

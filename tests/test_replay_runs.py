@@ -371,7 +371,9 @@ async def test_the_gaps_rest_learned_fills_replayed_as_frames(tmp_path: Path) ->
         rest_port = await nursery.start(sim.serve_rest)
         recorder = await start_recording(nursery, sim, engine, rest_port=rest_port)
         await progressed(recorder, 100)
-        await reauth(sim, "drop")
+        # The drop's gap holds trading for sure (a reconnect can be quicker than the next
+        # fill: seen failing in CI).
+        await reauth(sim, "drop", steps_while_out=60)
         await progressed(recorder, 100)
         sim.pause()
         await drain(sim, recorder, engine)
