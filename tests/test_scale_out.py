@@ -26,6 +26,7 @@ from tests.helpers import SimThread, poll
 ACCOUNTS = {f"acc{i}": (f"key-{i}", f"secret-{i}-0a1b2c3d") for i in range(4)}
 MAX = 2
 RUN = [sys.executable, "-m", "recorder", "run"]
+STARTED = "accounts (--max-accounts"  # the line each process logs once it took its leases
 
 
 def holders(engine: sa.Engine) -> dict[str, int | None]:
@@ -36,6 +37,17 @@ def holders(engine: sa.Engine) -> dict[str, int | None]:
         match = re.match(r"pid (\d+) ", who or "")
         found[account] = int(match.group(1)) if match else None
     return found
+
+
+def start(cfg: Path, env: dict[str, str], log_to: Path) -> subprocess.Popen[str]:
+    with log_to.open("w") as err:
+        return subprocess.Popen(
+            [*RUN, "--config", str(cfg), "--max-accounts", str(MAX)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
 
 
 @pytest.mark.postgres
@@ -60,19 +72,19 @@ def test_processes_share_the_fleet_and_take_over_a_killed_ones_accounts(
         env[f"K_{name}"], env[f"S_{name}"] = key, secret
     with SimThread(seed=61, rate=200, api_keys=keys, connection_limit=None) as st:
         cfg.write_text(cfg.read_text().replace("{port}", str(st.port)))
-        procs = [
-            subprocess.Popen(
-                [*RUN, "--config", str(cfg), "--max-accounts", str(MAX)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(3)
-        ]
+        # Their lines go to files, read as they come: a pipe read only at the end could fill.
+        logs = [tmp_path / f"run{i}.log" for i in range(3)]
+        procs = [start(cfg, env, path) for path in logs]
         pids = {p.pid for p in procs}
         try:
-            # Every account recorded once, by one of the three, none with more than MAX.
+            # Every process past its start-up leases (a slow starter taking the orphans at
+            # its start, right after the kill, would not be a take-over), and every account
+            # recorded once, by one of the three, none with more than MAX.
+            poll(
+                lambda: all(STARTED in path.read_text() for path in logs),
+                "every process started",
+                timeout=60,
+            )
             poll(lambda: all(h in pids for h in holders(engine).values()), "every lease taken")
             first = holders(engine)
             share = {pid: sum(1 for h in first.values() if h == pid) for pid in pids}
@@ -106,7 +118,11 @@ def test_processes_share_the_fleet_and_take_over_a_killed_ones_accounts(
             for p in procs:
                 if p is not victim:
                     p.send_signal(signal.SIGTERM)
-            outputs = {p.pid: p.communicate(timeout=60)[1] for p in procs if p is not victim}
+            for p in procs:
+                if p is not victim:
+                    p.wait(60)
+            outputs = {p.pid: path.read_text() for p, path in zip(procs, logs, strict=True)}
+            del outputs[victim.pid]
         finally:
             for p in procs:
                 if p.poll() is None:
