@@ -339,6 +339,47 @@ async def test_stand_back_waits_for_the_writer_at_most_so_long(
     assert trio.current_time() - start == pytest.approx(5.0)
 
 
+async def test_the_writer_is_behind_in_a_burst_its_queue_does_not_show(
+    engine: sa.Engine, mock_clock: trio.testing.MockClock
+) -> None:
+    """A database that commits fast keeps the writer's queue short in a burst (PostgreSQL:
+    a few dozen frames) while projection rounds slow the receive loops: so the writer also
+    counts as behind while its last batch, committed just now, took frames in at
+    ``BURST_FRAMES_PER_S`` or faster; not at steady rates, not once the burst is quiet."""
+    from recorder.config import WriterConfig
+    from recorder.store.database import Database
+    from recorder.writer import BURST_FRAMES_PER_S, BURST_QUIET, Writer
+    from tests.helpers import ev
+
+    batch = 600
+    writer = Writer(Database(engine), WriterConfig(batch_max_frames=batch, batch_max_ms=20))
+    sent = 0
+
+    async def commit_a_batch_after(seconds: float) -> None:
+        nonlocal sent
+        mock_clock.jump(seconds)
+        for _ in range(batch):  # a full batch at once: committed without waiting for more
+            sent += 1
+            writer.send_channel.send_nowait(ev("main", sent))
+        while writer.high_water.get("main", 0) < sent:
+            await writer.wait_any()
+        assert writer.queue_depth == 0
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.run)
+        await commit_a_batch_after(0)  # the first batch: no rate yet
+        assert not writer.behind()
+        steady = batch / (BURST_FRAMES_PER_S / 2)  # 600 frames at half the burst rate
+        await commit_a_batch_after(steady)
+        assert not writer.behind()
+        await commit_a_batch_after(batch / (BURST_FRAMES_PER_S * 2))  # twice the burst rate
+        assert writer.behind()  # though nothing is queued
+        mock_clock.jump(BURST_QUIET * 1.5)  # no commit since: the burst is over
+        assert not writer.behind()
+        await writer.send_channel.aclose()
+    assert writer.done.is_set() and not writer.behind()
+
+
 async def test_projectors_stand_back_in_a_burst_and_still_equal_a_rebuild(
     engine: sa.Engine,
 ) -> None:

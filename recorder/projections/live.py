@@ -33,6 +33,9 @@ FALLBACK = 5.0  # seconds: without a commit of our own, look anyway (other proce
 # Seconds the projectors stand back, at most, while the writer is behind (see stand_back):
 # under a sustained overload they still fold a round this often.
 STAND_BACK_LONGEST = 5.0
+# Seconds between looks while standing back, commits or not (a burst can end with its last
+# commit: then no commit tells the projectors).
+RECHECK = 0.1
 FAIL_BACKOFF_FIRST = 1.0  # seconds before a failed projection round is tried again...
 FAIL_BACKOFF_CAP = 60.0  # ...doubling up to this
 
@@ -40,9 +43,9 @@ FAIL_BACKOFF_CAP = 60.0  # ...doubling up to this
 async def stand_back(
     behind: Callable[[], bool], wait_any: Callable[[float], Any], longest: float
 ) -> bool:
-    """While ``behind()`` (the writer has more than a batch queued: frames arrive faster
-    than they are committed), wait for the writer's commits instead of folding, for at most
-    ``longest`` seconds; whether it waited.
+    """While ``behind()`` (a burst: the writer has more than a batch queued, or takes frames
+    in faster than steady loads come, see ``Writer.behind``), wait for the writer's commits
+    instead of folding, for at most ``longest`` seconds; whether it waited.
 
     Why: the receive loops, the writer and the projectors share one interpreter. In a burst
     a projection round holds it for tens of milliseconds while frames queue up in memory
@@ -54,7 +57,7 @@ async def stand_back(
         return False
     deadline = trio.current_time() + longest
     while behind() and (left := deadline - trio.current_time()) > 0:
-        await wait_any(left)
+        await wait_any(min(left, RECHECK))
     return True
 
 
