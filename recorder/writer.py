@@ -52,8 +52,8 @@ UNAVAILABLE_LOG_EVERY = 30.0  # seconds: one warning per interval while the data
 # accounts x 1 frame/s, 100 x 10: 1,000 frames/s); a reconnect's snapshots, a backlog the
 # exchange flushes, a replayed firehose are above it.
 BURST_FRAMES_PER_S = 5000.0
-# Seconds without a commit after which a burst is over (its last batch's rate no longer says
-# anything about now).
+# Seconds without a commit, or a batch being appended, after which a burst is over (its last
+# batch's rate no longer says anything about now).
 BURST_QUIET = 0.1
 
 
@@ -110,6 +110,7 @@ class Writer:
         # commit before it), and when it was committed (trio time).
         self._intake = 0.0
         self._last_commit_at = -math.inf
+        self._committing = False  # a batch is being appended
         self.on_conflict: Callable[[tuple[str, ...], str], None] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -161,7 +162,11 @@ class Writer:
             if not batch:
                 return
         began = trio.current_time()
-        appended = await self._append(batch)
+        self._committing = True
+        try:
+            appended = await self._append(batch)
+        finally:
+            self._committing = False
         if appended is not None:
             self._committed_now(*appended, began)
 
@@ -284,9 +289,8 @@ class Writer:
             return False
         if self.queue_depth > self.cfg.batch_max_frames:
             return True
-        return (
-            self._intake >= BURST_FRAMES_PER_S
-            and trio.current_time() - self._last_commit_at < BURST_QUIET
+        return self._intake >= BURST_FRAMES_PER_S and (
+            self._committing or trio.current_time() - self._last_commit_at < BURST_QUIET
         )
 
     def lag_seconds(self, account: str, checkpoint: int) -> float:

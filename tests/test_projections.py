@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from decimal import Decimal
 from typing import Any
 
@@ -376,6 +377,28 @@ async def test_the_writer_is_behind_in_a_burst_its_queue_does_not_show(
         assert writer.behind()  # though nothing is queued
         mock_clock.jump(BURST_QUIET * 1.5)  # no commit since: the burst is over
         assert not writer.behind()
+
+        # ... unless a batch is being appended meanwhile (a slow commit in a burst).
+        for _ in range(2):  # (the first one's rate counts the quiet time too)
+            await commit_a_batch_after(batch / (BURST_FRAMES_PER_S * 2))
+        assert writer.behind()
+        append, entered, release = writer.log.append, threading.Event(), threading.Event()
+
+        def slow_append(*args: Any) -> Any:
+            entered.set()
+            release.wait(10)
+            return append(*args)
+
+        writer.log.append = slow_append  # type: ignore[method-assign]
+        for n in range(sent + 1, sent + batch + 1):
+            writer.send_channel.send_nowait(ev("main", n))
+        assert await trio.to_thread.run_sync(entered.wait, 10)
+        mock_clock.jump(BURST_QUIET * 1.5)
+        assert writer.behind()
+        release.set()
+        while writer.high_water["main"] < sent + batch:
+            await writer.wait_any()
+        assert not writer.behind()  # 600 frames in 0.15 s: 4,000 a second, no burst
         await writer.send_channel.aclose()
     assert writer.done.is_set() and not writer.behind()
 
