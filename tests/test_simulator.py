@@ -376,3 +376,31 @@ def test_simulate_command(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_an_accounts_open_funding_stays_bounded_and_its_frames_say_which() -> None:
+    """A long run's account holds at most ``MAX_OPEN_FUNDING`` credits and loans (the oldest
+    ends, with its ``fcc``/``flc`` and interest, before another opens; before, credits opened
+    five times as often as they closed and piled up by the ten thousand), and the frames
+    alone tell which are open: what ``*n`` opened and ``*c`` did not close is the book."""
+    from recorder.simulator.model import MAX_OPEN_FUNDING
+
+    model = AccountModel(seed=8)
+    open_by_frames: dict[str, set[int]] = {"fc": set(), "fl": set()}
+    most = {"fc": 0, "fl": 0}
+    closed = 0
+    for _ in range(30_000):
+        for abbr, payload in model.step():
+            prefix, action = abbr[:2], abbr[2:]
+            if prefix not in open_by_frames or action not in ("n", "c"):
+                continue
+            if action == "n":
+                open_by_frames[prefix].add(payload[0])
+            else:
+                open_by_frames[prefix].remove(payload[0])
+                closed += 1
+            most[prefix] = max(most[prefix], len(open_by_frames[prefix]))
+    assert most["fc"] == MAX_OPEN_FUNDING and most["fl"] <= MAX_OPEN_FUNDING, most
+    assert closed > 1000
+    assert open_by_frames["fc"] == set(model.funding_credits)
+    assert open_by_frames["fl"] == set(model.funding_loans)

@@ -34,6 +34,10 @@ FUNDING_SYMBOL = "fUSD"
 FEE_RATE = 0.002  # taker
 MAKER_FEE_RATE = 0.001
 MAX_OPEN_ORDERS = 40
+# Funding credits (or loans) open at once, at most: a new one first ends the oldest, as an
+# account's terms run out (without it credits were opened five times as often as closed, and
+# a long run's account held tens of thousands: snapshots of megabytes, not an account).
+MAX_OPEN_FUNDING = 40
 
 
 def _r(x: float, digits: int = 8) -> float:
@@ -674,6 +678,7 @@ class AccountModel:
         self.funding_trades[ftrade["id"]] = ftrade
         # The taken part is lent out as a credit; its term pays |amount| x rate x period when
         # it closes (one payment per term here; the exchange pays daily sums).
+        ended = self._make_room("credit")
         credit = {**self._funding_position(credit=True, draw=False), "amount": taken}
         credit.update(rate=offer["rate"], period=offer["period"], rate_type="FIXED")
         self.funding_credits[credit["id"]] = credit
@@ -682,6 +687,7 @@ class AccountModel:
         return [
             ("fou", layouts.FUNDING_OFFER.array(offer)),
             ("fte", layouts.FUNDING_TRADE.array(ftrade)),
+            *ended,
             ("fcn", layouts.FUNDING_CREDIT.array(credit)),
         ]
 
@@ -730,9 +736,18 @@ class AccountModel:
 
     def _funding_open(self, kind: str) -> list[Message]:
         book, layout, prefix = self._funding_books[kind]
+        ended = self._make_room(kind)
         item = self._funding_position(credit=kind == "credit")
         book[item["id"]] = item
-        return [(f"{prefix}n", layout.array(item))]
+        return [*ended, (f"{prefix}n", layout.array(item))]
+
+    def _make_room(self, kind: str) -> list[Message]:
+        """End the oldest credit/loan when :data:`MAX_OPEN_FUNDING` are open (its term ran
+        out), before another opens."""
+        book = self._funding_books[kind][0]
+        if len(book) < MAX_OPEN_FUNDING:
+            return []
+        return self._funding_close(kind, next(iter(book)))
 
     def _funding_update(self, kind: str) -> list[Message]:
         book, layout, prefix = self._funding_books[kind]
@@ -743,11 +758,11 @@ class AccountModel:
         item["amount"] = _r(item["amount"] * 0.9, 2)
         return [(f"{prefix}u", layout.array(item))]
 
-    def _funding_close(self, kind: str) -> list[Message]:
+    def _funding_close(self, kind: str, which: int | None = None) -> list[Message]:
         book, layout, prefix = self._funding_books[kind]
         if not book:
             return self._funding_open(kind)
-        item = book.pop(self.rng.choice(sorted(book)))
+        item = book.pop(self.rng.choice(sorted(book)) if which is None else which)
         item["mts_update"] = self.clock()
         item["status"] = "CLOSED (no more position)" if kind == "credit" else "CLOSED"
         self.closed_funding[kind][item["id"]] = item
