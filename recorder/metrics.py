@@ -258,7 +258,7 @@ class RecorderCollector(Collector):
         yield differences
         stood = CounterMetricFamily(
             "bfx_projector_stand_backs",
-            "Projection rounds put off while the writer was more than a batch behind",
+            "Projection rounds put off in a burst (the writer behind, or taking frames in fast)",
         )
         stood.add_metric([], reading.stand_backs)
         yield stood
