@@ -278,8 +278,9 @@ class Writer:
     def behind(self) -> bool:
         """Frames arrive faster than the projectors should compete with them for the
         interpreter (the live projectors stand back meanwhile, see ``live.stand_back``):
-        more than a batch is waiting, or the last batch, committed just now, took frames in
-        at :data:`BURST_FRAMES_PER_S` or faster.
+        more than a batch is waiting, or the last batch took frames in at
+        :data:`BURST_FRAMES_PER_S` or faster and the burst goes on (that batch committed less
+        than :data:`BURST_QUIET` ago, or the next one is being appended).
 
         The second is what a fast database needs: there the writer keeps its queue short,
         and a projection round slows the receive loops instead (the interpreter is shared),
