@@ -201,3 +201,54 @@ def test_sqlite_append_reads_no_more_than_the_batch(tmp_path: Any) -> None:
             scans = [row[-1] for row in plan if str(row[-1]).startswith("SCAN events")]
             assert not scans, (statement, plan)
     engine.dispose()
+
+
+def test_postgresql_reads_pages_in_index_order_without_statistics(pg_url: str) -> None:
+    """The page queries read an index in id order on a PostgreSQL table that has never been
+    analyzed (autovacuum off, or right after a bulk load). Planned from default estimates,
+    they were a bitmap scan of the whole remaining range plus a sort: after a 5,000,000-frame
+    burst the live projectors folded 2,000-3,500 events/s, 2.2 s a page."""
+    engine = create_engine(DatabaseConfig(url=pg_url))
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE events SET (autovacuum_enabled = false)")
+        conn.exec_driver_sql(
+            "INSERT INTO events (account, received_at, kind, frame, hash)"
+            " SELECT 'acct-' || mod(g, 2), now(), (ARRAY['ou', 'wu', 'tu'])[1 + mod(g, 3)],"
+            " '[0,\"ou\",[1,2,3]]', md5(g::text) FROM generate_series(1, 300000) g"
+        )
+        analyzed = conn.exec_driver_sql(
+            "SELECT coalesce(last_analyze, last_autoanalyze) FROM pg_stat_user_tables"
+            " WHERE relid = 'events'::regclass"
+        ).scalar()
+    assert analyzed is None, "the table was analyzed: the test would not show the plan"
+    plans: list[str] = []
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _explain(_conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM events" in statement and "ORDER BY events.id" in statement:
+            explained = cursor.connection.execute(f"EXPLAIN {statement}", parameters)
+            plans.append("\n".join(row[0] for row in explained.fetchall()))
+
+    log = EventLog(engine)
+    page = log.read("acct-1", 1000, 2000, up_to=290000)
+    assert [e.id for e in page.events] == list(range(1001, 5001, 2))
+    kind_of = {0: "ou", 1: "wu", 2: "tu"}  # id n has kind_of[n % 3], account n % 2
+    page = log.read("acct-1", 1000, 2000, kinds=["ou", "wu"], brief=True)
+    wanted = [n for n in range(1001, 9000, 2) if kind_of[n % 3] in ("ou", "wu")][:2000]
+    assert [e.id for e in page.events] == wanted
+    page = log.read_accounts(["acct-0", "acct-1"], 1000, 290000, 2000, ["ou", "tu"])
+    wanted = [n for n in range(1001, 9000) if kind_of[n % 3] in ("ou", "tu")][:2000]
+    assert [e.id for e in page.events] == wanted
+    event.remove(engine, "after_cursor_execute", _explain)
+    assert len(plans) == 3, plans
+    for plan in plans:
+        assert "Index Scan" in plan and "Bitmap" not in plan and "Sort" not in plan, plan
+    # The planner's settings are the server's again after a read inside a transaction.
+    with engine.begin() as conn:
+        log.read("acct-1", 0, 10, conn=conn)
+        settings = conn.exec_driver_sql(
+            "SELECT current_setting('enable_bitmapscan'), current_setting('enable_sort')"
+        ).one()
+    assert tuple(settings) == ("on", "on")
+    engine.dispose()
