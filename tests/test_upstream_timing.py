@@ -197,3 +197,84 @@ async def test_connection_rate_limit(clock: trio.testing.MockClock) -> None:
         await limit.acquire()
         times.append(trio.current_time() - start)
     assert times == [0.0] * 5 + [15.0] * 5 + [30.0]
+
+
+class BufferingSocket(FakeSocket):
+    """A socket whose reader has already read every queued frame: ``take_buffered`` hands
+    them out without waiting; ``get_message`` is counted (each is a scheduler pass)."""
+
+    def __init__(self, frames: list[str]) -> None:
+        super().__init__([])
+        self.queued = list(frames)
+        self.waits = 0
+
+    async def get_message(self) -> str:
+        self.waits += 1
+        await trio.lowlevel.checkpoint()
+        if not self.queued:
+            raise ConnectionLost(1000, "done")
+        return self.queued.pop(0)
+
+    def take_buffered(self) -> str | None:
+        return self.queued.pop(0) if self.queued else None
+
+
+async def test_the_receive_loop_takes_a_burst_in_bounded_runs() -> None:
+    """Frames the socket has already read are handled in runs of at most DRAIN + 1 per
+    wait (no scheduler pass per frame), every one once and in order."""
+    from recorder.upstream.session import DRAIN
+
+    burst = [f'[0,"n",[{n},"x"]]' for n in range(1, 1001)]
+    sink, items = trio.open_memory_channel[object](2000)
+    sock = BufferingSocket([INFO, AUTH_OK, *burst])
+    outcome = await make_session(sock, sink).run()
+    assert outcome.reason == "closed"
+    frames = []
+    while True:
+        try:
+            item = items.receive_nowait()
+        except trio.WouldBlock:
+            break
+        if isinstance(item, NewEvent) and not item.kind.startswith("recorder."):
+            frames.append(item.frame)
+    assert frames == [INFO, AUTH_OK, *burst]
+    # INFO and the auth answer are waited for apart (the first frame; auth asks for action),
+    # then the burst: one wait per run of DRAIN + 1, and the wait that finds the end.
+    runs = -(-len(burst) // (DRAIN + 1))
+    assert sock.waits == 2 + runs + 1, sock.waits
+
+
+async def test_a_socket_hands_out_what_it_has_read_without_waiting() -> None:
+    """``Socket.take_buffered`` on a real trio-websocket connection: the messages its
+    reader task has queued, in order; then None; after the close, None, and
+    ``get_message`` raises the close."""
+    from trio_websocket import serve_websocket
+
+    from recorder.upstream.connection import Socket, connect
+
+    sent = [f"message {n}" for n in range(300)]
+
+    async def handler(request: object) -> None:
+        ws = await request.accept()  # type: ignore[attr-defined]
+        for text in sent:
+            await ws.send_message(text)
+        await ws.get_message()  # until the client says it has taken them
+        await ws.aclose(4000, "bye")
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve_websocket, handler, "127.0.0.1", 0, None)
+        port = server.port
+        async with connect(f"ws://127.0.0.1:{port}/ws/2") as sock:
+            assert isinstance(sock, Socket)
+            got = [await sock.get_message()]
+            await trio.testing.wait_all_tasks_blocked()  # the reader has read them all
+            while (more := sock.take_buffered()) is not None:
+                got.append(more)
+            assert got == sent
+            assert sock.take_buffered() is None
+            await sock.send_message("taken")
+            with pytest.raises(ConnectionLost) as lost:
+                await sock.get_message()
+            assert lost.value.code == 4000
+            assert sock.take_buffered() is None
+        nursery.cancel_scope.cancel()

@@ -55,12 +55,30 @@ class Socket:
 
     def __init__(self, ws: WebSocket) -> None:
         self._ws = ws
+        # trio-websocket's reader task puts each message it has read into this channel, and
+        # ``get_message`` takes one with two checkpoints (a scheduler pass each). When a
+        # burst has queued many, ``take_buffered`` takes the next without them. The channel
+        # is the library's (not public API): a version without it just has nothing to take.
+        channel = getattr(ws, "_recv_channel", None)
+        self._queued = channel if isinstance(channel, trio.MemoryReceiveChannel) else None
 
     async def get_message(self) -> str | bytes:
         try:
             return await self._ws.get_message()
         except ConnectionClosed as exc:
             raise _lost(exc) from exc
+
+    def take_buffered(self) -> str | bytes | None:
+        """The next message the socket has already read, or None when there is none (or
+        the connection has ended: the next ``get_message`` raises why). Never waits and
+        never checkpoints, so a caller may not lose a message to a cancellation here."""
+        if self._queued is None:
+            return None
+        try:
+            message: str | bytes = self._queued.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+        return message
 
     async def send_message(self, message: str) -> None:
         try:

@@ -55,6 +55,15 @@ from recorder.writer import Item
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE = 5.0
+# Messages the receive loop takes from what the socket has already read, after the one it
+# waited for, before it checkpoints again: a burst is handled in runs (no scheduler pass
+# per frame), and another task waits at most about this many frames' handling (a few ms).
+DRAIN = 64
+
+
+def _nothing_buffered() -> None:
+    """``take_buffered`` of a socket that cannot look at its queue (tests' fakes)."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -301,8 +310,8 @@ class Session:
         message): handing a frame over when the writer's queue is full, and carrying out
         actions, happen outside the watchdog's scope, so no frame read is ever dropped."""
         with trio.fail_after(self.p.info_timeout):
-            text = await ws.get_message()
-        await self._on_frame(ws, text, self.now())
+            first = await ws.get_message()
+        await self._on_frame(ws, first, self.now())
         quiet_limit = 2 * self.p.heartbeat_period
         client = self.client
         sink = self.sink
@@ -313,28 +322,34 @@ class Session:
             quiet limit (a frame since a ping makes the quiet limit apply again)."""
             return self.p.pong_timeout if client.awaiting_pong else quiet_limit
 
+        take_buffered = getattr(ws, "take_buffered", _nothing_buffered)
         last = trio.current_time()
         while True:
             blocked: NewEvent | None = None
             actions: tuple[Action, ...] = FORWARD_ONLY
             with trio.CancelScope(deadline=last + allowed()):
-                while True:
-                    text = await ws.get_message()
-                    received_at = self.now()
-                    last = trio.current_time()
+                while blocked is None and actions is FORWARD_ONLY:
+                    text: str | bytes | None = await ws.get_message()
                     # The hot path, inlined: no await unless there is more to do than hand
-                    # the frame over.
-                    frame = classify(text)
-                    item = self._event(frame, received_at)
-                    if on_fill is not None and frame.kind == "tu":
-                        on_fill()
-                    try:
-                        sink.send_nowait(item)
-                    except trio.WouldBlock:
-                        blocked = item
-                    actions = client.receive(frame)
-                    if blocked is not None or actions is not FORWARD_ONLY:
-                        break
+                    # the frame over; then the messages already read behind this one, up
+                    # to DRAIN, without a checkpoint each (see ``Socket.take_buffered``).
+                    more = DRAIN
+                    while text is not None:
+                        received_at = self.now()
+                        last = trio.current_time()
+                        frame = classify(text)
+                        item = self._event(frame, received_at)
+                        if on_fill is not None and frame.kind == "tu":
+                            on_fill()
+                        try:
+                            sink.send_nowait(item)
+                        except trio.WouldBlock:
+                            blocked = item
+                        actions = client.receive(frame)
+                        if blocked is not None or actions is not FORWARD_ONLY or not more:
+                            break
+                        more -= 1
+                        text = take_buffered()
             if blocked is not None:
                 await self._emit(blocked)  # waits for the writer (back-pressure)
             if actions is not FORWARD_ONLY:
@@ -344,7 +359,7 @@ class Session:
                 await self._act(ws, client.silence())
                 last = trio.current_time()
 
-    async def _on_frame(self, ws: Any, text: str, received_at: datetime) -> None:
+    async def _on_frame(self, ws: Any, text: str | bytes, received_at: datetime) -> None:
         frame = classify(text)
         await self._act(ws, self.client.receive(frame), self._event(frame, received_at))
 
