@@ -327,29 +327,31 @@ class Session:
         while True:
             blocked: NewEvent | None = None
             actions: tuple[Action, ...] = FORWARD_ONLY
+            more = 0  # messages still to take without a wait
             with trio.CancelScope(deadline=last + allowed()):
-                while blocked is None and actions is FORWARD_ONLY:
-                    text: str | bytes | None = await ws.get_message()
+                while True:
                     # The hot path, inlined: no await unless there is more to do than hand
-                    # the frame over; then the messages already read behind this one, up
+                    # the frame over; after a wait, the messages already read behind it, up
                     # to DRAIN, without a checkpoint each (see ``Socket.take_buffered``).
-                    more = DRAIN
-                    while text is not None:
-                        received_at = self.now()
-                        last = trio.current_time()
-                        frame = classify(text)
-                        item = self._event(frame, received_at)
-                        if on_fill is not None and frame.kind == "tu":
-                            on_fill()
-                        try:
-                            sink.send_nowait(item)
-                        except trio.WouldBlock:
-                            blocked = item
-                        actions = client.receive(frame)
-                        if blocked is not None or actions is not FORWARD_ONLY or not more:
-                            break
+                    text = take_buffered() if more else None
+                    if text is None:
+                        text = await ws.get_message()
+                        more = DRAIN
+                    else:
                         more -= 1
-                        text = take_buffered()
+                    received_at = self.now()
+                    last = trio.current_time()
+                    frame = classify(text)
+                    item = self._event(frame, received_at)
+                    if on_fill is not None and frame.kind == "tu":
+                        on_fill()
+                    try:
+                        sink.send_nowait(item)
+                    except trio.WouldBlock:
+                        blocked = item
+                    actions = client.receive(frame)
+                    if blocked is not None or actions is not FORWARD_ONLY:
+                        break
             if blocked is not None:
                 await self._emit(blocked)  # waits for the writer (back-pressure)
             if actions is not FORWARD_ONLY:
