@@ -292,6 +292,33 @@ def test_funding_trade_interest_carried_by_its_payment() -> None:
     assert rows[(7, "funding", "USD", "interest")]["event_id"] == 20
 
 
+def test_a_restored_fold_keeps_trades_and_funding_trades_apart() -> None:
+    """A fold restored from its table's rows (a restarted daemon) knows which trades and
+    which funding trades it has folded, each by its own numbering: a repeated funding
+    trade adds nothing, an exchange trade with the same id is still a new fill, and a
+    funding trade with a traded id is still a new term."""
+    fold, out = FillEffectsFold(), Output()
+    fte = [7, "fUSD", 1, 41, Decimal("50"), Decimal("0.00091413"), 4, None]
+    tu = [8, "tBTCUSD", 1, 99, Decimal("0.1"), Decimal("100"), "EXCHANGE LIMIT", None, 1]
+    fold.apply(Event(1, "fte", _frame("fte", fte)), out)
+    fold.apply(Event(2, "tu", _frame("tu", [*tu, Decimal("-0.0002"), "BTC", None])), out)
+    stored = [{**row, "account": "a"} for row in out.upserts["fill_effects"].values()]
+    assert stored
+
+    restored, again = FillEffectsFold(), Output()
+    restored.restore(stored, fold.snapshot(), 2)
+    restored.apply(Event(3, "ftu", _frame("ftu", fte)), again)  # the same funding trade
+    restored.apply(Event(4, "tu", _frame("tu", [*tu, Decimal("-0.0002"), "BTC", None])), again)
+    assert "fill_effects" not in again.upserts  # both seen before the restart
+    restored.apply(
+        Event(5, "tu", _frame("tu", [7, *tu[1:], Decimal("-0.0002"), "BTC", None])), again
+    )
+    restored.apply(Event(6, "fte", _frame("fte", [8, *fte[1:]])), again)
+    rows = again.upserts["fill_effects"]
+    assert (7, "exchange", "BTC", "base") in rows  # trade 7 meets funding trade 7's id
+    assert (8, "funding", "USD", "interest") in rows  # funding trade 8 meets trade 8's id
+
+
 def test_past_the_bound_the_oldest_effects_stop_waiting(monkeypatch: pytest.MonkeyPatch) -> None:
     """More effects waiting for their ledger row than the bound: the oldest are forgotten
     (a payment for one of them later carries nothing), the others still find theirs; the
