@@ -69,6 +69,56 @@ Row = dict[str, Any]
 Key = tuple[Any, ...]
 
 
+class PendingFills:
+    """The effect rows of the recent live fills still waiting for their ``wu`` frames, per
+    trade, oldest trade first; and the same rows per wallet and currency, in that order.
+
+    Why the second view: a ``wu`` only ever concerns its own wallet's rows, and once the
+    window is full (fills whose ``wu`` never settles them stay until the window drops them)
+    every ``wu`` scanned all 64 trades' rows: 13 % of the live projectors' time late in a
+    5,000,000-frame burst. Rows are the fold's own dicts (changed in place as ``wu`` and ledger
+    rows come); their wallet and currency never change."""
+
+    def __init__(self) -> None:
+        self.trades: OrderedDict[Any, list[Row]] = OrderedDict()
+        self._by_wallet: dict[tuple[Any, Any], dict[int, Row]] = {}
+
+    def __len__(self) -> int:
+        return len(self.trades)
+
+    def add(self, trade_id: Any, row: Row) -> None:
+        """One more effect row of ``trade_id`` (a new trade goes last)."""
+        self.trades.setdefault(trade_id, []).append(row)
+        self._by_wallet.setdefault((row["wallet_type"], row["currency"]), {})[id(row)] = row
+
+    def get(self, trade_id: Any) -> list[Row] | None:
+        return self.trades.get(trade_id)
+
+    def remove(self, trade_id: Any) -> None:
+        self._drop(self.trades.pop(trade_id))
+
+    def keep_last(self, n: int) -> None:
+        """Forget the oldest trades past ``n``."""
+        while len(self.trades) > n:
+            self._drop(self.trades.popitem(last=False)[1])
+
+    def _drop(self, rows: list[Row]) -> None:
+        for row in rows:
+            wkey = (row["wallet_type"], row["currency"])
+            same = self._by_wallet[wkey]
+            del same[id(row)]
+            if not same:
+                del self._by_wallet[wkey]
+
+    def unsettled(self, wkey: tuple[Any, Any]) -> list[Row]:
+        """The rows of wallet and currency ``wkey`` not yet carried exactly, oldest trade
+        first."""
+        same = self._by_wallet.get(wkey)
+        if same is None:
+            return []
+        return [r for r in same.values() if r["attribution"] != "exact"]
+
+
 def split_symbol(symbol: Any) -> tuple[str, str] | None:
     """``tBTCUSD`` -> (BTC, USD); ``tTESTBTC:TESTUSD`` -> (TESTBTC, TESTUSD)."""
     if not isinstance(symbol, str) or not symbol.startswith("t"):
@@ -128,7 +178,7 @@ class FillEffectsFold:
     def __init__(self) -> None:
         self.balances: dict[tuple[Any, Any], Decimal | None] = {}
         # trade id -> its effect rows, oldest first: live fills still waiting for wu frames.
-        self.pending: OrderedDict[Any, list[Row]] = OrderedDict()
+        self.pending = PendingFills()
         self.last_trade: Any = None  # the latest live trade (a bare fee wu may be its fee)
         # (wallet, currency, amount) -> effect rows without a ledger row, oldest first.
         self.awaiting: dict[tuple[Any, Any, Decimal], list[Row]] = {}
@@ -176,10 +226,9 @@ class FillEffectsFold:
                 and row["attribution"] != "exact"
                 and row["part"] != "interest"
             ):
-                self.pending.setdefault(row["trade_id"], []).append(row)
+                self.pending.add(row["trade_id"], row)
                 self.last_trade = row["trade_id"]
-        while len(self.pending) > PENDING_TRADES:
-            self.pending.popitem(last=False)
+        self.pending.keep_last(PENDING_TRADES)
         return checkpoint
 
     def _known(self, part: str) -> IdSet:
@@ -293,11 +342,10 @@ class FillEffectsFold:
             out.upsert(NAME, _key(row), row)
             self._await_ledger(row)
         if source == "live" and effects:
-            self.pending[t["id"]] = effects
-            self.pending.move_to_end(t["id"])
+            for row in effects:
+                self.pending.add(t["id"], row)
             self.last_trade = t["id"]
-            while len(self.pending) > PENDING_TRADES:
-                self.pending.popitem(last=False)
+            self.pending.keep_last(PENDING_TRADES)
 
     def _funding_trade(self, event: Event, array: list[Any], source: str, out: Output) -> None:
         t = to_row(L.FUNDING_TRADE, array)
@@ -369,15 +417,7 @@ class FillEffectsFold:
         out.upsert(NAME, _key(row), _plain(row))
 
     def _candidates(self, wkey: tuple[Any, Any]) -> list[Row]:
-        wallet, currency = wkey  # compared apart: a tuple per row was most of a wu's cost
-        return [
-            r
-            for effects in self.pending.values()
-            for r in effects
-            if r["currency"] == currency
-            and r["wallet_type"] == wallet
-            and r["attribution"] != "exact"
-        ]
+        return self.pending.unsettled(wkey)
 
     def _by_meta(self, wkey: tuple[Any, Any], meta: dict[str, Any]) -> Row | None:
         order = meta.get("order_id")
@@ -424,7 +464,7 @@ class FillEffectsFold:
         if effects is not None and all(
             r["attribution"] == "exact" or r.get("_settled") for r in effects
         ):
-            del self.pending[row["trade_id"]]
+            self.pending.remove(row["trade_id"])
 
     # --- ledger rows --------------------------------------------------------------------------
 
