@@ -112,3 +112,63 @@ def test_run_with_bad_credentials_exits_2(tmp_path: Path) -> None:
         status = conn.execute(sa.select(sessions.c.auth_status, sessions.c.end_reason)).all()
     engine.dispose()
     assert status == [("FAILED", "auth-failed")]
+
+
+# --- a signal during the start-up (before trio runs) --------------------------------------
+
+
+def _signal_inside_set_name() -> None:
+    """What the daemon met once in CI: SIGTERM while an import ran a class body's
+    ``__set_name__`` (SQLAlchemy's PostgreSQL dialect, imported by the first connect)."""
+
+    class Field:
+        def __set_name__(self, owner: type, name: str) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs between bytecodes, here
+                pass
+
+    class Range:
+        bounds = Field()
+
+    del Range
+
+
+def test_a_start_up_signal_exits_0_even_when_python_wraps_its_exception() -> None:
+    from recorder.commands.run import StartupSignals
+
+    startup = StartupSignals()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    startup.install()
+    try:
+        with pytest.raises(SystemExit) as stopped, startup.guard():
+            _signal_inside_set_name()
+        assert stopped.value.code == 0
+        assert startup.received == [signal.SIGTERM]
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+def test_a_start_up_signal_whose_exception_was_swallowed_still_ends_it() -> None:
+    """The handler's exception dropped (raised in a finalizer, say): the guard's block ends
+    normally, the noted signal still exits; a waiting loop sees it before it connects."""
+    from recorder.commands.run import StartupSignals, wait_for_database
+    from recorder.config import Config
+
+    startup = StartupSignals()
+    with pytest.raises(SystemExit) as stopped, startup.guard():
+        startup.received.append(signal.SIGTERM)  # noted, its SystemExit gone
+    assert stopped.value.code == 0
+    cfg = Config(database=DatabaseConfig(url="postgresql+psycopg://postgres@127.0.0.1:9/x"))
+    with pytest.raises(SystemExit) as waited:
+        wait_for_database(cfg, startup.stopping)
+    assert waited.value.code == 0
+
+
+def test_without_a_signal_the_start_ups_errors_are_its_own() -> None:
+    from recorder.commands.run import StartupSignals
+
+    with pytest.raises(RuntimeError, match="not a signal"), StartupSignals().guard():
+        raise RuntimeError("not a signal")
+    with StartupSignals().guard():
+        pass  # nothing happens

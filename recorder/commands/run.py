@@ -13,6 +13,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import click
 import trio
@@ -37,6 +39,44 @@ log = logging.getLogger("recorder.run")
 
 DATABASE_WAIT_LOG_EVERY = 30.0  # seconds between "still waiting for the database" lines
 FORCE_AFTER_SIGNALS = 3
+
+
+class StartupSignals:
+    """Before trio runs, a SIGINT/SIGTERM ends the start-up with a plain, quiet exit (0).
+
+    The handler raises ``SystemExit``, which is what interrupts a blocking call (a connect
+    to a database that never answers). It also notes the signal, because Python does not
+    always let that exception through: raised while an import runs a class body's
+    ``__set_name__`` (SQLAlchemy's PostgreSQL dialect is imported by the first connect),
+    Python 3.11 turns it into a ``RuntimeError``; raised in a finalizer, it is printed and
+    dropped. :meth:`guard` turns whatever ends its block after a signal into the exit."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+        raise SystemExit(0)
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self)
+
+    def stopping(self) -> bool:
+        return bool(self.received)
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the start-up's steps; after a signal, leave with ``SystemExit(0)`` whatever
+        happened (an exception the signal caused, or one that was swallowed)."""
+        try:
+            yield
+        except BaseException:
+            if self.received:
+                raise SystemExit(0) from None
+            raise
+        if self.received:
+            raise SystemExit(0)
 
 
 class EarlySignals:
@@ -91,12 +131,13 @@ async def run_until_signal(recorder: Recorder, early: EarlySignals | None = None
     return code
 
 
-def wait_for_database(cfg: Config) -> Database:
+def wait_for_database(cfg: Config, stopping: Callable[[], bool] = lambda: False) -> Database:
     """The daemon waits for a database that is not there yet (a server still starting, a
-    full disk), with back-off and one line per interval; SIGINT/SIGTERM ends the wait."""
+    full disk), with back-off and one line per interval; SIGINT/SIGTERM ends the wait
+    (``stopping``: a signal came, in case its exception was swallowed)."""
     delay, logged_at = 0.5, -DATABASE_WAIT_LOG_EVERY
     log_fields(log, "opening the database", url=redact_url(cfg.database.url))
-    while True:
+    while not stopping():
         try:
             return Database(open_engine(cfg, read_only=False))
         except StoreUnavailable as exc:
@@ -112,6 +153,7 @@ def wait_for_database(cfg: Config) -> Database:
                 )
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+    raise SystemExit(0)
 
 
 @click.command("run")
@@ -140,25 +182,11 @@ def command(cfg: Config, standby: bool, max_accounts: int | None) -> None:
     # Trouble that can be found before anything connects is one line and exit 2 (a missing
     # SQLite folder: open_engine, below).
     check_listen(cfg)
-    for signum in (signal.SIGINT, signal.SIGTERM):  # before trio runs: a plain, quiet exit
-        signal.signal(signum, lambda *_: sys.exit(0))
-    db = wait_for_database(cfg)
-    waiting: list[tuple[AccountConfig, Credentials, Lease]] = []
-    if max_accounts is not None:
-        by_name = {acc.name: (acc, creds) for acc, creds in accounts}
-        first = min(max_accounts, LEASES_PER_ROUND)  # the rest at the lease checks
-        leases, others = take_up_to(db.engine, list(by_name), first)
-        accounts = [by_name[lease.account] for lease in leases]
-        waiting = [(*by_name[lease.account], lease) for lease in others]
-        log_fields(
-            log,
-            f"recording {len(leases)} of {len(by_name)} accounts (--max-accounts {max_accounts});"
-            f" up to {LEASES_PER_ROUND} more every {LEASE_CHECK_EVERY:g} s while leases are free",
-            accounts=",".join(lease.account for lease in leases) or "-",
-            waiting=len(waiting),
-        )
-    else:
-        leases = hold_or_fail(db, accounts, standby)
+    startup = StartupSignals()  # before trio runs: a plain, quiet exit
+    startup.install()
+    with startup.guard():
+        db = wait_for_database(cfg, startup.stopping)
+        leases, accounts, waiting = _take_leases(db, accounts, standby, max_accounts)
     # From here a signal is noted, not an exit: one before trio's receiver is up stops the
     # recorder as soon as it is; those trio re-delivers when its receiver closes (a second
     # SIGTERM during the drain) are noted too, and cannot abort the exit.
@@ -174,6 +202,34 @@ def command(cfg: Config, standby: bool, max_accounts: int | None) -> None:
             lease.release()
         db.engine.dispose()
     sys.exit(code)
+
+
+def _take_leases(
+    db: Database,
+    accounts: list[tuple[AccountConfig, Credentials]],
+    standby: bool,
+    max_accounts: int | None,
+) -> tuple[
+    list[Lease],
+    list[tuple[AccountConfig, Credentials]],
+    list[tuple[AccountConfig, Credentials, Lease]],
+]:
+    """The leases this process starts with, the accounts it records, and (with
+    ``--max-accounts``) the accounts that wait for theirs."""
+    if max_accounts is None:
+        return hold_or_fail(db, accounts, standby), accounts, []
+    by_name = {acc.name: (acc, creds) for acc, creds in accounts}
+    first = min(max_accounts, LEASES_PER_ROUND)  # the rest at the lease checks
+    leases, others = take_up_to(db.engine, list(by_name), first)
+    waiting = [(*by_name[lease.account], lease) for lease in others]
+    log_fields(
+        log,
+        f"recording {len(leases)} of {len(by_name)} accounts (--max-accounts {max_accounts});"
+        f" up to {LEASES_PER_ROUND} more every {LEASE_CHECK_EVERY:g} s while leases are free",
+        accounts=",".join(lease.account for lease in leases) or "-",
+        waiting=len(waiting),
+    )
+    return leases, [by_name[lease.account] for lease in leases], waiting
 
 
 def hold_or_fail(
