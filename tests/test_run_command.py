@@ -134,9 +134,9 @@ def _signal_inside_set_name() -> None:
 
 
 def test_a_start_up_signal_exits_0_even_when_python_wraps_its_exception() -> None:
-    from recorder.commands.run import StartupSignals
+    from recorder.commands.common import StartupSignals
 
-    startup = StartupSignals()
+    startup = StartupSignals(0)
     saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     startup.install()
     try:
@@ -152,10 +152,11 @@ def test_a_start_up_signal_exits_0_even_when_python_wraps_its_exception() -> Non
 def test_a_start_up_signal_whose_exception_was_swallowed_still_ends_it() -> None:
     """The handler's exception dropped (raised in a finalizer, say): the guard's block ends
     normally, the noted signal still exits; a waiting loop sees it before it connects."""
-    from recorder.commands.run import StartupSignals, wait_for_database
+    from recorder.commands.common import StartupSignals
+    from recorder.commands.run import wait_for_database
     from recorder.config import Config
 
-    startup = StartupSignals()
+    startup = StartupSignals(0)
     with pytest.raises(SystemExit) as stopped, startup.guard():
         startup.received.append(signal.SIGTERM)  # noted, its SystemExit gone
     assert stopped.value.code == 0
@@ -166,9 +167,9 @@ def test_a_start_up_signal_whose_exception_was_swallowed_still_ends_it() -> None
 
 
 def test_without_a_signal_the_start_ups_errors_are_its_own() -> None:
-    from recorder.commands.run import StartupSignals
+    from recorder.commands.common import StartupSignals
 
-    with pytest.raises(RuntimeError, match="not a signal"), StartupSignals().guard():
+    with pytest.raises(RuntimeError, match="not a signal"), StartupSignals(0).guard():
         raise RuntimeError("not a signal")
-    with StartupSignals().guard():
+    with StartupSignals(0).guard():
         pass  # nothing happens

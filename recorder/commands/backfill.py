@@ -21,6 +21,8 @@ from recorder import logs
 from recorder.commands.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
+    STOP_SIGNALS,
+    StartupSignals,
     fail,
     open_engine,
     parse_time,
@@ -63,7 +65,7 @@ async def fetch(
     writer = Writer(db, cfg.writer)
     nonces = PersistentNonces(db, creds.api_key.reveal())
     complete = False
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery, httpx.AsyncClient() as http:
             await nursery.start(writer.run)
             fetching = trio.CancelScope()
@@ -109,10 +111,11 @@ def command(cfg: Config, account: str | None, start: str, end: str | None) -> No
 
     stopped_by: list[str] = []
     window = Window(t0, t1, "manual")
-    for signum in (signal.SIGINT, signal.SIGTERM):  # until trio's receiver: a plain exit
-        signal.signal(signum, lambda *_: sys.exit(EXIT_FAILURE))
+    before_trio = StartupSignals(EXIT_FAILURE)  # until trio's receiver: a plain exit
+    before_trio.install()
     try:
-        complete = trio.run(fetch, cfg, acc, creds, db, window, stopped_by)
+        with before_trio.guard():
+            complete = trio.run(fetch, cfg, acc, creds, db, window, stopped_by)
     finally:
         for lease in leases:
             lease.release()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -30,6 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# What stops a command that runs until told to (run, backfill, serve-replay).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -238,3 +241,43 @@ def row_progress(label: str) -> Iterator[Callable[[int], None]]:
                 bar.update(task, completed=seen[0])
 
         yield tick
+
+
+class StartupSignals:
+    """Before trio runs, a SIGINT/SIGTERM ends the start-up with a plain, quiet exit with
+    status ``code`` (``run``: 0; ``backfill``: 1, its window not fetched).
+
+    The handler raises ``SystemExit``, which is what interrupts a blocking call (a connect
+    to a database that never answers). It also notes the signal, because Python does not
+    always let that exception through: raised while an import runs a class body's
+    ``__set_name__`` (SQLAlchemy's PostgreSQL dialect is imported by the first connect),
+    Python 3.11 turns it into a ``RuntimeError``; raised in a finalizer, it is printed and
+    dropped. :meth:`guard` turns whatever ends its block after a signal into the exit."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.received: list[int] = []
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
+        raise SystemExit(self.code)
+
+    def install(self) -> None:
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self)
+
+    def stopping(self) -> bool:
+        return bool(self.received)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Run the start-up's steps; after a signal, leave with ``SystemExit(code)``
+        whatever happened (an exception the signal caused, or one that was swallowed)."""
+        try:
+            yield
+        except BaseException:
+            if self.received:
+                raise SystemExit(self.code) from None
+            raise
+        if self.received:
+            raise SystemExit(self.code)

@@ -13,8 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import click
 import trio
@@ -23,6 +22,8 @@ from recorder import logs
 from recorder.commands.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
+    STOP_SIGNALS,
+    StartupSignals,
     check_listen,
     fail,
     open_engine,
@@ -41,44 +42,6 @@ DATABASE_WAIT_LOG_EVERY = 30.0  # seconds between "still waiting for the databas
 FORCE_AFTER_SIGNALS = 3
 
 
-class StartupSignals:
-    """Before trio runs, a SIGINT/SIGTERM ends the start-up with a plain, quiet exit (0).
-
-    The handler raises ``SystemExit``, which is what interrupts a blocking call (a connect
-    to a database that never answers). It also notes the signal, because Python does not
-    always let that exception through: raised while an import runs a class body's
-    ``__set_name__`` (SQLAlchemy's PostgreSQL dialect is imported by the first connect),
-    Python 3.11 turns it into a ``RuntimeError``; raised in a finalizer, it is printed and
-    dropped. :meth:`guard` turns whatever ends its block after a signal into the exit."""
-
-    def __init__(self) -> None:
-        self.received: list[int] = []
-
-    def __call__(self, signum: int, _frame: object) -> None:
-        self.received.append(signum)
-        raise SystemExit(0)
-
-    def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, self)
-
-    def stopping(self) -> bool:
-        return bool(self.received)
-
-    @contextmanager
-    def guard(self) -> Iterator[None]:
-        """Run the start-up's steps; after a signal, leave with ``SystemExit(0)`` whatever
-        happened (an exception the signal caused, or one that was swallowed)."""
-        try:
-            yield
-        except BaseException:
-            if self.received:
-                raise SystemExit(0) from None
-            raise
-        if self.received:
-            raise SystemExit(0)
-
-
 class EarlySignals:
     """Signals that arrive after the start-up's plain exit is switched off and before trio's
     receiver takes over (and those trio re-delivers when its receiver closes): noted here,
@@ -91,12 +54,12 @@ class EarlySignals:
         self.pending.append(signum)
 
     def install(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self)
 
 
 async def run_until_signal(recorder: Recorder, early: EarlySignals | None = None) -> int:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
             received = 0
 
@@ -182,7 +145,7 @@ def command(cfg: Config, standby: bool, max_accounts: int | None) -> None:
     # Trouble that can be found before anything connects is one line and exit 2 (a missing
     # SQLite folder: open_engine, below).
     check_listen(cfg)
-    startup = StartupSignals()  # before trio runs: a plain, quiet exit
+    startup = StartupSignals(0)  # before trio runs: a plain, quiet exit
     startup.install()
     with startup.guard():
         db = wait_for_database(cfg, startup.stopping)
