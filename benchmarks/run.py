@@ -282,6 +282,7 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
             early_rss = None
             early_queue: int | None = None
             queue_max = 0
+            marks: list[tuple[int, float]] = []  # (frames committed, CPU seconds) each second
             next_scrape = time.monotonic() + 1.0
             early_at = early_at or max(n // 5, 1)
             committed = FrameCounter(engine, "bench")
@@ -292,12 +293,14 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
                     early_queue = writer_queue_depth(metrics_port)
                 if time.monotonic() >= next_scrape:  # once a second: the backlog held
                     queue_max = max(queue_max, writer_queue_depth(metrics_port) or 0)
+                    marks.append((got, cpu_seconds(rec.pid)))
                     next_scrape = time.monotonic() + 1.0
                 assert rec.poll() is None, "the recorder exited"
                 assert time.monotonic() - started < limit, f"only {got} of {n} committed"
                 time.sleep(0.02)
             secs = time.monotonic() - started
             cpu = cpu_seconds(rec.pid) - cpu0
+            marks.append((got, cpu0 + cpu))
             late_rss = rss_mb(rec.pid)
             # The projectors stand back while the writer is behind, so a burst is committed
             # before it is folded: also count until every projection has folded it.
@@ -349,6 +352,47 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
             writer_queue_at_early=early_queue,
             writer_queue_max=queue_max,
         ),
+        *cost_growth(kind, n, marks),
+    ]
+
+
+GROWTH_WINDOW = 300_000  # frames in each of the two windows compared
+GROWTH_FROM = 1_000_000  # bursts at least this long are compared with themselves
+
+
+def window_cost(marks: list[tuple[int, float]], start: int, end: int) -> tuple[float, int]:
+    """CPU seconds per 1,000 frames between the first marks at or after ``start`` and
+    ``end`` frames committed, and the frames between them."""
+    a = next(m for m in marks if m[0] >= start)
+    b = next(m for m in marks if m[0] >= end)
+    return (b[1] - a[1]) / (b[0] - a[0]) * 1000, b[0] - a[0]
+
+
+def cost_growth(kind: str, n: int, marks: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """The cost per frame late in a long burst against early in the same burst (the
+    ``--long`` run's question: does a frame cost more as the log grows?). Both windows are
+    in the steady part of the burst: the writer's queue full, the projectors standing
+    back; the first starts after 100,000 frames, the second ends 20,000 frames (the writer's
+    queue) before the last. One run's two windows share the machine's phase, which two
+    separate runs (300,000 frames, then 5,000,000) do not: their spread was larger than the
+    20 % the target allows (benchmarks/NOTES.md)."""
+    if n < GROWTH_FROM:
+        return []
+    early, early_n = window_cost(marks, 100_000, 100_000 + GROWTH_WINDOW)
+    late, late_n = window_cost(marks, n - 20_000 - GROWTH_WINDOW, n - 20_000)
+    return [
+        result(
+            "cost_growth",
+            kind,
+            round(late, 4),
+            "s CPU per 1,000 frames, the last 300,000 frames of the burst",
+            baseline=round(early, 4),
+            ratio=round(late / early, 3),
+            target="ratio <= 1.2",
+            ok=late / early <= 1.2,
+            early_frames=[100_000, early_n],
+            late_frames=[n - 20_000 - GROWTH_WINDOW, late_n],
+        )
     ]
 
 
