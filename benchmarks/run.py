@@ -282,7 +282,8 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
             early_rss = None
             early_queue: int | None = None
             queue_max = 0
-            marks: list[tuple[int, float]] = []  # (frames committed, CPU seconds) each second
+            # (frames committed, CPU seconds, events folded) once a second
+            marks: list[tuple[int, float, float]] = []
             next_scrape = time.monotonic() + 1.0
             early_at = early_at or max(n // 5, 1)
             committed = FrameCounter(engine, "bench")
@@ -293,14 +294,14 @@ def ingest(kind: str, n: int, tmp: Path, early_at: int | None = None) -> list[di
                     early_queue = writer_queue_depth(metrics_port)
                 if time.monotonic() >= next_scrape:  # once a second: the backlog held
                     queue_max = max(queue_max, writer_queue_depth(metrics_port) or 0)
-                    marks.append((got, cpu_seconds(rec.pid)))
+                    marks.append((got, cpu_seconds(rec.pid), folded(engine, "bench")))
                     next_scrape = time.monotonic() + 1.0
                 assert rec.poll() is None, "the recorder exited"
                 assert time.monotonic() - started < limit, f"only {got} of {n} committed"
                 time.sleep(0.02)
             secs = time.monotonic() - started
             cpu = cpu_seconds(rec.pid) - cpu0
-            marks.append((got, cpu0 + cpu))
+            marks.append((got, cpu0 + cpu, folded(engine, "bench")))
             late_rss = rss_mb(rec.pid)
             # The projectors stand back while the writer is behind, so a burst is committed
             # before it is folded: also count until every projection has folded it.
@@ -360,15 +361,33 @@ GROWTH_WINDOW = 300_000  # frames in each of the two windows compared
 GROWTH_FROM = 1_000_000  # bursts at least this long are compared with themselves
 
 
-def window_cost(marks: list[tuple[int, float]], start: int, end: int) -> tuple[float, int]:
-    """CPU seconds per 1,000 frames between the first marks at or after ``start`` and
-    ``end`` frames committed, and the frames between them."""
+def folded(engine: sa.Engine, account: str) -> float:
+    """How far the projections of ``account`` have folded, on average over the projections
+    (log positions: the sum of their checkpoints over their number)."""
+    from recorder.projections.registry import FOLDS
+
+    with engine.connect() as conn:
+        total = conn.execute(
+            sa.text("SELECT SUM(event_id) FROM projector_checkpoints WHERE account = :a"),
+            {"a": account},
+        ).scalar()
+    return float(total or 0) / len(FOLDS)
+
+
+def window_cost(
+    marks: list[tuple[int, float, float]], start: int, end: int
+) -> tuple[float, int, float]:
+    """Between the first marks at or after ``start`` and ``end`` frames committed: the CPU
+    seconds per 1,000 frames, the frames, and the events each projection folded per frame
+    committed (the projectors stand back while the writer is behind, so a window's CPU also
+    depends on how much folding it holds)."""
     a = next(m for m in marks if m[0] >= start)
     b = next(m for m in marks if m[0] >= end)
-    return (b[1] - a[1]) / (b[0] - a[0]) * 1000, b[0] - a[0]
+    frames = b[0] - a[0]
+    return (b[1] - a[1]) / frames * 1000, frames, (b[2] - a[2]) / frames
 
 
-def cost_growth(kind: str, n: int, marks: list[tuple[int, float]]) -> list[dict[str, Any]]:
+def cost_growth(kind: str, n: int, marks: list[tuple[int, float, float]]) -> list[dict[str, Any]]:
     """The cost per frame late in a long burst against early in the same burst (the
     ``--long`` run's question: does a frame cost more as the log grows?). Both windows are
     in the steady part of the burst: the writer's queue full, the projectors standing
@@ -378,8 +397,8 @@ def cost_growth(kind: str, n: int, marks: list[tuple[int, float]]) -> list[dict[
     20 % the target allows (benchmarks/NOTES.md)."""
     if n < GROWTH_FROM:
         return []
-    early, early_n = window_cost(marks, 100_000, 100_000 + GROWTH_WINDOW)
-    late, late_n = window_cost(marks, n - 20_000 - GROWTH_WINDOW, n - 20_000)
+    early, early_n, early_folded = window_cost(marks, 100_000, 100_000 + GROWTH_WINDOW)
+    late, late_n, late_folded = window_cost(marks, n - 20_000 - GROWTH_WINDOW, n - 20_000)
     return [
         result(
             "cost_growth",
@@ -392,6 +411,8 @@ def cost_growth(kind: str, n: int, marks: list[tuple[int, float]]) -> list[dict[
             ok=late / early <= 1.2,
             early_frames=[100_000, early_n],
             late_frames=[n - 20_000 - GROWTH_WINDOW, late_n],
+            folded_per_frame_early=round(early_folded, 3),
+            folded_per_frame_late=round(late_folded, 3),
         )
     ]
 
