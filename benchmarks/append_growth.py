@@ -16,6 +16,7 @@ of their four windows of 250,000 frames each, since single windows of one run di
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -30,6 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.firehose import make_frames  # noqa: E402
+from benchmarks.run import result  # noqa: E402
 from recorder.config import DatabaseConfig  # noqa: E402
 from recorder.store import migrate  # noqa: E402
 from recorder.store.engine import create_engine  # noqa: E402
@@ -39,12 +41,6 @@ from recorder.store.sessions import open_session  # noqa: E402
 BATCH = 2_000
 WINDOW = 250_000
 EDGE = 4  # windows at each end compared
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return round((ordered[mid] + ordered[~mid]) / 2, 5)
 
 
 def append_run(path: Path, frames: list[str], total: int, cache_kib: int | None) -> list[float]:
@@ -104,24 +100,23 @@ def main() -> None:
             windows = append_run(path, frames, total, kib)
             size_mb = path.stat().st_size / 2**20
             path.unlink()
-            first, last = _median(windows[:EDGE]), _median(windows[-EDGE:])
+            first = round(statistics.median(windows[:EDGE]), 5)
+            last = round(statistics.median(windows[-EDGE:]), 5)
             results.append(
-                {
-                    "metric": "append_growth",
-                    "database": "sqlite",
-                    "value": last,
-                    "unit": "s CPU per 1,000 frames appended, the last 1,000,000 frames",
-                    "baseline": first,
-                    "ratio": round(last / first, 3),
-                    "target": "ratio <= 1.2",
-                    "pass": last / first <= 1.2,
-                    "details": {
-                        "cache": label,
-                        "frames": total,
-                        "windows": windows,
-                        "database_mb": round(size_mb),
-                    },
-                }
+                result(
+                    "append_growth",
+                    "sqlite",
+                    last,
+                    "s CPU per 1,000 frames appended, the last 1,000,000 frames",
+                    baseline=first,
+                    ratio=round(last / first, 3),
+                    target="ratio <= 1.2",
+                    ok=last / first <= 1.2,
+                    cache=label,
+                    frames=total,
+                    windows=windows,
+                    database_mb=round(size_mb),
+                )
             )
     print(
         orjson.dumps(
