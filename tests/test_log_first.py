@@ -503,6 +503,54 @@ def test_rebuild_stopped_by_a_signal_says_where_and_resumes(
     engine.dispose()
 
 
+def test_rebuild_stopped_while_an_import_runs_says_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signal arrives while Python runs a class body's ``__set_name__`` (as an import
+    does, e.g. SQLAlchemy's PostgreSQL dialect on the first connect): Python 3.11 turns the
+    handler's exception into a ``RuntimeError`` there. The rebuild still ends with the one
+    line saying how far it got, not a traceback."""
+    from click.testing import CliRunner
+
+    from recorder.cli import main
+    from recorder.commands import rebuild as rebuild_command
+    from recorder.projections import rebuild as rebuilding
+    from tests.helpers import store_log, synthetic_log
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = create_engine(DatabaseConfig(url=url))
+    migrate.upgrade(engine)
+    store_log(engine, "main", synthetic_log(seed=7, steps=600, gap_every=200, snap_every=300))
+    engine.dispose()
+    real = rebuilding.rebuild
+
+    class SignalsWhileNamed:
+        def __set_name__(self, owner: type, name: str) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(1000):  # the handler runs at the next bytecode boundary
+                pass
+
+    def interrupted(*args: Any, **kwargs: Any) -> int:
+        progress = args[3]
+
+        def then_signal(n: int) -> None:
+            progress(n)
+
+            class Imported:  # what an import executes
+                attribute = SignalsWhileNamed()
+
+        return real(*args[:3], then_signal, batch=300)
+
+    monkeypatch.setattr(rebuild_command, "rebuild", interrupted)
+    result = CliRunner().invoke(main, ["rebuild"], env={"BFX_RECORDER_DATABASE_URL": url})
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    line = result.output.strip().splitlines()[-1]
+    assert "rebuild stopped by SIGTERM after 300 of" in line, result.output
+    assert "main at event 300" in line
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+
+
 async def test_an_answer_over_the_bound_is_not_read_further() -> None:
     """Memory stays bounded whatever a server sends: past ``max_answer_bytes`` the answer is
     dropped with a rest.error saying so (and the window retries)."""

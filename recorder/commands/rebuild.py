@@ -35,8 +35,18 @@ class Interrupted(Exception):
         self.name = signal.Signals(signum).name
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise Interrupted(signum)
+class _Interrupt:
+    """The SIGINT/SIGTERM handler during the fold: raises :class:`Interrupted`, and notes the
+    signal, because Python does not always let that exception through as it is: raised
+    while an import runs a class body's ``__set_name__``, Python 3.11 turns it into a
+    ``RuntimeError``. Whatever ends the fold after a signal is the interruption."""
+
+    def __init__(self) -> None:
+        self.received: Interrupted | None = None
+
+    def __call__(self, signum: int, _frame: FrameType | None) -> None:
+        self.received = Interrupted(signum)
+        raise self.received
 
 
 def checkpoints(engine: sa.Engine, accounts: list[str], projection: str | None) -> dict[str, int]:
@@ -83,7 +93,8 @@ def command(cfg: Config, projection: str | None, account: str | None, jobs: int)
         work = rebuild_plan(engine, accounts, projection, jobs) if jobs > 1 else None  # type: ignore[arg-type]
         total = work.reads if work else rebuild_work(engine, accounts, projection)  # type: ignore[arg-type]
         done = [0]
-        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        interrupt = _Interrupt()
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with Progress(
                 "[progress.description]{task.description}",
@@ -107,7 +118,10 @@ def command(cfg: Config, projection: str | None, account: str | None, jobs: int)
                     db=cfg.database,
                     work=work,
                 )
-        except Interrupted as stop:
+        except BaseException:
+            stop = interrupt.received
+            if stop is None:
+                raise
             where = ", ".join(
                 f"{acc} at event {pos}"
                 for acc, pos in checkpoints(engine, accounts, projection).items()  # type: ignore[arg-type]
