@@ -33,6 +33,8 @@ SECONDS_BELOW = Decimal(SECONDS_BELOW_INT)
 # regular expression, which tries a match at every digit.
 _DIGIT_MAP = bytes(0x31 if chr(i) in "0123456789." else 0x20 for i in range(256))
 _LONG_RUN = b"1" * 16
+# The exact parser, built once (``json.loads`` with a keyword builds a decoder per call).
+_EXACT = json.JSONDecoder(parse_float=Decimal)
 
 
 def has_long_number(text: str) -> bool:
@@ -45,7 +47,7 @@ def parse_frame(text: str) -> Any:
             return orjson.loads(text)
         except orjson.JSONDecodeError:
             pass  # integers beyond 64 bits, or not JSON: let json say which
-    return json.loads(text, parse_float=Decimal)
+    return _EXACT.decode(text)
 
 
 # Times seen recently: an order's creation time comes back in every update of it.
