@@ -36,10 +36,11 @@ class Interrupted(Exception):
 
 
 class _Interrupt:
-    """The SIGINT/SIGTERM handler during the fold: raises :class:`Interrupted`, and notes the
-    signal, because Python does not always let that exception through as it is: raised
-    while an import runs a class body's ``__set_name__``, Python 3.11 turns it into a
-    ``RuntimeError``. Whatever ends the fold after a signal is the interruption."""
+    """The SIGINT/SIGTERM handler during the fold: raises :class:`Interrupted`, and keeps
+    it, because Python does not always let that exception through as it is: raised while an
+    import runs a class body's ``__set_name__``, Python 3.11 turns it into a
+    ``RuntimeError`` caused by it. :meth:`ended` tells such an exception from an unrelated
+    failure (one after a signal that a library swallowed stays what it is)."""
 
     def __init__(self) -> None:
         self.received: Interrupted | None = None
@@ -47,6 +48,21 @@ class _Interrupt:
     def __call__(self, signum: int, _frame: FrameType | None) -> None:
         self.received = Interrupted(signum)
         raise self.received
+
+    def ended(self, exc: BaseException) -> Interrupted | None:
+        """The interruption, if ``exc`` is it or came from it (its causes and contexts)."""
+        stop = self.received
+        seen: set[int] = set()
+        pending: list[BaseException | None] = [exc]
+        while stop is not None and pending:
+            e = pending.pop()
+            if e is None or id(e) in seen:
+                continue
+            if e is stop:
+                return stop
+            seen.add(id(e))
+            pending += [e.__cause__, e.__context__]
+        return None
 
 
 def checkpoints(engine: sa.Engine, accounts: list[str], projection: str | None) -> dict[str, int]:
@@ -118,10 +134,12 @@ def command(cfg: Config, projection: str | None, account: str | None, jobs: int)
                     db=cfg.database,
                     work=work,
                 )
-        except BaseException:
-            stop = interrupt.received
+        except BaseException as exc:
+            stop = interrupt.ended(exc)
             if stop is None:
                 raise
+            for sig in previous:  # a second signal must not cut the report short
+                signal.signal(sig, signal.SIG_IGN)
             where = ", ".join(
                 f"{acc} at event {pos}"
                 for acc, pos in checkpoints(engine, accounts, projection).items()  # type: ignore[arg-type]
