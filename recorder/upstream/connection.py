@@ -114,12 +114,14 @@ def _cause(exc: BaseException) -> str:
 # 10,000 orders: about 2 MB; the exchange sends it again after every reconnect, so the
 # account looped). 64 MiB: 32 times that, and still a bound on what one frame may cost.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
-# Bytes the reader asks the socket for at once (trio-websocket's default is 4 KiB: about 20
-# frames a read). Behind in a burst, the socket holds far more than that, and each read
-# costs a system call, a wake-up of trio-websocket's reader task and a wsproto pass: with
-# 64 KiB the recorder spent 9-10 % less CPU per frame on a 300,000-frame burst (a bare
-# client, which keeps up with the sender, gained nothing). At a few frames a second a read
-# still returns as soon as one frame is in.
+# Bytes trio-websocket's reader asks its stream for at once (its default is 4 KiB: about 20
+# frames of 200 bytes). Behind in a burst, the socket holds far more than that, and each read
+# costs a system call, a scheduler pass of the reader task and a wsproto pass. Measured over
+# plain ws:// on loopback, 300,000-frame bursts: about 8 % less CPU per frame on SQLite, none
+# on PostgreSQL (benchmarks/NOTES.md); a bare client, which keeps up with the sender, gained
+# nothing. Over wss:// trio's TLS stream reads the socket 64 KiB at a time already and hands
+# out at most one TLS record (16 KiB) a read, so there it saves reads, not system calls (not
+# measured). A read still returns as soon as anything has arrived.
 RECEIVE_BUFFER = 64 * 1024
 # Close codes of a message the library could not deliver (the session marks them).
 UNDELIVERABLE = {1007: "invalid UTF-8 in a text frame", 1009: "message over the size limit"}
