@@ -10,6 +10,7 @@ import click
 import sqlalchemy as sa
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
+from recorder.causes import behind
 from recorder.commands.common import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -52,17 +53,9 @@ class _Interrupt:
     def ended(self, exc: BaseException) -> Interrupted | None:
         """The interruption, if ``exc`` is it or came from it (its causes and contexts)."""
         stop = self.received
-        seen: set[int] = set()
-        pending: list[BaseException | None] = [exc]
-        while stop is not None and pending:
-            e = pending.pop()
-            if e is None or id(e) in seen:
-                continue
-            if e is stop:
-                return stop
-            seen.add(id(e))
-            pending += [e.__cause__, e.__context__]
-        return None
+        if stop is None or not any(e is stop for e in behind(exc)):
+            return None
+        return stop
 
 
 def checkpoints(engine: sa.Engine, accounts: list[str], projection: str | None) -> dict[str, int]:

@@ -21,6 +21,8 @@ from trio_websocket import (
     open_websocket_url,
 )
 
+from recorder.causes import behind
+
 
 class ConnectionLost(Exception):
     def __init__(self, code: int | None, reason: str | None) -> None:
@@ -94,20 +96,12 @@ class Socket:
 def _cause(exc: BaseException) -> str:
     """What is behind a handshake error: the OS error (connection refused, no route, ...)
     when there is one, else the deepest error's own text."""
-    texts: list[str] = []
-    pending: list[BaseException] = [exc]
-    while pending:
-        seen = pending.pop(0)
+    first = ""
+    for seen in behind(exc):
         if isinstance(seen, OSError) and seen.strerror:
             return seen.strerror
-        if str(seen):
-            texts.append(str(seen))
-        if isinstance(seen, BaseExceptionGroup):
-            pending.extend(seen.exceptions)
-        for nxt in (seen.__cause__, seen.__context__):
-            if nxt is not None and nxt not in pending:
-                pending.append(nxt)
-    return texts[0] if texts else type(exc).__name__
+        first = first or str(seen)
+    return first or type(exc).__name__
 
 
 # The largest message read (trio-websocket's default, 1 MiB, is below an order snapshot of
